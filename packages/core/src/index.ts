@@ -1,0 +1,56 @@
+export { PeftError, type PeftErrorCode } from './errors';
+export { Module, ModuleDict, ParameterDict, isLayer, type Layer } from './nn/module';
+export { Linear, Conv1D, Embedding, RMSNorm, LayerNorm, Dropout, Identity, kaimingUniform, type LinearOptions } from './nn/layers';
+export { manualSeed, nextSeed, nextRandom, getRngState, setRngState } from './nn/random';
+export {
+  PreTrainedModel,
+  KVCache,
+  isPreTrainedModel,
+  toIdsTensor,
+  type IdsLike,
+  type ForwardInputs,
+  type ForwardOutput,
+  type ModelConfig,
+  type GenerateOptions,
+  type ForwardFn,
+} from './model';
+export {
+  type FileSystem,
+  nodeFileSystem,
+  fetchFileSystem,
+  getFileSystem,
+  setFileSystem,
+  joinPath,
+  dirname,
+  readJson,
+  stableJson,
+} from './io/fs';
+export {
+  parseSafetensors,
+  serializeSafetensors,
+  tensorsToSafetensors,
+  rawToTensor,
+  rawToArray,
+  loadSafetensors,
+  saveSafetensors,
+  loadModelWeights,
+  MAX_HEADER_BYTES,
+  type SafetensorsDtype,
+  type RawTensor,
+  type SafetensorsFile,
+  type TensorToWrite,
+} from './io/safetensors';
+export {
+  defineOp,
+  registerFastPath,
+  setFastPathsEnabled,
+  checkConformance,
+  listOps,
+  type Op,
+  type OpDefinition,
+  type FastPath,
+  type ConformanceReport,
+  type TensorInputs,
+  type OpAttrs,
+} from './kernels/registry';
+export { linearOp, loraLinearOp, linear2d } from './kernels/ops';

@@ -1,0 +1,36 @@
+import * as tf from '@tensorflow/tfjs';
+import { defineOp } from './registry';
+
+/** Flattens [..., n] to [rows, n] and back: matMul kernels are fastest on 2-D operands. */
+export function linear2d(x: tf.Tensor, fn: (x2: tf.Tensor2D) => tf.Tensor): tf.Tensor {
+  const lead = x.shape.slice(0, -1);
+  const y = fn(x.reshape([-1, x.shape[x.shape.length - 1]]) as tf.Tensor2D);
+  return y.reshape([...lead, y.shape[1]]);
+}
+
+/** y = x·Wᵀ + b, PyTorch's Linear with W stored [out, in]. */
+export const linearOp = defineOp<{ x: tf.Tensor; weight: tf.Tensor; bias?: tf.Tensor }, Record<string, never>>({
+  name: 'peftjs.Linear',
+  inputNames: ['x', 'weight', 'bias'],
+  reference: ({ x, weight, bias }) =>
+    linear2d(x, (x2) => {
+      const y = tf.matMul(x2, weight as tf.Tensor2D, false, true);
+      return bias ? tf.add(y, bias) : y;
+    }),
+});
+
+/**
+ * LoRA's update added to a base layer's output: base + scaling · (x·Aᵀ)·Bᵀ, A [r, in], B [out, r].
+ * `x` is the (dropped-out) input of the LoRA path.
+ */
+export const loraLinearOp = defineOp<
+  { base: tf.Tensor; x: tf.Tensor; loraA: tf.Tensor; loraB: tf.Tensor },
+  { scaling: number }
+>({
+  name: 'peftjs.LoraLinear',
+  inputNames: ['base', 'x', 'loraA', 'loraB'],
+  reference: ({ base, x, loraA, loraB }, { scaling }) => {
+    const delta = linear2d(x, (x2) => tf.matMul(tf.matMul(x2, loraA as tf.Tensor2D, false, true), loraB as tf.Tensor2D, false, true));
+    return tf.add(base, scaling === 1 ? delta : tf.mul(delta, scaling));
+  },
+});

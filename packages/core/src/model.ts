@@ -1,0 +1,148 @@
+import * as tf from '@tensorflow/tfjs';
+import { Module } from './nn/module';
+import type { Embedding } from './nn/layers';
+
+/** A batch of token ids or an int32 tensor [B, T]. */
+export type IdsLike = number[][] | tf.Tensor;
+
+/**
+ * Past keys and values of every layer: key/value [B, kvHeads, T, headDim]. `update` appends one
+ * step and returns the full keys/values. Tensors the cache created are its own and are disposed
+ * when replaced or on `dispose()`; tensors handed in (a prefix from prefix tuning) are only referenced,
+ * so gradients can flow through them.
+ */
+export class KVCache {
+  readonly keys: (tf.Tensor | undefined)[] = [];
+  readonly values: (tf.Tensor | undefined)[] = [];
+  private readonly owned = new Set<tf.Tensor>();
+
+  /** A cache seeded with given per-layer keys/values (not owned). */
+  static fromTensors(layers: { key: tf.Tensor; value: tf.Tensor }[]): KVCache {
+    const c = new KVCache();
+    layers.forEach((l, i) => {
+      c.keys[i] = l.key;
+      c.values[i] = l.value;
+    });
+    return c;
+  }
+
+  /** Number of positions already cached (of layer 0). */
+  get length(): number {
+    return this.keys[0]?.shape[2] ?? 0;
+  }
+
+  /**
+   * Appends k, v [B, kvHeads, t, headDim] to layer `layer`; returns the full keys and values.
+   * With `keep` (generation), the result survives an enclosing tf.tidy and the old one is disposed.
+   */
+  update(layer: number, k: tf.Tensor, v: tf.Tensor, keep = false): { key: tf.Tensor; value: tf.Tensor } {
+    const oldK = this.keys[layer];
+    const oldV = this.values[layer];
+    const key = oldK ? tf.concat([oldK, k], 2) : k;
+    const value = oldV ? tf.concat([oldV, v], 2) : v;
+    if (keep) {
+      for (const old of [oldK, oldV]) if (old && this.owned.has(old)) {
+        this.owned.delete(old);
+        old.dispose();
+      }
+      tf.keep(key);
+      tf.keep(value);
+      this.owned.add(key);
+      this.owned.add(value);
+    }
+    this.keys[layer] = key;
+    this.values[layer] = value;
+    return { key, value };
+  }
+
+  /** Disposes the tensors this cache created. */
+  dispose(): void {
+    for (const t of this.owned) t.dispose();
+    this.owned.clear();
+  }
+}
+
+export interface ForwardInputs {
+  inputIds?: IdsLike;
+  /** [B, pastLength + T]: 1 keeps a position, 0 masks it. */
+  attentionMask?: IdsLike;
+  /** [B, T]; defaults to pastLength + 0..T-1 as HF's forward does. */
+  positionIds?: IdsLike;
+  /** [B, T, hidden], instead of inputIds. */
+  inputsEmbeds?: tf.Tensor;
+  pastKeyValues?: KVCache;
+  /** Store new keys/values in pastKeyValues (generation). */
+  useCache?: boolean;
+  /** [B, T]; -100 is ignored. When given, `loss` is the mean cross-entropy of the shifted labels. */
+  labels?: IdsLike;
+}
+
+export interface ForwardOutput {
+  logits: tf.Tensor;
+  loss?: tf.Scalar;
+  pastKeyValues?: KVCache;
+}
+
+/** Config fields every base model exposes, normalized from HF's config.json. */
+export interface ModelConfig {
+  modelType: string;
+  vocabSize: number;
+  hiddenSize: number;
+  numHiddenLayers: number;
+  numAttentionHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+  tieWordEmbeddings: boolean;
+  bosTokenId?: number | number[] | null;
+  eosTokenId?: number | number[] | null;
+  padTokenId?: number | null;
+  /** The config.json as read. */
+  raw: Record<string, unknown>;
+}
+
+export interface GenerateOptions {
+  inputIds: IdsLike;
+  attentionMask?: IdsLike;
+  maxNewTokens?: number;
+  doSample?: boolean;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  eosTokenId?: number | number[];
+  padTokenId?: number;
+  seed?: number;
+}
+
+/** The forward the generation loop calls; PEFT methods that change the inputs supply their own. */
+export type ForwardFn = (inputs: ForwardInputs) => ForwardOutput;
+
+/**
+ * The contract between a base model and PEFT: an HF-named module tree with a forward, its input
+ * embeddings, and the names of output heads (never targeted by `all-linear`).
+ */
+export abstract class PreTrainedModel extends Module {
+  abstract readonly config: ModelConfig;
+  /** Module paths of output heads, e.g. ['lm_head'] or ['score']. */
+  abstract readonly outputHeadNames: string[];
+  /** 'CAUSAL_LM' or 'SEQ_CLS'. */
+  abstract readonly taskType: string;
+  abstract forward(inputs: ForwardInputs): ForwardOutput;
+  abstract getInputEmbeddings(): Embedding;
+  /** Greedy or sampled generation; `forward` replaces this model's forward (PEFT wrappers). */
+  abstract generate(opts: GenerateOptions, forward?: ForwardFn): Promise<number[][]>;
+}
+
+export function isPreTrainedModel(m: unknown): m is PreTrainedModel {
+  return m instanceof PreTrainedModel;
+}
+
+/** Converts number[][] or a tensor to an int32 tensor (the caller owns the result if it is new). */
+export function toIdsTensor(x: IdsLike, what = 'inputIds'): tf.Tensor {
+  if (x instanceof tf.Tensor) return x.dtype === 'int32' ? x : x.toInt();
+  if (!Array.isArray(x) || !x.every(Array.isArray)) {
+    throw new TypeError(`${what} must be number[][] or an int32 tf.Tensor2D`);
+  }
+  const len = x[0]?.length ?? 0;
+  if (!x.every((r) => r.length === len)) throw new TypeError(`${what}: every row must have the same length (pad the batch)`);
+  return tf.tensor2d(x as number[][], [x.length, len], 'int32');
+}

@@ -1,0 +1,136 @@
+import * as tf from '@tensorflow/tfjs';
+import { Module, type Layer } from './module';
+import { linearOp, linear2d } from '../kernels/ops';
+import { nextSeed } from './random';
+
+/** Kaiming-uniform with a = √5, PyTorch's default for Linear weights: U(-1/√fanIn, 1/√fanIn). */
+export function kaimingUniform(shape: number[], fanIn: number, seed?: number): tf.Tensor {
+  const bound = 1 / Math.sqrt(fanIn);
+  return tf.randomUniform(shape, -bound, bound, 'float32', seed ?? nextSeed());
+}
+
+export interface LinearOptions {
+  bias?: boolean;
+  /** Initial weight [out, in]; random (PyTorch's init) when absent. */
+  weight?: tf.Tensor;
+  biasValue?: tf.Tensor;
+}
+
+/** torch.nn.Linear: weight [out, in], optional bias [out]. */
+export class Linear extends Module implements Layer {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  constructor(inFeatures: number, outFeatures: number, opts: LinearOptions = {}) {
+    super();
+    this.inFeatures = inFeatures;
+    this.outFeatures = outFeatures;
+    this.registerParameter('weight', opts.weight ?? kaimingUniform([outFeatures, inFeatures], inFeatures));
+    if (opts.bias ?? true) this.registerParameter('bias', opts.biasValue ?? kaimingUniform([outFeatures], inFeatures));
+  }
+  get weight(): tf.Variable {
+    return this.param('weight');
+  }
+  get bias(): tf.Variable | undefined {
+    return this.maybeParam('bias');
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    return linearOp({ x, weight: this.weight, bias: this.bias }, {});
+  }
+}
+
+/** GPT-2's Conv1D: a linear layer whose weight is stored transposed, [in, out]. */
+export class Conv1D extends Module implements Layer {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  constructor(outFeatures: number, inFeatures: number) {
+    super();
+    this.inFeatures = inFeatures;
+    this.outFeatures = outFeatures;
+    this.registerParameter('weight', tf.randomNormal([inFeatures, outFeatures], 0, 0.02, 'float32', nextSeed()));
+    this.registerParameter('bias', tf.zeros([outFeatures]));
+  }
+  get weight(): tf.Variable {
+    return this.param('weight');
+  }
+  get bias(): tf.Variable | undefined {
+    return this.maybeParam('bias');
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    return linear2d(x, (x2) => {
+      const y = tf.matMul(x2, this.weight as tf.Tensor2D);
+      return this.bias ? tf.add(y, this.bias) : y;
+    });
+  }
+}
+
+/** torch.nn.Embedding: weight [num, dim]. */
+export class Embedding extends Module {
+  readonly numEmbeddings: number;
+  readonly embeddingDim: number;
+  constructor(numEmbeddings: number, embeddingDim: number, weight?: tf.Tensor) {
+    super();
+    this.numEmbeddings = numEmbeddings;
+    this.embeddingDim = embeddingDim;
+    this.registerParameter('weight', weight ?? tf.randomNormal([numEmbeddings, embeddingDim], 0, 1, 'float32', nextSeed()));
+  }
+  get weight(): tf.Variable {
+    return this.param('weight');
+  }
+  /** ids: int32 tensor of any shape → [..., dim]. */
+  forward(ids: tf.Tensor): tf.Tensor {
+    return tf.gather(this.weight, ids.dtype === 'int32' ? ids : ids.toInt());
+  }
+}
+
+/** LLaMA's RMSNorm: x / √(mean(x²) + eps) · weight. */
+export class RMSNorm extends Module implements Layer {
+  readonly eps: number;
+  constructor(dim: number, eps = 1e-6) {
+    super();
+    this.eps = eps;
+    this.registerParameter('weight', tf.ones([dim]));
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const variance = tf.mean(tf.square(x), -1, true);
+      return tf.mul(this.param('weight'), tf.mul(x, tf.rsqrt(tf.add(variance, this.eps))));
+    });
+  }
+}
+
+/** torch.nn.LayerNorm over the last dimension. */
+export class LayerNorm extends Module implements Layer {
+  readonly eps: number;
+  constructor(dim: number, eps = 1e-5) {
+    super();
+    this.eps = eps;
+    this.registerParameter('weight', tf.ones([dim]));
+    this.registerParameter('bias', tf.zeros([dim]));
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const mean = tf.mean(x, -1, true);
+      const centered = tf.sub(x, mean);
+      const variance = tf.mean(tf.square(centered), -1, true);
+      return tf.add(tf.mul(tf.mul(centered, tf.rsqrt(tf.add(variance, this.eps))), this.param('weight')), this.param('bias'));
+    });
+  }
+}
+
+/** Inverted dropout, active only in training mode. */
+export class Dropout extends Module implements Layer {
+  constructor(readonly p: number) {
+    super();
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    if (!this.training || this.p === 0) return x;
+    return tf.dropout(x, this.p, undefined, nextSeed());
+  }
+}
+
+/** Passes its input through unchanged (PyTorch's nn.Identity). */
+export class Identity extends Module implements Layer {
+  forward(x: tf.Tensor): tf.Tensor {
+    return x;
+  }
+}
