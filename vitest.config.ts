@@ -17,6 +17,7 @@ export default defineConfig({
     include: ['packages/*/src/**/*.test.ts', 'tools/**/*.test.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
+    setupFiles: ['tools/testing/setup.ts'],
     pool: 'forks',
     fileParallelism: true,
     maxWorkers: 2,

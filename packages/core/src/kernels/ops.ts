@@ -4,8 +4,8 @@ import { defineOp } from './registry';
 /** Flattens [..., n] to [rows, n] and back: matMul kernels are fastest on 2-D operands. */
 export function linear2d(x: tf.Tensor, fn: (x2: tf.Tensor2D) => tf.Tensor): tf.Tensor {
   const lead = x.shape.slice(0, -1);
-  const y = fn(x.reshape([-1, x.shape[x.shape.length - 1]]) as tf.Tensor2D);
-  return y.reshape([...lead, y.shape[1]]);
+  const y = fn(x.reshape([-1, x.shape[x.shape.length - 1] as number]) as tf.Tensor2D);
+  return y.reshape([...lead, y.shape[1] as number]);
 }
 
 /** y = x·Wᵀ + b, PyTorch's Linear with W stored [out, in]. */

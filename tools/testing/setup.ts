@@ -1,0 +1,7 @@
+// Vitest setup: every test file starts on the backend PEFTJS_TEST_BACKEND names (default wasm, else cpu).
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+
+const want = process.env.PEFTJS_TEST_BACKEND ?? 'wasm';
+if (!(await tf.setBackend(want))) await tf.setBackend('cpu');
+await tf.ready();
