@@ -53,4 +53,30 @@ export {
   type TensorInputs,
   type OpAttrs,
 } from './kernels/registry';
-export { linearOp, loraLinearOp, linear2d } from './kernels/ops';
+export { linearOp, loraLinearOp, linear2d, stopGradient } from './kernels/ops';
+export { z } from 'zod';
+export {
+  TaskType,
+  PeftConfig,
+  basePeftConfigShape,
+  targetModulesSchema,
+  configFromHfJson,
+  parseFields,
+  camelToSnake,
+  snakeToCamel,
+  type PeftConfigClass,
+  type ConfigShape,
+} from './config';
+export {
+  registerPeftMethod,
+  unregisterPeftMethod,
+  getPeftMethod,
+  listPeftMethods,
+  PEFT_METHOD_SPEC_VERSION,
+  type PeftMethod,
+  type InjectArgs,
+  type PromptLearningHooks,
+} from './method';
+export { isTargetModule, isExcludedModule, matchesModuleList, fullMatch, findPatternKey, type TargetSpec } from './targets';
+export { BaseTunerLayer, ModulesToSaveWrapper, TunerModel, isTunerLayer, targetableModules } from './tuner';
+export { PeftModel, getPeftModel, readAdapterConfig, CONFIG_NAME, WEIGHTS_NAME } from './peft_model';

@@ -34,3 +34,13 @@ export const loraLinearOp = defineOp<
     return tf.add(base, scaling === 1 ? delta : tf.mul(delta, scaling));
   },
 });
+
+const stopGradientFn = tf.customGrad((x: tf.Tensor) => ({
+  value: tf.clone(x),
+  gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy),
+}));
+
+/** The value of x with no gradient flowing back (PyTorch's .detach()); tfjs has no such op. */
+export function stopGradient(x: tf.Tensor): tf.Tensor {
+  return stopGradientFn(x) as tf.Tensor;
+}

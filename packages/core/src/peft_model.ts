@@ -1,0 +1,467 @@
+import * as tf from '@tensorflow/tfjs';
+import { Module, ModuleDict, type Layer } from './nn/module';
+import { PeftError } from './errors';
+import { type PeftConfig, TaskType, configFromHfJson } from './config';
+import { getPeftMethod, type PeftMethod } from './method';
+import { type ForwardInputs, type ForwardOutput, type GenerateOptions, PreTrainedModel } from './model';
+import { BaseTunerLayer, ModulesToSaveWrapper, TunerModel, targetableModules } from './tuner';
+import { isExcludedModule, isTargetModule, type TargetSpec } from './targets';
+import { type FileSystem, getFileSystem, joinPath, readJson, stableJson } from './io/fs';
+import { parseSafetensors, rawToTensor, tensorsToSafetensors } from './io/safetensors';
+
+export const CONFIG_NAME = 'adapter_config.json';
+export const WEIGHTS_NAME = 'adapter_model.safetensors';
+/** HF's default heads of a sequence classifier, saved with every SEQ_CLS adapter. */
+const SEQ_CLS_HEADS = ['classifier', 'score'];
+
+type PromptConfig = PeftConfig & { modulesToSave?: string[] | null };
+
+function cloneLayer(m: Module & Layer): Module & Layer {
+  // A structural copy: same class, parameters cloned (the head of a classifier, an embedding …).
+  const copy = Object.create(Object.getPrototypeOf(m)) as Module & Layer;
+  Object.assign(copy, m);
+  (copy as any)._params = new Map();
+  (copy as any)._modules = new Map();
+  (copy as any)._buffers = new Map((m as any)._buffers);
+  for (const [n, p] of m.ownParameters()) copy.registerParameter(n, p, true);
+  for (const [n, c] of m.children()) copy.registerModule(n, cloneLayer(c as Module & Layer));
+  return copy;
+}
+
+/**
+ * A base model with one or more PEFT adapters: HF PEFT's PeftModel. Parameter names read
+ * `base_model.model.<HF path>` so the adapter files are HF's.
+ */
+export class PeftModel extends Module {
+  readonly peftConfig: Record<string, PeftConfig> = {};
+  private active: string[] = [];
+  private adaptersDisabled = false;
+  private unloaded = false;
+
+  constructor(model: PreTrainedModel, config: PeftConfig, adapterName = 'default') {
+    super();
+    if (!(model instanceof PreTrainedModel)) {
+      throw new PeftError('INVALID_ARGUMENT', 'getPeftModel: model must be a PreTrainedModel (load one with AutoModelForCausalLM.fromPretrained)');
+    }
+    this.registerModule('base_model', new TunerModel(model));
+    model.requiresGrad(false);
+    this.addAdapter(adapterName, config);
+    this.setAdapter(adapterName);
+  }
+
+  /** The wrapped base model (with adapters injected). */
+  get model(): PreTrainedModel {
+    this.assertUsable();
+    return this.child<TunerModel<PreTrainedModel>>('base_model').model;
+  }
+
+  get activeAdapters(): string[] {
+    return [...this.active];
+  }
+
+  get activeAdapter(): string {
+    return this.active[0];
+  }
+
+  private get promptEncoders(): ModuleDict {
+    let d = this.maybeChild<ModuleDict>('prompt_encoder');
+    if (!d) d = this.registerModule('prompt_encoder', new ModuleDict());
+    return d;
+  }
+
+  private assertUsable(): void {
+    if (this.unloaded) throw new PeftError('INVALID_ARGUMENT', 'this PeftModel was unloaded (mergeAndUnload/unload); use the model it returned');
+  }
+
+  private method(name: string): PeftMethod {
+    return getPeftMethod(this.peftConfig[name].peftType);
+  }
+
+  private tunerLayers(): BaseTunerLayer[] {
+    return [...this.namedModules()].map(([, m]) => m).filter((m): m is BaseTunerLayer => m instanceof BaseTunerLayer);
+  }
+
+  private saveWrappers(): ModulesToSaveWrapper[] {
+    return [...this.namedModules()].map(([, m]) => m).filter((m): m is ModulesToSaveWrapper => m instanceof ModulesToSaveWrapper);
+  }
+
+  /** Adds an adapter (inactive until `setAdapter`). */
+  addAdapter(adapterName: string, config: PeftConfig): void {
+    this.assertUsable();
+    if (!/^[A-Za-z0-9_-]+$/.test(adapterName)) {
+      throw new PeftError('INVALID_ARGUMENT', `adapter name "${adapterName}" may only contain letters, digits, _ and -`);
+    }
+    if (this.peftConfig[adapterName]) throw new PeftError('INVALID_ARGUMENT', `an adapter named "${adapterName}" already exists`);
+    const method = getPeftMethod(config.peftType);
+    const others = Object.values(this.peftConfig).map((c) => getPeftMethod(c.peftType).kind);
+    if (others.length && (method.kind === 'prompt-learning' || others.includes('prompt-learning'))) {
+      if (others.some((k) => k !== method.kind) || method.kind === 'prompt-learning' && Object.values(this.peftConfig).some((c) => c.peftType !== config.peftType)) {
+        throw new PeftError('UNSUPPORTED', `cannot add ${config.peftType} adapter "${adapterName}": prompt-learning adapters cannot be mixed with other methods in one PeftModel`);
+      }
+    }
+    const model = this.model;
+    let cfg = method.prepareConfig ? method.prepareConfig(config, model) : config;
+    if (cfg.taskType === TaskType.SEQ_CLS && 'modulesToSave' in cfg) {
+      const cur = (cfg as PromptConfig).modulesToSave ?? [];
+      const merged = [...cur, ...SEQ_CLS_HEADS.filter((h) => !cur.includes(h))];
+      cfg = cfg.with({ modulesToSave: merged });
+    }
+    if (method.kind === 'injection') this.inject(method, cfg, adapterName);
+    else this.promptEncoders.set(adapterName, method.promptLearning!.createEncoder(model, cfg));
+    this.addModulesToSave(cfg as PromptConfig, adapterName);
+    this.peftConfig[adapterName] = cfg;
+    if (this.active.length) this.setAdapter(this.active);
+  }
+
+  private inject(method: PeftMethod, config: PeftConfig, adapterName: string): void {
+    const model = this.model;
+    const spec = config as unknown as TargetSpec;
+    let matched = 0;
+    for (const [key, target] of targetableModules(model)) {
+      if (isExcludedModule(spec, key) || !isTargetModule(spec, key)) continue;
+      if (method.canWrap && !(target instanceof BaseTunerLayer) && !method.canWrap(target)) {
+        throw new PeftError(
+          'INVALID_CONFIG',
+          `${config.peftType}: target module "${key}" is a ${target.constructor.name}, which ${config.peftType} cannot wrap`,
+        );
+      }
+      const replacement = method.inject!({ target, targetName: key, adapterName, config, model });
+      if (replacement !== target) model.setSubmodule(key, replacement);
+      matched++;
+    }
+    if (!matched) {
+      const names = targetableModules(model).map(([k]) => k.split('.').pop()!);
+      throw new PeftError(
+        'NO_TARGET_MODULES',
+        `${config.peftType}: target_modules ${JSON.stringify(spec.targetModules)} matched no module of this ${model.config.modelType} model; its module names include ${[...new Set(names)].slice(0, 12).join(', ')}`,
+      );
+    }
+  }
+
+  private addModulesToSave(config: PromptConfig, adapterName: string): void {
+    const names = config.modulesToSave;
+    if (!names?.length) return;
+    const model = this.model;
+    for (const [key, m] of targetableModules(model)) {
+      if (!names.some((n) => key.endsWith(n))) continue;
+      if (key.includes('.modules_to_save.') || key.endsWith('.original_module')) continue;
+      let wrapper = m;
+      if (!(m instanceof ModulesToSaveWrapper)) {
+        wrapper = new ModulesToSaveWrapper(m as Module & Layer);
+        model.setSubmodule(key, wrapper);
+      }
+      (wrapper as ModulesToSaveWrapper).addAdapter(adapterName, cloneLayer);
+    }
+  }
+
+  /** Makes one adapter (or several, for methods that stack them) active and trainable. */
+  setAdapter(names: string | string[]): void {
+    this.assertUsable();
+    const list = Array.isArray(names) ? names : [names];
+    for (const n of list) if (!this.peftConfig[n]) throw new PeftError('INVALID_ARGUMENT', `no adapter named "${n}"; adapters: ${Object.keys(this.peftConfig).join(', ')}`);
+    const kinds = new Set(list.map((n) => this.method(n).kind));
+    if (kinds.has('prompt-learning') && list.length > 1) throw new PeftError('UNSUPPORTED', 'only one prompt-learning adapter can be active at a time');
+    this.active = list;
+    for (const layer of this.tunerLayers()) {
+      layer.setAdapter(list, list.some((n) => !this.peftConfig[n].inferenceMode));
+    }
+    for (const w of this.saveWrappers()) {
+      const n = list.find((a) => w.copies.has(a)) ?? null;
+      w.setAdapter(n, n !== null && !this.peftConfig[n].inferenceMode);
+    }
+    const enc = this.maybeChild<ModuleDict>('prompt_encoder');
+    if (enc) for (const k of enc.keys()) enc.get(k)!.requiresGrad(list.includes(k) && !this.peftConfig[k].inferenceMode);
+  }
+
+  /** Runs `fn` with every adapter switched off and returns its result (HF's `with disable_adapter()`). */
+  disableAdapter<T>(fn: () => T): T {
+    this.assertUsable();
+    const layers = this.tunerLayers();
+    const wrappers = this.saveWrappers();
+    const set = (on: boolean) => {
+      this.adaptersDisabled = on;
+      for (const l of layers) l.disableAdapters = on;
+      for (const w of wrappers) w.disableAdapters = on;
+    };
+    set(true);
+    let result: T;
+    try {
+      result = fn();
+    } catch (e) {
+      set(false);
+      throw e;
+    }
+    if (result instanceof Promise) return result.finally(() => set(false)) as T;
+    set(false);
+    return result;
+  }
+
+  /** The forward of the base model with the active adapters. */
+  forward(inputs: ForwardInputs): ForwardOutput {
+    const model = this.model;
+    const name = this.active[0];
+    const method = name ? this.method(name) : undefined;
+    if (method?.kind === 'prompt-learning' && !this.adaptersDisabled) {
+      return method.promptLearning!.forward({ model, encoder: this.promptEncoders.get(name)!, config: this.peftConfig[name], inputs });
+    }
+    return model.forward(inputs);
+  }
+
+  /** Generation with the active adapters (virtual tokens and prefixes included). */
+  generate(opts: GenerateOptions): Promise<number[][]> {
+    return this.model.generate(opts, (inputs) => this.forward(inputs));
+  }
+
+  private assertMergeable(names: string[]): void {
+    for (const n of names) {
+      const m = this.method(n);
+      if (m.kind === 'prompt-learning' || m.cannotMergeReason) {
+        throw new PeftError(
+          'UNSUPPORTED',
+          `adapter "${n}" (${m.peftType}) cannot be merged: ${m.cannotMergeReason ?? 'prompt-learning methods add virtual tokens or past keys/values to the input; there is no weight to merge them into'}`,
+        );
+      }
+    }
+  }
+
+  /** Adds the adapters' updates into the base weights (forward then skips the adapter math). */
+  mergeAdapter(adapterNames: string[] = this.active, opts: { safeMerge?: boolean } = {}): void {
+    this.assertUsable();
+    this.assertMergeable(adapterNames);
+    for (const l of this.tunerLayers()) l.merge(adapterNames, opts.safeMerge ?? false);
+  }
+
+  unmergeAdapter(): void {
+    this.assertUsable();
+    for (const l of this.tunerLayers()) l.unmerge();
+  }
+
+  private unloadLayers(merge: boolean, adapterNames: string[], safeMerge: boolean): PreTrainedModel {
+    this.assertUsable();
+    if (merge) this.assertMergeable(adapterNames);
+    const model = this.model;
+    const replaceAll = () => {
+      for (const [key, m] of targetableModules(model)) {
+        if (m instanceof BaseTunerLayer) {
+          if (merge) m.merge(adapterNames, safeMerge);
+          else m.unmerge();
+          const base = m.getBaseLayer();
+          // dispose adapter parameters, keep the base layer's
+          const keep = new Set(base.parameters());
+          for (const p of m.parameters()) if (!keep.has(p)) p.dispose();
+          model.setSubmodule(key, base);
+        } else if (m instanceof ModulesToSaveWrapper) {
+          const active = m.activeAdapter;
+          const keepCopy = merge && active ? m.copies.get(active)! : m.originalModule;
+          const keep = new Set(keepCopy.parameters());
+          for (const p of m.parameters()) if (!keep.has(p)) p.dispose();
+          model.setSubmodule(key, keepCopy);
+        }
+      }
+    };
+    replaceAll();
+    const enc = this.maybeChild<ModuleDict>('prompt_encoder');
+    enc?.dispose();
+    model.requiresGrad(true);
+    this.unloaded = true;
+    return model;
+  }
+
+  /** Merges the adapters into the base weights and returns the plain base model. */
+  mergeAndUnload(opts: { adapterNames?: string[]; safeMerge?: boolean } = {}): PreTrainedModel {
+    return this.unloadLayers(true, opts.adapterNames ?? this.active, opts.safeMerge ?? false);
+  }
+
+  /** Removes every adapter without merging (merged ones are unmerged first) and returns the base model. */
+  unload(): PreTrainedModel {
+    return this.unloadLayers(false, [], false);
+  }
+
+  deleteAdapter(name: string): void {
+    this.assertUsable();
+    if (!this.peftConfig[name]) throw new PeftError('INVALID_ARGUMENT', `no adapter named "${name}"`);
+    for (const l of this.tunerLayers()) if (l.has(name)) l.deleteAdapter(name);
+    for (const w of this.saveWrappers()) if (w.copies.has(name)) w.copies.delete(name);
+    const enc = this.maybeChild<ModuleDict>('prompt_encoder');
+    if (enc?.has(name)) enc.delete(name);
+    delete this.peftConfig[name];
+    const remaining = this.active.filter((n) => n !== name);
+    const next = remaining.length ? remaining : Object.keys(this.peftConfig).slice(0, 1);
+    this.active = [];
+    if (next.length) this.setAdapter(next);
+  }
+
+  /** [trainable, all] parameter counts (a shared parameter counted once). */
+  getNbTrainableParameters(): [number, number] {
+    let trainable = 0;
+    let all = 0;
+    for (const [, p] of this.namedParameters()) {
+      all += p.size;
+      if (p.trainable) trainable += p.size;
+    }
+    return [trainable, all];
+  }
+
+  /** Prints HF's line: `trainable params: 8,192 || all params: … || trainable%: 0.1234`. */
+  printTrainableParameters(log: (s: string) => void = console.log): string {
+    const [t, a] = this.getNbTrainableParameters();
+    const line = `trainable params: ${t.toLocaleString('en-US')} || all params: ${a.toLocaleString('en-US')} || trainable%: ${((100 * t) / a).toFixed(4)}`;
+    log(line);
+    return line;
+  }
+
+  /**
+   * The adapter's parameters by the key HF saves them under. The same map serves saving and
+   * loading, so the two can never disagree.
+   */
+  adapterTensorMap(adapterName: string): Map<string, tf.Variable> {
+    const config = this.peftConfig[adapterName];
+    if (!config) throw new PeftError('INVALID_ARGUMENT', `no adapter named "${adapterName}"`);
+    const method = this.method(adapterName);
+    const out = new Map<string, tf.Variable>();
+    const promptLearning = method.kind === 'prompt-learning';
+    const saveMarker = `.modules_to_save.${adapterName}.`;
+    for (const [k, v] of this.namedParameters()) {
+      if (k.includes(saveMarker)) {
+        let key = k.replace(saveMarker, '.');
+        if (promptLearning) key = key.replace(/^base_model\.model\./, 'base_model.');
+        out.set(key, v);
+        continue;
+      }
+      if (promptLearning || !k.startsWith('base_model.')) continue;
+      const parts = k.split('.');
+      const i = parts.findIndex((p, j) => p === adapterName && j > 0 && parts[j - 1].startsWith(method.prefix));
+      let key: string;
+      if (i >= 0) key = [...parts.slice(0, i), ...parts.slice(i + 1)].join('.');
+      else if (method.isAdapterKey?.(k, config)) key = k;
+      else continue;
+      out.set(method.toFileKey ? method.toFileKey(key, config) : key, v);
+    }
+    return out;
+  }
+
+  /** The adapter's tensors as HF saves them (copies; the caller disposes them). */
+  adapterStateDict(adapterName = this.activeAdapter): Record<string, tf.Tensor> {
+    const method = this.method(adapterName);
+    const out: Record<string, tf.Tensor> = {};
+    if (method.kind === 'prompt-learning') {
+      Object.assign(out, method.promptLearning!.saveTensors(this.promptEncoders.get(adapterName)!, this.peftConfig[adapterName]));
+    }
+    for (const [k, v] of this.adapterTensorMap(adapterName)) out[k] = v.clone();
+    return out;
+  }
+
+  /**
+   * Writes `adapter_config.json` and `adapter_model.safetensors` as HF PEFT does: the default adapter in
+   * `dir`, others in `dir/<name>/`. Files are written atomically.
+   */
+  async savePretrained(dir: string, opts: { selectedAdapters?: string[]; fs?: FileSystem } = {}): Promise<void> {
+    this.assertUsable();
+    const fs = opts.fs ?? getFileSystem();
+    for (const name of opts.selectedAdapters ?? Object.keys(this.peftConfig)) {
+      const config = this.peftConfig[name];
+      if (!config) throw new PeftError('INVALID_ARGUMENT', `no adapter named "${name}"`);
+      const out = name === 'default' ? dir : joinPath(dir, name);
+      await fs.mkdirp(out);
+      const tensors = this.adapterStateDict(name);
+      try {
+        const bytes = await tensorsToSafetensors(tensors, { metadata: { format: 'pt' } });
+        await fs.writeFileAtomic(joinPath(out, WEIGHTS_NAME), bytes);
+      } finally {
+        tf.dispose(Object.values(tensors));
+      }
+      const json = { ...config.toJSON(), inference_mode: true };
+      await fs.writeFileAtomic(joinPath(out, CONFIG_NAME), stableJson(json));
+    }
+  }
+
+  /** Loads an adapter saved by HF PEFT or peftjs into this model under `adapterName`. */
+  async loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean; fs?: FileSystem } = {}): Promise<void> {
+    const fs = opts.fs ?? getFileSystem();
+    const config = await readAdapterConfig(dir, fs, opts.isTrainable ?? false);
+    this.addAdapter(adapterName, config);
+    try {
+      await this.loadAdapterWeights(dir, adapterName, fs);
+    } catch (e) {
+      this.deleteAdapter(adapterName);
+      throw e;
+    }
+    if (!this.active.length) this.setAdapter(adapterName);
+    else this.setAdapter(this.active);
+  }
+
+  private async loadAdapterWeights(dir: string, adapterName: string, fs: FileSystem): Promise<void> {
+    const path = joinPath(dir, WEIGHTS_NAME);
+    const file = parseSafetensors(await fs.readFile(path), path);
+    const names = Object.keys(file.tensors);
+    const method = this.method(adapterName);
+    const config = this.peftConfig[adapterName];
+    const map = this.adapterTensorMap(adapterName);
+    const loaded: Record<string, tf.Tensor> = {};
+    try {
+      if (method.kind === 'prompt-learning') {
+        for (const n of names) if (!map.has(n)) loaded[n] = rawToTensor(n, file.tensors[n], path);
+        method.promptLearning!.loadTensors(this.promptEncoders.get(adapterName)!, loaded, config, path);
+      }
+      const unexpected = names.filter((n) => !map.has(n) && !(n in loaded));
+      if (unexpected.length) {
+        throw new PeftError('INVALID_FILE', `${path}: tensors ${unexpected.slice(0, 4).map((n) => `"${n}"`).join(', ')}${unexpected.length > 4 ? ` and ${unexpected.length - 4} more` : ''} do not belong to this model's ${config.peftType} adapter (an adapter for another model?)`);
+      }
+      const missing = [...map.keys()].filter((k) => !file.tensors[k]);
+      if (missing.length) {
+        throw new PeftError('INVALID_FILE', `${path}: missing tensors ${missing.slice(0, 4).map((n) => `"${n}"`).join(', ')}${missing.length > 4 ? ` and ${missing.length - 4} more` : ''}`);
+      }
+      for (const [key, variable] of map) {
+        const raw = file.tensors[key];
+        if (!tf.util.arraysEqual(raw.shape, variable.shape)) {
+          throw new PeftError('SHAPE_MISMATCH', `${path}: tensor "${key}" has shape [${raw.shape}] but this model needs [${variable.shape}] (an adapter for a model of another size?)`);
+        }
+      }
+      for (const [key, variable] of map) {
+        const t = rawToTensor(key, file.tensors[key], path);
+        variable.assign(t.dtype === variable.dtype ? t : t.cast(variable.dtype));
+        t.dispose();
+      }
+    } finally {
+      tf.dispose(Object.values(loaded));
+    }
+  }
+
+  /** Loads a saved adapter onto `model`; the method is found from `peft_type`. */
+  static async fromPretrained(
+    model: PreTrainedModel,
+    dir: string,
+    opts: { adapterName?: string; isTrainable?: boolean; fs?: FileSystem } = {},
+  ): Promise<PeftModel> {
+    const fs = opts.fs ?? getFileSystem();
+    const adapterName = opts.adapterName ?? 'default';
+    const config = await readAdapterConfig(dir, fs, opts.isTrainable ?? false);
+    const peft = new PeftModel(model, config, adapterName);
+    try {
+      await peft.loadAdapterWeights(dir, adapterName, fs);
+    } catch (e) {
+      peft.unload();
+      throw e;
+    }
+    peft.setAdapter(adapterName);
+    if (!opts.isTrainable) peft.eval();
+    return peft;
+  }
+}
+
+/** Reads and validates `adapter_config.json`; `inferenceMode` follows `isTrainable`. */
+export async function readAdapterConfig(dir: string, fs: FileSystem = getFileSystem(), isTrainable = false): Promise<PeftConfig> {
+  const path = joinPath(dir, CONFIG_NAME);
+  if (!(await fs.exists(path))) throw new PeftError('FILE_NOT_FOUND', `no ${CONFIG_NAME} in ${dir}`);
+  const json = await readJson(path, fs);
+  const type = json.peft_type;
+  if (typeof type !== 'string') throw new PeftError('INVALID_CONFIG', `${path}: field "peft_type" is missing`);
+  const method = getPeftMethod(type);
+  const config = configFromHfJson(method.configClass, json, path);
+  return config.with({ inferenceMode: !isTrainable });
+}
+
+/** Wraps a base model with a new adapter (HF's get_peft_model). */
+export function getPeftModel(model: PreTrainedModel, config: PeftConfig, adapterName = 'default'): PeftModel {
+  return new PeftModel(model, config, adapterName);
+}

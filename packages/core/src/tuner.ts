@@ -1,0 +1,163 @@
+import * as tf from '@tensorflow/tfjs';
+import { Module, ModuleDict, type Layer, isLayer } from './nn/module';
+import { PeftError } from './errors';
+
+/**
+ * The base of every layer a PEFT method puts in place of a target module. It keeps the wrapped
+ * module as its `base_layer` child (HF's name), the adapters it holds by name, which are active,
+ * whether adapters are disabled, and which are merged into the base weight.
+ */
+export abstract class BaseTunerLayer extends Module implements Layer {
+  readonly isTunerLayer = true as const;
+  /** HF peft_type of the method that owns this layer. */
+  abstract readonly peftType: string;
+  activeAdapters: string[] = [];
+  disableAdapters = false;
+  mergedAdapters: string[] = [];
+
+  constructor(baseLayer: Module & Layer) {
+    super();
+    this.registerModule('base_layer', baseLayer);
+  }
+
+  get baseLayer(): Module & Layer {
+    return this.child<Module & Layer>('base_layer');
+  }
+
+  /** The innermost wrapped module (a Linear, Conv1D, Embedding …), through nested tuner layers. */
+  getBaseLayer(): Module & Layer {
+    let m: Module & Layer = this.baseLayer;
+    while (m instanceof BaseTunerLayer) m = m.baseLayer;
+    return m;
+  }
+
+  abstract forward(x: tf.Tensor): tf.Tensor;
+  /** Names of the adapters this layer holds. */
+  abstract adapterNames(): string[];
+  /** Adds `delta` of adapter `name` into the base weight. */
+  protected abstract mergeOne(name: string, safeMerge: boolean): void;
+  protected abstract unmergeOne(name: string): void;
+  /** Removes and disposes one adapter's parameters. */
+  protected abstract deleteOne(name: string): void;
+
+  get merged(): boolean {
+    return this.mergedAdapters.length > 0;
+  }
+
+  has(name: string): boolean {
+    return this.adapterNames().includes(name);
+  }
+
+  /** Merges the given (default: active) adapters into the base weights; already merged ones are skipped. */
+  merge(names: string[] = this.activeAdapters, safeMerge = false): void {
+    for (const n of names) {
+      if (!this.has(n) || this.mergedAdapters.includes(n)) continue;
+      this.mergeOne(n, safeMerge);
+      this.mergedAdapters.push(n);
+    }
+  }
+
+  unmerge(): void {
+    while (this.mergedAdapters.length) this.unmergeOne(this.mergedAdapters.pop()!);
+  }
+
+  /** Makes `names` the active adapters; their parameters become trainable, the others frozen (HF's set_adapter). */
+  setAdapter(names: string[], trainable = true): void {
+    this.activeAdapters = names.filter((n) => this.has(n));
+    for (const [path, p] of this.namedParameters()) {
+      if (path.startsWith('base_layer.')) continue;
+      const owner = this.adapterOfParameter(path);
+      if (owner !== undefined) p.trainable = trainable && names.includes(owner);
+    }
+  }
+
+  /** The adapter a parameter path (relative to this layer) belongs to: `lora_A.default.weight` → default. */
+  adapterOfParameter(path: string): string | undefined {
+    const parts = path.split('.');
+    return this.adapterNames().find((n) => parts.includes(n));
+  }
+
+  deleteAdapter(name: string): void {
+    if (this.mergedAdapters.includes(name)) {
+      throw new PeftError('INVALID_ARGUMENT', `adapter "${name}" is merged into the base weights; unmerge before deleting it`);
+    }
+    this.deleteOne(name);
+    this.activeAdapters = this.activeAdapters.filter((n) => n !== name);
+  }
+
+  /** Runs the base layer; when adapters are disabled and some are merged, unmerges first (as HF). */
+  protected baseForward(x: tf.Tensor): tf.Tensor {
+    return this.baseLayer.forward(x);
+  }
+}
+
+export function isTunerLayer(m: unknown): m is BaseTunerLayer {
+  return m instanceof BaseTunerLayer;
+}
+
+/**
+ * HF's ModulesToSaveWrapper: a trainable copy per adapter of a module that is saved whole with the
+ * adapter (a classification head). In memory `score.modules_to_save.<adapter>.weight`; on disk the
+ * original path `score.weight`.
+ */
+export class ModulesToSaveWrapper extends Module implements Layer {
+  activeAdapter: string | null = null;
+  disableAdapters = false;
+  constructor(original: Module & Layer) {
+    super();
+    this.registerModule('original_module', original);
+    this.registerModule('modules_to_save', new ModuleDict());
+  }
+  get originalModule(): Module & Layer {
+    return this.child<Module & Layer>('original_module');
+  }
+  get copies(): ModuleDict<Module & Layer> {
+    return this.child<ModuleDict<Module & Layer>>('modules_to_save');
+  }
+  /** Adds a trainable copy of the original module for `name` (weights cloned). */
+  addAdapter(name: string, make: (orig: Module & Layer) => Module & Layer): void {
+    if (this.copies.has(name)) return;
+    const copy = make(this.originalModule);
+    copy.requiresGrad(true);
+    this.copies.set(name, copy);
+    this.activeAdapter ??= name;
+  }
+  setAdapter(name: string | null, trainable = true): void {
+    this.activeAdapter = name && this.copies.has(name) ? name : null;
+    for (const key of this.copies.keys()) this.copies.get(key)!.requiresGrad(trainable && key === this.activeAdapter);
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    if (this.disableAdapters || !this.activeAdapter) return this.originalModule.forward(x);
+    return this.copies.get(this.activeAdapter)!.forward(x);
+  }
+}
+
+/**
+ * Holds the base model as its child `model`, so parameter names read `base_model.model.…` inside a
+ * PeftModel, exactly as HF's LoraModel / IA3Model do.
+ */
+export class TunerModel<M extends Module = Module> extends Module {
+  constructor(model: M) {
+    super();
+    this.registerModule('model', model);
+  }
+  get model(): M {
+    return this.child<M>('model');
+  }
+}
+
+/** Module paths of a tree, not descending into tuner layers or modules-to-save wrappers. */
+export function targetableModules(root: Module): [string, Module][] {
+  const out: [string, Module][] = [];
+  const walk = (m: Module, prefix: string) => {
+    for (const [name, child] of m.children()) {
+      const path = prefix ? `${prefix}.${name}` : name;
+      out.push([path, child]);
+      if (!(child instanceof BaseTunerLayer) && !(child instanceof ModulesToSaveWrapper)) walk(child, path);
+    }
+  };
+  walk(root, '');
+  return out;
+}
+
+export { isLayer };

@@ -1,0 +1,99 @@
+import {
+  Conv1D,
+  Embedding,
+  Linear,
+  PeftError,
+  TaskType,
+  findPatternKey,
+  targetableModules,
+  PEFT_METHOD_SPEC_VERSION,
+  type Module,
+  type PeftMethod,
+  type PreTrainedModel,
+} from '@peftjs/core';
+import { LoraConfig } from './config';
+import { LoraEmbedding, LoraLinear } from './layer';
+
+/** HF's default LoRA targets per model_type, used when targetModules is not given. */
+export const DEFAULT_LORA_TARGETS: Record<string, string[]> = {
+  llama: ['q_proj', 'v_proj'],
+  mistral: ['q_proj', 'v_proj'],
+  qwen2: ['q_proj', 'v_proj'],
+  gpt2: ['c_attn'],
+};
+
+const SEQ_CLS_HEADS = ['score', 'classifier'];
+
+/** `all-linear`: every Linear / Conv1D but the output head(s), as full module names (what HF saves). */
+export function allLinearNames(model: PreTrainedModel, taskType: string | null): string[] {
+  const heads = new Set(model.outputHeadNames);
+  if (taskType === TaskType.SEQ_CLS) for (const h of SEQ_CLS_HEADS) heads.add(h);
+  return targetableModules(model)
+    .filter(([name, m]) => (m instanceof Linear || m instanceof Conv1D) && !heads.has(name) && !heads.has(name.split('.').pop()!))
+    .map(([name]) => name);
+}
+
+export const loraMethod: PeftMethod<LoraConfig> = {
+  specificationVersion: PEFT_METHOD_SPEC_VERSION,
+  peftType: 'LORA',
+  prefix: 'lora_',
+  kind: 'injection',
+  configClass: LoraConfig,
+
+  prepareConfig(config, model) {
+    let targets = config.targetModules;
+    if (targets == null) {
+      targets = DEFAULT_LORA_TARGETS[model.config.modelType] ?? null;
+      if (!targets) {
+        throw new PeftError('INVALID_CONFIG', `LoraConfig: set "targetModules"; there is no default for model_type "${model.config.modelType}"`);
+      }
+    } else if (typeof targets === 'string' && targets.toLowerCase() === 'all-linear') {
+      targets = allLinearNames(model, config.taskType);
+    }
+    if (config.bias === 'all') {
+      for (const [name, p] of model.namedParameters()) if (name.includes('bias')) p.trainable = true;
+    }
+    return targets === config.targetModules ? config : config.with({ targetModules: targets });
+  },
+
+  canWrap(module: Module) {
+    return module instanceof Linear || module instanceof Conv1D || module instanceof Embedding;
+  },
+
+  inject({ target, targetName, adapterName, config }) {
+    const rKey = findPatternKey(config.rankPattern, targetName);
+    const aKey = findPatternKey(config.alphaPattern, targetName);
+    const r = rKey !== undefined ? config.rankPattern[rKey] : config.r;
+    const alpha = aKey !== undefined ? config.alphaPattern[aKey] : config.loraAlpha;
+    const opts = {
+      r,
+      loraAlpha: alpha,
+      scaling: config.scalingFor(r, alpha),
+      dropout: config.loraDropout,
+      initLoraWeights: config.initLoraWeights,
+      useDora: config.useDora,
+    };
+    let layer: LoraLinear | LoraEmbedding;
+    if (target instanceof LoraLinear || target instanceof LoraEmbedding) layer = target;
+    // HF switches fan_in_fan_out on for Conv1D and off for Linear, whatever the config says.
+    else if (target instanceof Linear || target instanceof Conv1D) layer = new LoraLinear(target, target instanceof Conv1D);
+    else if (target instanceof Embedding) layer = new LoraEmbedding(target);
+    else throw new PeftError('INVALID_CONFIG', `LORA cannot wrap "${targetName}" (${target.constructor.name})`);
+    layer.updateLayer(adapterName, opts);
+    if (config.bias === 'lora_only') {
+      const bias = layer.getBaseLayer().maybeParam('bias');
+      if (bias) bias.trainable = true;
+    }
+    return layer;
+  },
+
+  toFileKey(key) {
+    return key.endsWith('.lora_magnitude_vector.weight') ? key.slice(0, -'.weight'.length) : key;
+  },
+
+  isAdapterKey(key, config) {
+    if (config.bias === 'all') return key.includes('bias');
+    if (config.bias === 'lora_only') return key.endsWith('.base_layer.bias');
+    return false;
+  },
+};
