@@ -35,10 +35,10 @@ export const loraLinearOp = defineOp<
   },
 });
 
-const stopGradientFn = tf.customGrad((x: tf.Tensor) => ({
+const stopGradientFn = tf.customGrad(((x: tf.Tensor) => ({
   value: tf.clone(x),
   gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy),
-}));
+})) as any);
 
 /** The value of x with no gradient flowing back (PyTorch's .detach()); tfjs has no such op. */
 export function stopGradient(x: tf.Tensor): tf.Tensor {
