@@ -62,7 +62,16 @@ function vjpOfReference(def: OpDefinition<TensorInputs, OpAttrs>, present: strin
     present.forEach((n, i) => (all[n] = xs[i]));
     return def.reference(all, attrs);
   };
-  const gs = tf.grads(f)(present.map((n) => inputs[n]!), dy);
+  // tfjs's engine keeps one tape: a gradient computed inside a backward pass replaces the outer tape
+  // and then clears it. Keep the outer tape aside while the reference's VJP runs.
+  const state = (tf.engine() as unknown as { state: { activeTape: unknown } }).state;
+  const outerTape = state.activeTape;
+  let gs: tf.Tensor[];
+  try {
+    gs = tf.grads(f)(present.map((n) => inputs[n]!), dy);
+  } finally {
+    state.activeTape = outerTape;
+  }
   return Object.fromEntries(present.map((n, i) => [n, gs[i]]));
 }
 

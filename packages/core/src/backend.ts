@@ -1,0 +1,146 @@
+import * as tf from '@tensorflow/tfjs';
+import { PeftError } from './errors';
+
+export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
+export const BACKEND_ORDER: BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
+
+export interface GpuAdapterSummary {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** A CPU implementation of the GPU API (Mesa lavapipe/llvmpipe, SwiftShader): correct but slower than wasm. */
+  isSoftware: boolean;
+}
+
+export interface BackendReport {
+  backend: BackendName;
+  /** Why this backend was chosen, in words. */
+  reason: string;
+  adapter?: GpuAdapterSummary;
+  /** Every backend tried, in order, and why it was or was not taken. */
+  attempts: { backend: BackendName; ok: boolean; reason: string }[];
+}
+
+export interface InitBackendOptions {
+  /** Backends to try, in order (default: PEFTJS_BACKEND, else tensorflow, webgpu, wasm, cpu). */
+  prefer?: BackendName | BackendName[];
+  /** Accept a software GPU adapter (lavapipe) for webgpu; default PEFTJS_ALLOW_SOFTWARE_GPU=1, else false. */
+  allowSoftwareGpu?: boolean;
+}
+
+const dynamicImport = (name: string): Promise<any> => import(/* @vite-ignore */ name);
+const env = (k: string): string | undefined => (typeof process !== 'undefined' ? process.env?.[k] : undefined);
+const isNode = typeof process !== 'undefined' && !!(process as any).versions?.node;
+
+/** Summarizes a GPUAdapter and decides whether it is a software implementation. */
+export function summarizeAdapter(adapter: any): GpuAdapterSummary {
+  const info = adapter?.info ?? {};
+  const s = {
+    vendor: String(info.vendor ?? ''),
+    architecture: String(info.architecture ?? ''),
+    device: String(info.device ?? ''),
+    description: String(info.description ?? ''),
+  };
+  const text = `${s.architecture} ${s.device} ${s.description}`.toLowerCase();
+  const isSoftware = adapter?.isFallbackAdapter === true || /software|llvmpipe|lavapipe|swiftshader|warp/.test(text);
+  return { ...s, isSoftware };
+}
+
+let gpuPromise: Promise<any> | undefined;
+/** navigator.gpu in a browser; the `webgpu` package's Dawn in Node (installed on globalThis for tfjs). */
+async function getGpu(): Promise<any> {
+  const nav = (globalThis as any).navigator;
+  if (nav?.gpu) return nav.gpu;
+  if (!isNode) return undefined;
+  gpuPromise ??= (async () => {
+    const { create, globals } = await dynamicImport('webgpu');
+    Object.assign(globalThis, globals);
+    const gpu = create([]);
+    const g = globalThis as any;
+    if (!g.navigator) g.navigator = {};
+    Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
+    return gpu;
+  })();
+  return gpuPromise;
+}
+
+async function tryBackend(name: BackendName, allowSoftwareGpu: boolean): Promise<{ ok: boolean; reason: string; adapter?: GpuAdapterSummary }> {
+  try {
+    switch (name) {
+      case 'tensorflow': {
+        if (!isNode) return { ok: false, reason: 'tfjs-node runs only in Node' };
+        let loaded = '';
+        for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+          try {
+            await dynamicImport(pkg);
+            loaded = pkg;
+            break;
+          } catch {
+            /* not installed */
+          }
+        }
+        if (!loaded) return { ok: false, reason: '@tensorflow/tfjs-node(-gpu) is not installed (optional: its install downloads libtensorflow)' };
+        if (!(await tf.setBackend('tensorflow'))) return { ok: false, reason: `${loaded} loaded but the backend failed to initialise` };
+        return { ok: true, reason: `${loaded} (native TensorFlow) is installed` };
+      }
+      case 'webgpu': {
+        const gpu = await getGpu();
+        if (!gpu) return { ok: false, reason: 'no WebGPU (navigator.gpu missing and the `webgpu` package unavailable)' };
+        const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+        if (!adapter) return { ok: false, reason: 'WebGPU found no adapter (no Vulkan/Metal/D3D12 driver?)' };
+        const summary = summarizeAdapter(adapter);
+        if (summary.isSoftware && !allowSoftwareGpu) {
+          return { ok: false, reason: `WebGPU adapter is software (${summary.description || summary.device}), slower than wasm; pass allowSoftwareGpu to use it`, adapter: summary };
+        }
+        await dynamicImport('@tensorflow/tfjs-backend-webgpu');
+        if (!(await tf.setBackend('webgpu'))) return { ok: false, reason: 'the tfjs webgpu backend failed to initialise', adapter: summary };
+        return { ok: true, reason: `WebGPU adapter ${summary.vendor || '?'} ${summary.description || summary.device}${summary.isSoftware ? ' (software, as asked)' : ''}`, adapter: summary };
+      }
+      case 'wasm': {
+        await dynamicImport('@tensorflow/tfjs-backend-wasm');
+        if (!(await tf.setBackend('wasm'))) return { ok: false, reason: 'the wasm backend failed to initialise' };
+        return { ok: true, reason: 'WebAssembly (SIMD) CPU backend' };
+      }
+      case 'cpu': {
+        if (!(await tf.setBackend('cpu'))) return { ok: false, reason: 'the cpu backend failed to initialise' };
+        return { ok: true, reason: 'plain JavaScript CPU backend (slowest)' };
+      }
+    }
+  } catch (e) {
+    return { ok: false, reason: `${name}: ${(e as Error).message}` };
+  }
+}
+
+let current: BackendReport | undefined;
+
+/**
+ * Picks the best tfjs backend available: tensorflow (tfjs-node-gpu / tfjs-node), webgpu on a hardware
+ * adapter, wasm, cpu — unless told otherwise by `prefer` or PEFTJS_BACKEND. Reports what it chose and why.
+ */
+export async function initBackend(opts: InitBackendOptions = {}): Promise<BackendReport> {
+  const envPrefer = env('PEFTJS_BACKEND')?.split(',').map((s) => s.trim()).filter(Boolean) as BackendName[] | undefined;
+  const explicit = opts.prefer ?? (envPrefer?.length ? envPrefer : undefined);
+  const order = explicit ? (Array.isArray(explicit) ? explicit : [explicit]) : BACKEND_ORDER;
+  for (const b of order) {
+    if (!BACKEND_ORDER.includes(b)) throw new PeftError('BACKEND', `unknown backend "${b}"; choose from ${BACKEND_ORDER.join(', ')}`);
+  }
+  // A software GPU is taken when asked for explicitly, or allowed.
+  const allowSoftwareGpu = opts.allowSoftwareGpu ?? (env('PEFTJS_ALLOW_SOFTWARE_GPU') === '1' || (explicit !== undefined && order[0] === 'webgpu'));
+  const attempts: BackendReport['attempts'] = [];
+  for (const b of order) {
+    const r = await tryBackend(b, allowSoftwareGpu);
+    attempts.push({ backend: b, ok: r.ok, reason: r.reason });
+    if (r.ok) {
+      await tf.ready();
+      current = { backend: b, reason: r.reason, adapter: r.adapter, attempts };
+      return current;
+    }
+  }
+  throw new PeftError('BACKEND', `no backend could be initialised: ${attempts.map((a) => `${a.backend}: ${a.reason}`).join('; ')}`);
+}
+
+/** The last report of initBackend, if it ran. */
+export function backendReport(): BackendReport | undefined {
+  return current;
+}
