@@ -1,0 +1,4 @@
+// The umbrella: every package's public API, and every built-in method registered on import.
+export * from '@peftjs/core';
+export * from '@peftjs/models';
+export * from '@peftjs/lora';
