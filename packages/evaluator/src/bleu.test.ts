@@ -1,0 +1,147 @@
+import { describe, expect, it } from 'vitest';
+import { corpusBleu, sentenceBleu, computeBleu } from './bleu';
+import { loadMetricsFixture, worst } from './test_fixtures';
+import { tokenize13a, tokenizeIntl, tokenizeChar } from './tokenizers';
+
+const { pairs, ref } = loadMetricsFixture();
+const hyps = pairs.map((p) => p.hyp);
+const refs = pairs.map((p) => p.ref);
+const refs2 = pairs.map((p) => p.ref2);
+const TOL = 1e-9;
+
+describe('corpusBleu matches sacrebleu 2.6.0 on the fixture pairs', () => {
+  it('one reference, default options: score, precisions, bp, lengths, counts', () => {
+    const b = corpusBleu(hyps, [refs]);
+    const r = ref.corpus_bleu_1ref;
+    console.log(`corpus BLEU 1 ref: ${b.score} vs ${r.score}, diff ${Math.abs(b.score - r.score)}`);
+    expect(Math.abs(b.score - r.score)).toBeLessThanOrEqual(TOL);
+    expect(Math.abs(b.bp - r.bp)).toBeLessThanOrEqual(TOL);
+    b.precisions.forEach((p, i) => expect(Math.abs(p - r.precisions[i])).toBeLessThanOrEqual(TOL));
+    expect(b.sysLen).toBe(r.sys_len);
+    expect(b.refLen).toBe(r.ref_len);
+    if (r.counts) expect(b.counts).toEqual(r.counts);
+    if (r.totals) expect(b.totals).toEqual(r.totals);
+    expect(b.signature).toBe(`nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:${ref.sacrebleu}`);
+  });
+
+  it('two references', () => {
+    const b = corpusBleu(hyps, [refs, refs2]);
+    const r = ref.corpus_bleu_2ref;
+    console.log(`corpus BLEU 2 refs: diff ${Math.abs(b.score - r.score)}`);
+    expect(Math.abs(b.score - r.score)).toBeLessThanOrEqual(TOL);
+    expect(Math.abs(b.bp - r.bp)).toBeLessThanOrEqual(TOL);
+    b.precisions.forEach((p, i) => expect(Math.abs(p - r.precisions[i])).toBeLessThanOrEqual(TOL));
+    expect([b.sysLen, b.refLen]).toEqual([r.sys_len, r.ref_len]);
+    expect(b.signature.startsWith('nrefs:2|')).toBe(true);
+  });
+
+  it('lowercased, intl and char tokenizers', () => {
+    const lc = corpusBleu(hyps, [refs], { lowercase: true });
+    const intl = corpusBleu(hyps, [refs], { tokenize: 'intl' });
+    const chr = corpusBleu(hyps, [refs], { tokenize: 'char' });
+    const d = [Math.abs(lc.score - ref.corpus_bleu_lowercase), Math.abs(intl.score - ref.corpus_bleu_intl), Math.abs(chr.score - ref.corpus_bleu_char)];
+    console.log(`corpus BLEU lowercase / intl / char diffs: ${d.join(' / ')}`);
+    for (const x of d) expect(x).toBeLessThanOrEqual(TOL);
+    expect(lc.signature).toBe(`nrefs:1|case:lc|eff:no|tok:13a|smooth:exp|version:${ref.sacrebleu}`);
+    expect(chr.signature).toContain('|tok:char|');
+  });
+
+  it('every sentence BLEU (sacrebleu.sentence_bleu defaults)', () => {
+    const diffs = hyps.map((h, i) => Math.abs(sentenceBleu(h, [refs[i]]).score - ref.sentence_bleu[i]));
+    const w = worst(diffs);
+    console.log(`sentence BLEU: worst diff ${w.max} at pair ${w.at} of ${diffs.length}`);
+    expect(w.max).toBeLessThanOrEqual(TOL);
+    expect(sentenceBleu(hyps[1], [refs[1]]).signature).toBe(`nrefs:1|case:mixed|eff:yes|tok:13a|smooth:exp|version:${ref.sacrebleu}`);
+  });
+});
+
+// Expected values from sacrebleu's own test suite (test_bleu.py, test_sentence_bleu.py).
+describe('sacrebleu test-suite cases', () => {
+  const hyps3 = ['The dog bit the man.', "It wasn't surprising.", 'The man had just bitten him.'];
+  const refs3 = [
+    ['The dog bit the man.', 'It was not unexpected.', 'The man bit him first.'],
+    ['The dog had bit the man.', 'No one was surprised.', 'The man had bitten the dog.'],
+  ];
+  it.each([
+    [{}, 48.530827],
+    [{ tokenize: 'none' as const }, 49.1919566],
+    [{ tokenize: 'intl' as const }, 43.91623493],
+    [{ smoothMethod: 'none' as const }, 48.530827],
+  ])('corpus BLEU with %o', (opts, expected) => {
+    expect(Math.abs(corpusBleu(hyps3, refs3, opts).score - expected)).toBeLessThan(1e-6);
+  });
+
+  it('empty hypotheses are kept and score 0', () => {
+    const b = corpusBleu(['', '', ''], refs3);
+    expect(b.score).toBe(0);
+    expect(b.sysLen).toBe(0);
+  });
+
+  // raw_corpus_bleu = tokenize 'none', 'floor' smoothing, effective order.
+  const raw = (h: string[], r: string[][], v?: number) => corpusBleu(h, r, { tokenize: 'none', smoothMethod: 'floor', smoothValue: v, effectiveOrder: true }).score / 100;
+  it('raw BLEU cases', () => {
+    expect(raw(['this is a test', 'another test'], [['ref1', 'ref2']], 0.01)).toBe(0);
+    expect(Math.abs(raw(['this is a test'], [['this is a test']], 0.01) - 1)).toBeLessThan(1e-8);
+    expect(Math.abs(raw(['this is a fest'], [['this is a test']], 0.01) - 0.223606797749979)).toBeLessThan(1e-8);
+    expect(Math.abs(raw(['test'], [['a test']], 0.01) - 0.3678794411714425)).toBeLessThan(1e-8);
+    expect(Math.abs(raw(['a little test'], [['a test']], 0.01) - 0.03218297948685433)).toBeLessThan(1e-8);
+    expect(Math.abs(raw(['am I am a character sequence'], [['I am a symbol string sequence a a']]) - 0.1555722182)).toBeLessThan(1e-8);
+    expect(raw(['am I am a character sequence'], [['I am a symbol string sequence a a']], 0)).toBe(0);
+  });
+
+  it('statistics and scoring', () => {
+    const b = corpusBleu(['am I am a character sequence'], [['I am a symbol string sequence a a']], { tokenize: 'none' });
+    expect(b.counts).toEqual([4, 2, 1, 0]);
+    expect(b.totals).toEqual([6, 5, 4, 3]);
+    expect(Math.abs(computeBleu([9, 7, 5, 3], [10, 8, 6, 4], 11, 11).score / 100 - 0.8375922397)).toBeLessThan(1e-8);
+  });
+
+  const REF = 'producţia de zahăr brut se exprimă în zahăr alb;';
+  const SYS = 'Producția de zahăr primă va fi exprimată în ceea ce privește zahărul alb;';
+  it.each([
+    ['exp', undefined, false, '13a', 8.493],
+    ['none', undefined, false, '13a', 0.0],
+    ['floor', undefined, false, '13a', 4.51688],
+    ['floor', 0.5, false, '13a', 10.1],
+    ['add-k', undefined, false, '13a', 14.882],
+    ['add-k', 2, false, '13a', 21.389],
+    ['exp', undefined, false, 'none', 7.347],
+    ['exp', undefined, false, 'intl', 8.493],
+    ['exp', undefined, false, 'char', 40.8759],
+    ['exp', undefined, true, 'char', 42.0267],
+  ] as const)('sentence BLEU smooth %s value %s lowercase %s tok %s', (smoothMethod, smoothValue, lowercase, tokenize, expected) => {
+    const s = sentenceBleu(SYS, [REF], { smoothMethod, smoothValue, lowercase, tokenize });
+    expect(Math.abs(s.score - expected)).toBeLessThan(1e-3);
+  });
+
+  it('signature shows the smoothing value as sacrebleu does', () => {
+    expect(sentenceBleu(SYS, [REF], { smoothMethod: 'floor' }).signature).toContain('|smooth:floor[0.10]|');
+    expect(sentenceBleu(SYS, [REF], { smoothMethod: 'add-k', smoothValue: 2 }).signature).toContain('|smooth:add-k[2.00]|');
+    expect(corpusBleu(['a', 'b'], [['a', 'b'], ['a', null]]).signature).toContain('nrefs:var|');
+  });
+});
+
+describe('tokenizers', () => {
+  it('13a splits punctuation but keeps decimal points, thousands separators, hyphens in words and double dashes', () => {
+    expect(tokenize13a('It costs $3,000.50 -- a well-known fact, isn\'t it?')).toEqual(['It', 'costs', '$', '3,000.50', '--', 'a', 'well-known', 'fact', ',', "isn't", 'it', '?']);
+    expect(tokenize13a('1990-2000.')).toEqual(['1990', '-', '2000', '.']);
+    expect(tokenize13a('&quot;A&amp;B&quot; &lt;skipped&gt;<skipped>')).toEqual(['"', 'A', '&', 'B', '"', '<', 'skipped', '>']);
+    expect(tokenize13a('line-\nbreak\nnext')).toEqual(['linebreak', 'next']);
+  });
+  it('intl separates Unicode punctuation and symbols', () => {
+    expect(tokenizeIntl('«Bonjour», dit-il… 3,5 €')).toEqual(['«', 'Bonjour', '»', ',', 'dit', '-', 'il', '…', '3,5', '€']);
+  });
+  it('char takes code points, not UTF-16 units, and drops Python whitespace', () => {
+    expect(tokenizeChar('a 😀\u0085b\ufeff')).toEqual(['a', '😀', 'b', '\ufeff']);
+  });
+});
+
+describe('errors name the argument at fault', () => {
+  it('rejects bad inputs', () => {
+    expect(() => corpusBleu(['a'], [['a', 'b']])).toThrow(/references\[0\]: has 2 sentences but there are 1 hypotheses/);
+    expect(() => corpusBleu(['a'], ['a'] as unknown as string[][])).toThrow(/references\[0\]/);
+    expect(() => corpusBleu(['a', 3 as unknown as string], [['a', 'b']])).toThrow(/hypotheses\[1\]/);
+    expect(() => corpusBleu(['a'], [['a']], { tokenize: 'zh' as '13a' })).toThrow(/tokenize/);
+    expect(() => sentenceBleu('a', [])).toThrow(/references/);
+  });
+});
