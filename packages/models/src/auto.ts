@@ -1,0 +1,166 @@
+import * as tf from '@tensorflow/tfjs';
+import { PeftError, getFileSystem, joinPath, loadModelWeights, readJson, type FileSystem } from '@peftjs/core';
+import { ParamSource } from './common';
+import { parseClassificationFields, parseModelConfig, type AnyModelConfig, type ClassificationFields } from './config';
+import { GPT2ForSequenceClassification, GPT2LMHeadModel } from './gpt2';
+import type { CausalLMBase, GenerationDefaults, SeqClsBase } from './heads';
+import { LlamaForCausalLM, LlamaForSequenceClassification } from './llama';
+
+export interface FromPretrainedOptions {
+  /** Where files are read from; Node's fs (or fetch in a browser) by default. */
+  fs?: FileSystem;
+}
+
+export interface SeqClsFromPretrainedOptions extends FromPretrainedOptions {
+  /** Overrides config.json's num_labels (e.g. when starting from a causal LM checkpoint). */
+  numLabels?: number;
+  problemType?: ClassificationFields['problemType'];
+  /** Called with a message when `score` is newly initialized (default: console.warn). */
+  onWarning?: (message: string) => void;
+}
+
+type Classification = ClassificationFields & { problemTypeExplicit: boolean };
+
+async function readConfig(dir: string, fs: FileSystem): Promise<{ raw: Record<string, unknown>; path: string }> {
+  const path = joinPath(dir, 'config.json');
+  if (!(await fs.exists(path))) {
+    throw new PeftError('FILE_NOT_FOUND', `config.json not found: ${path} (a model folder holds config.json and model.safetensors)`);
+  }
+  return { raw: await readJson(path, fs), path };
+}
+
+async function readGenerationDefaults(dir: string, fs: FileSystem): Promise<GenerationDefaults> {
+  const path = joinPath(dir, 'generation_config.json');
+  if (!(await fs.exists(path))) return {};
+  const g = await readJson(path, fs);
+  const ids = (v: unknown) => (typeof v === 'number' || (Array.isArray(v) && v.every((x) => typeof x === 'number')) ? (v as number | number[]) : null);
+  const out: GenerationDefaults = {};
+  if (ids(g.eos_token_id) !== null) out.eosTokenId = ids(g.eos_token_id);
+  if (typeof g.pad_token_id === 'number') out.padTokenId = g.pad_token_id;
+  if (ids(g.bos_token_id) !== null) out.bosTokenId = ids(g.bos_token_id);
+  return out;
+}
+
+/** Checkpoint names HF keeps in files but that are not parameters (buffers), per body. */
+const IGNORED: Record<string, RegExp[]> = {
+  model: [/^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/, /^model\.rotary_emb\.inv_freq$/],
+  transformer: [/^transformer\.h\.\d+\.attn\.(bias|masked_bias)$/],
+};
+
+/**
+ * HF names as the model expects them: a checkpoint of the bare body (`layers.0…` without `model.`,
+ * GPT-2's `h.0…` without `transformer.`) gets the prefix; buffers are dropped; `lm_head.weight` is
+ * dropped when tied (the embedding is that parameter).
+ */
+function normalizeNames(tensors: Record<string, tf.Tensor>, body: 'model' | 'transformer', tied: boolean): Record<string, tf.Tensor> {
+  const heads = /^(lm_head|score)\./;
+  const names = Object.keys(tensors);
+  const bare = names.length > 0 && !names.some((n) => n.startsWith(`${body}.`));
+  const out: Record<string, tf.Tensor> = {};
+  for (const n of names) {
+    const name = bare && !heads.test(n) ? `${body}.${n}` : n;
+    if (IGNORED[body].some((r) => r.test(name)) || (tied && name === 'lm_head.weight')) tensors[n].dispose();
+    else out[name] = tensors[n];
+  }
+  return out;
+}
+
+async function weightsSource(dir: string, fs: FileSystem): Promise<string> {
+  const single = joinPath(dir, 'model.safetensors');
+  return (await fs.exists(single)) ? single : joinPath(dir, 'model.safetensors.index.json');
+}
+
+function bodyOf(cfg: AnyModelConfig): 'model' | 'transformer' {
+  return cfg.modelType === 'gpt2' ? 'transformer' : 'model';
+}
+
+/**
+ * Loads `dir`'s weights into the model `build` makes. Strict: a tensor the model lacks, or a parameter
+ * the files lack, is an error naming them (except names in `allow`).
+ */
+async function loadInto<M extends CausalLMBase | SeqClsBase>(
+  dir: string,
+  fs: FileSystem,
+  cfg: AnyModelConfig,
+  build: (src: ParamSource) => M,
+  allow: { missing?: string[]; unexpected?: string[] } = {},
+): Promise<{ model: M; missing: string[]; unexpected: string[] }> {
+  const source = await weightsSource(dir, fs);
+  const tensors = normalizeNames(await loadModelWeights(dir, fs), bodyOf(cfg), cfg.tieWordEmbeddings);
+  let model: M | undefined;
+  try {
+    model = build(new ParamSource(tensors));
+    const { missing, unexpected } = model.loadStateDict(tensors, { source });
+    const badMissing = missing.filter((n) => !allow.missing?.includes(n));
+    const badUnexpected = unexpected.filter((n) => !allow.unexpected?.includes(n));
+    if (badMissing.length || badUnexpected.length) {
+      const list = (xs: string[]) => xs.slice(0, 10).join(', ') + (xs.length > 10 ? ` … (${xs.length} in all)` : '');
+      const parts = [];
+      if (badMissing.length) parts.push(`missing tensors ${list(badMissing)}`);
+      if (badUnexpected.length) parts.push(`unexpected tensors ${list(badUnexpected)}`);
+      throw new PeftError('INVALID_FILE', `${source}: does not match a ${cfg.modelType} model built from config.json: ${parts.join('; ')}`);
+    }
+    model.generationDefaults = await readGenerationDefaults(dir, fs);
+    return { model, missing, unexpected };
+  } catch (e) {
+    model?.dispose();
+    throw e;
+  } finally {
+    tf.dispose(Object.values(tensors));
+  }
+}
+
+function causalLM(cfg: AnyModelConfig, src: ParamSource): CausalLMBase {
+  return cfg.modelType === 'gpt2' ? new GPT2LMHeadModel(cfg, src) : new LlamaForCausalLM(cfg, src);
+}
+
+function seqCls(cfg: AnyModelConfig, cls: Classification, src: ParamSource): SeqClsBase {
+  return cfg.modelType === 'gpt2' ? new GPT2ForSequenceClassification(cfg, cls, src) : new LlamaForSequenceClassification(cfg, cls, src);
+}
+
+/** HF's AutoModelForCausalLM: llama, mistral, qwen2 (LlamaForCausalLM) and gpt2 (GPT2LMHeadModel). */
+export class AutoModelForCausalLM {
+  /** Reads `dir`/config.json and the safetensors weights (single file or sharded index; F32/F16/BF16). */
+  static async fromPretrained(dir: string, opts: FromPretrainedOptions = {}): Promise<CausalLMBase> {
+    const fs = opts.fs ?? getFileSystem();
+    const { raw, path } = await readConfig(dir, fs);
+    const cfg = parseModelConfig(raw, path);
+    return (await loadInto(dir, fs, cfg, (src) => causalLM(cfg, src))).model;
+  }
+
+  /** A randomly initialized model (HF's init) from a config.json object. */
+  static fromConfig(config: Record<string, unknown>): CausalLMBase {
+    return causalLM(parseModelConfig(config, 'config'), new ParamSource(undefined));
+  }
+}
+
+function classification(raw: Record<string, unknown>, source: string, opts: SeqClsFromPretrainedOptions): Classification {
+  const f = parseClassificationFields(raw, source, opts.numLabels);
+  const explicit = opts.problemType ?? (typeof raw.problem_type === 'string' ? f.problemType : undefined);
+  return { numLabels: f.numLabels, problemType: explicit ?? f.problemType, problemTypeExplicit: explicit !== undefined };
+}
+
+/**
+ * HF's AutoModelForSequenceClassification for the LLaMA family and GPT-2: the body + `score`.
+ * From a causal LM checkpoint (no `score.weight`), `score` is newly initialized (N(0, initializer_range))
+ * and `lm_head.weight` is ignored, as in transformers; a warning says so.
+ */
+export class AutoModelForSequenceClassification {
+  static async fromPretrained(dir: string, opts: SeqClsFromPretrainedOptions = {}): Promise<SeqClsBase> {
+    const fs = opts.fs ?? getFileSystem();
+    const { raw, path } = await readConfig(dir, fs);
+    const cfg = parseModelConfig(raw, path);
+    const cls = classification(raw, path, opts);
+    const { model, missing } = await loadInto(dir, fs, cfg, (src) => seqCls(cfg, cls, src), { missing: ['score.weight'], unexpected: ['lm_head.weight'] });
+    if (missing.includes('score.weight')) {
+      (opts.onWarning ?? console.warn)(
+        `${model.constructor.name}: score.weight was not in ${dir} and is newly initialized; train it (e.g. modules_to_save) before use`,
+      );
+    }
+    return model;
+  }
+
+  static fromConfig(config: Record<string, unknown>, opts: Omit<SeqClsFromPretrainedOptions, 'fs' | 'onWarning'> = {}): SeqClsBase {
+    return seqCls(parseModelConfig(config, 'config'), classification(config, 'config', opts), new ParamSource(undefined));
+  }
+}

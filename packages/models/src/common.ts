@@ -1,0 +1,280 @@
+import * as tf from '@tensorflow/tfjs';
+import { KVCache, Linear, PeftError, nextSeed, toIdsTensor, type ForwardInputs, type IdsLike, type Module } from '@peftjs/core';
+import type { Activation } from './config';
+
+/**
+ * The additive mask value. Finite (not -inf) so a row with every key masked (a left-padding query)
+ * softmaxes to a uniform row instead of NaN; its logits are never used.
+ */
+export const MASK_MIN = -1e9;
+
+/** Extra forward inputs the models here accept beyond core's ForwardInputs. */
+export interface ModelForwardInputs extends ForwardInputs {
+  /**
+   * Compute logits for the last `logitsToKeep` positions only (HF's logits_to_keep); generate uses 1.
+   * 0 or absent: every position.
+   */
+  logitsToKeep?: number;
+}
+
+/** Where parameters come from while a model is built: a loaded state dict, or a fresh init. */
+export class ParamSource {
+  private readonly temps: tf.Tensor[] = [];
+  constructor(
+    private readonly loaded: Record<string, tf.Tensor> | undefined,
+    private readonly prefix = '',
+    private readonly root?: ParamSource,
+  ) {}
+
+  scope(name: string): ParamSource {
+    return new ParamSource(this.loaded, this.prefix ? `${this.prefix}.${name}` : name, this.root ?? this);
+  }
+
+  /**
+   * The loaded tensor named `name` (under this scope) when it has the right shape — shared, not copied,
+   * by the variable built from it — else `init()`. Shape and name errors are reported by loadStateDict.
+   */
+  get(name: string, shape: number[], init: () => tf.Tensor): tf.Tensor {
+    const t = this.loaded?.[this.prefix ? `${this.prefix}.${name}` : name];
+    if (t && tf.util.arraysEqual(t.shape, shape) && t.dtype === 'float32') return t;
+    const fresh = init();
+    (this.root ?? this).temps.push(fresh);
+    return fresh;
+  }
+
+  /** Disposes the init tensors (the variables made from them hold their own reference). */
+  release(): void {
+    tf.dispose(this.temps);
+    this.temps.length = 0;
+  }
+}
+
+/** A Linear whose weight (and bias) come from `src`; PyTorch/HF init N(0, std), zero bias otherwise. */
+export function makeLinear(src: ParamSource, name: string, inF: number, outF: number, bias: boolean, std: number): Linear {
+  const s = src.scope(name);
+  const weight = s.get('weight', [outF, inF], () => tf.randomNormal([outF, inF], 0, std, 'float32', nextSeed()));
+  const biasValue = bias ? s.get('bias', [outF], () => tf.zeros([outF])) : undefined;
+  return new Linear(inF, outF, { bias, weight, biasValue });
+}
+
+/** A Linear that uses another module's weight variable (tied embeddings): one parameter, listed once. */
+export class TiedLinear extends Linear {
+  constructor(weight: tf.Variable) {
+    const [outF, inF] = weight.shape as [number, number];
+    const placeholder = tf.zeros([1, 1]);
+    super(inF, outF, { bias: false, weight: placeholder });
+    placeholder.dispose();
+    this._params.get('weight')!.dispose();
+    this._params.set('weight', weight);
+  }
+}
+
+/**
+ * Runs a model constructor in an engine scope, so the init tensors core's layers create (and never
+ * dispose) are freed; the variables built from them keep their data.
+ */
+export function constructScoped<T>(build: () => T): T {
+  tf.engine().startScope();
+  try {
+    return build();
+  } finally {
+    tf.engine().endScope();
+  }
+}
+
+/** Something with a forward over one tensor (a Linear, a norm, or a PEFT wrapper that replaced one). */
+export interface Fwd {
+  forward(x: tf.Tensor): tf.Tensor;
+}
+
+/** The child called `name`, looked up at call time so PEFT replacements take effect. */
+export function sub(m: Module, name: string): Fwd {
+  return m.child(name) as unknown as Fwd;
+}
+
+export function activate(kind: Activation, x: tf.Tensor): tf.Tensor {
+  switch (kind) {
+    case 'silu':
+      return tf.mul(x, tf.sigmoid(x));
+    case 'relu':
+      return tf.relu(x);
+    case 'gelu':
+      // exact erf GELU (torch's default)
+      return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+    case 'gelu_new': {
+      // tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+      const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+      return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+    }
+  }
+}
+
+/** Per-layer context a decoder layer gets from its model's forward. */
+export interface AttentionContext {
+  /** Additive mask [B|1, 1, T, S], or null when every query sees every key. */
+  mask: tf.Tensor | null;
+  /** Past keys/values to read (and, with `store`, to append to). */
+  cache?: KVCache;
+  store: boolean;
+  training: boolean;
+}
+
+/**
+ * Appends this step's k, v [B, kvH, T, hd] to the past of layer `layer`: stored in the cache in
+ * generation (`store`), otherwise concatenated without touching the cache (a prefix stays intact and
+ * gradients flow through it).
+ */
+export function withPast(ctx: AttentionContext, layer: number, k: tf.Tensor, v: tf.Tensor): { key: tf.Tensor; value: tf.Tensor } {
+  const c = ctx.cache;
+  if (!c) return { key: k, value: v };
+  if (ctx.store) return c.update(layer, k, v, true);
+  const pk = c.keys[layer];
+  const pv = c.values[layer];
+  if (!pk || !pv) return { key: k, value: v };
+  return { key: tf.concat([pk, k], 2), value: tf.concat([pv, v], 2) };
+}
+
+/**
+ * Scaled dot-product attention with grouped-query heads, keeping every tensor at rank ≤ 4.
+ * q [B, H, T, hd] (already scaled), key/value [B, kvH, S, hd] → [B, T, H·hd].
+ * Instead of repeat_kv (a copy of k/v per query group), the query heads that share a kv head are
+ * folded into the row dimension: [B, kvH, nRep·T, hd] (head h uses kv head ⌊h / nRep⌋, as HF).
+ */
+export function attention(q: tf.Tensor, key: tf.Tensor, value: tf.Tensor, mask: tf.Tensor | null, dropout?: (p: tf.Tensor) => tf.Tensor): tf.Tensor {
+  const [b, h, t, d] = q.shape as number[];
+  const kvH = key.shape[1] as number;
+  const s = key.shape[2] as number;
+  const nRep = h / kvH;
+  const kT = tf.transpose(key, [0, 1, 3, 2]); // plain matMul is several times faster than transposeB on CPU backends
+  let scores = tf.matMul(nRep === 1 ? q : q.reshape([b, kvH, nRep * t, d]), kT);
+  if (mask) scores = tf.add(scores.reshape([b, h, t, s]), mask);
+  let probs = tf.softmax(scores);
+  if (dropout) probs = dropout(probs);
+  if (nRep !== 1) probs = probs.reshape([b, kvH, nRep * t, s]);
+  const out = tf.matMul(probs, value).reshape([b, h, t, d]);
+  return tf.transpose(out, [0, 2, 1, 3]).reshape([b, t, h * d]);
+}
+
+/** [B, T, H·hd] → [B, H, T, hd]. */
+export function splitHeads(x: tf.Tensor, heads: number, headDim: number): tf.Tensor {
+  const [b, t] = x.shape as number[];
+  return tf.transpose(x.reshape([b, t, heads, headDim]), [0, 2, 1, 3]);
+}
+
+/** True when a number[][] mask keeps every position. */
+function allOnes(m: number[][]): boolean {
+  for (const row of m) for (const v of row) if (v !== 1) return false;
+  return true;
+}
+
+/** The inputs of a forward, converted and checked once for every layer. */
+export interface Prepared {
+  batch: number;
+  seqLen: number;
+  pastLength: number;
+  /** int32 ids [B, T], when given. */
+  ids?: tf.Tensor;
+  embeds?: tf.Tensor;
+  /** Explicit position ids [B|1, T] (int32), or null for pastLength + 0..T-1. */
+  positionIds: tf.Tensor | null;
+  mask: tf.Tensor | null;
+  cache?: KVCache;
+  store: boolean;
+}
+
+/**
+ * Converts a forward's inputs (call inside tf.tidy). The mask is built once: causal (query i sees keys
+ * ≤ past + i) combined with the padding mask, additive, [B|1, 1, T, past + T].
+ */
+export function prepareInputs(inputs: ForwardInputs, opts: { hiddenSize: number; slidingWindow?: number | null; what: string }): Prepared {
+  const { inputIds, inputsEmbeds, attentionMask, positionIds, pastKeyValues, useCache } = inputs;
+  let ids: tf.Tensor | undefined;
+  let embeds: tf.Tensor | undefined;
+  if (inputsEmbeds) {
+    if (inputsEmbeds.rank !== 3 || inputsEmbeds.shape[2] !== opts.hiddenSize) {
+      throw new PeftError('INVALID_ARGUMENT', `${opts.what}: inputsEmbeds must be [batch, seq, ${opts.hiddenSize}], got [${inputsEmbeds.shape}]`);
+    }
+    embeds = inputsEmbeds.dtype === 'float32' ? inputsEmbeds : inputsEmbeds.toFloat();
+  }
+  if (inputIds !== undefined) {
+    ids = toIdsTensor(inputIds, 'inputIds');
+    if (ids.rank !== 2) throw new PeftError('INVALID_ARGUMENT', `${opts.what}: inputIds must be [batch, seq], got [${ids.shape}]`);
+  }
+  if (!ids && !embeds) throw new PeftError('INVALID_ARGUMENT', `${opts.what}: forward needs inputIds or inputsEmbeds`);
+  const [batch, seqLen] = (embeds ?? ids)!.shape as number[];
+  if (seqLen === 0) throw new PeftError('INVALID_ARGUMENT', `${opts.what}: the input has no positions`);
+
+  let cache = pastKeyValues;
+  const store = !!useCache;
+  if (store && !cache) cache = new KVCache();
+  const pastLength = cache?.length ?? 0;
+  const total = pastLength + seqLen;
+  if (opts.slidingWindow && total > opts.slidingWindow) {
+    throw new PeftError(
+      'UNSUPPORTED',
+      `${opts.what}: ${total} positions exceed the config's sliding_window (${opts.slidingWindow}); sliding-window attention is not implemented, use sequences of at most ${opts.slidingWindow} positions`,
+    );
+  }
+
+  let pos: tf.Tensor | null = null;
+  if (positionIds !== undefined) {
+    pos = toIdsTensor(positionIds, 'positionIds');
+    if (pos.rank !== 2 || (pos.shape[0] !== batch && pos.shape[0] !== 1) || pos.shape[1] !== seqLen) {
+      throw new PeftError('INVALID_ARGUMENT', `${opts.what}: positionIds must be [${batch}, ${seqLen}], got [${pos.shape}]`);
+    }
+  }
+
+  let keep: tf.Tensor | null = null; // [B, S] float 1/0
+  if (attentionMask !== undefined && !(Array.isArray(attentionMask) && allOnes(attentionMask))) {
+    let m = toIdsTensor(attentionMask, 'attentionMask');
+    if (m.rank !== 2 || m.shape[0] !== batch) {
+      throw new PeftError('INVALID_ARGUMENT', `${opts.what}: attentionMask must be [${batch}, ${total}] (past + current positions), got [${m.shape}]`);
+    }
+    // A mask of the current positions only, with a past (e.g. a prefix): the past stays visible.
+    if (m.shape[1] === seqLen && pastLength > 0) m = tf.concat([tf.ones([batch, pastLength], 'int32'), m], 1);
+    if (m.shape[1] !== total) {
+      throw new PeftError('INVALID_ARGUMENT', `${opts.what}: attentionMask must be [${batch}, ${total}] (past ${pastLength} + ${seqLen} positions), got [${m.shape}]`);
+    }
+    keep = m.toFloat();
+  }
+
+  let mask: tf.Tensor | null = null;
+  if (seqLen > 1) {
+    const rows = tf.range(pastLength, total, 1, 'int32').reshape([seqLen, 1]);
+    const cols = tf.range(0, total, 1, 'int32').reshape([1, total]);
+    const causal = tf.lessEqual(cols, rows).toFloat().reshape([1, 1, seqLen, total]);
+    mask = keep ? tf.mul(causal, keep.reshape([batch, 1, 1, total])) : causal;
+  } else if (keep) {
+    mask = keep.reshape([batch, 1, 1, total]);
+  }
+  // 1 → 0, 0 → MASK_MIN
+  if (mask) mask = tf.mul(tf.sub(1, mask), MASK_MIN);
+  return { batch, seqLen, pastLength, ids, embeds, positionIds: pos, mask, cache, store };
+}
+
+/**
+ * HF's ForCausalLMLoss: logits [B, T, V] predict labels shifted left by one; positions whose label is
+ * -100 are ignored; the mean over the rest (NaN when none is left, as torch).
+ */
+export function causalLMLoss(logits: tf.Tensor, labels: IdsLike, what: string): tf.Scalar {
+  const lab = toIdsTensor(labels, 'labels');
+  const [b, t, v] = logits.shape as number[];
+  if (lab.rank !== 2 || lab.shape[0] !== b || lab.shape[1] !== t) {
+    throw new PeftError('INVALID_ARGUMENT', `${what}: labels must be [${b}, ${t}] like the logits' positions, got [${lab.shape}]`);
+  }
+  const shifted = t > 1 ? tf.concat([tf.slice(lab, [0, 1], [b, t - 1]), tf.fill([b, 1], -100, 'int32')], 1) : tf.fill([b, 1], -100, 'int32');
+  return tokenCrossEntropy(logits.reshape([b * t, v]), shifted.reshape([b * t]));
+}
+
+/** Mean cross-entropy of logits [N, C] against int labels [N], ignoring -100. */
+export function tokenCrossEntropy(logits: tf.Tensor, labels: tf.Tensor): tf.Scalar {
+  const c = logits.shape[1] as number;
+  const valid = tf.notEqual(labels, -100);
+  const safe = tf.where(valid, labels, tf.zerosLike(labels));
+  // one-hot rather than gather: gather's gradient (UnsortedSegmentSum) is missing on the wasm backend;
+  // int32 one-hot then cast: wasm's OneHot returns zeros when asked for float32 directly
+  const picked = tf.sum(tf.mul(logits, tf.oneHot(safe, c).toFloat()), -1);
+  const nll = tf.sub(tf.logSumExp(logits, -1), picked);
+  const w = valid.toFloat();
+  return tf.div(tf.sum(tf.mul(nll, w)), tf.sum(w)) as tf.Scalar;
+}

@@ -1,0 +1,21 @@
+export { AutoModelForCausalLM, AutoModelForSequenceClassification, type FromPretrainedOptions, type SeqClsFromPretrainedOptions } from './auto';
+export { AutoTokenizer, PreTrainedTokenizer, type BatchEncodeOptions, type BatchEncoding, type DecodeOptions, type EncodeOptions, type PaddingSide } from './tokenizer';
+export { CausalLMBase, SeqClsBase, type Backbone, type GenerationDefaults, type SeqClsForwardInputs } from './heads';
+export { LlamaForCausalLM, LlamaForSequenceClassification, LlamaModel, LlamaDecoderLayer, LlamaAttention, LlamaMLP } from './llama';
+export { GPT2LMHeadModel, GPT2ForSequenceClassification, GPT2Model, GPT2Block, GPT2Attention, GPT2MLP } from './gpt2';
+export {
+  parseModelConfig,
+  parseClassificationFields,
+  SUPPORTED_MODEL_TYPES,
+  LLAMA_FAMILY,
+  type SupportedModelType,
+  type AnyModelConfig,
+  type LlamaConfig,
+  type GPT2Config,
+  type RopeSpec,
+  type Activation,
+  type ClassificationFields,
+} from './config';
+export { MASK_MIN, ParamSource, TiedLinear, attention, causalLMLoss, type ModelForwardInputs } from './common';
+export { RopeTables, applyRope, ropeInvFreq } from './rope';
+export { mulberry32, sampleToken, positionsFromMask } from './generate';

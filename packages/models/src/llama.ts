@@ -1,0 +1,174 @@
+import * as tf from '@tensorflow/tfjs';
+import { Embedding, Module, ModuleDict, RMSNorm, nextSeed } from '@peftjs/core';
+import {
+  ParamSource,
+  constructScoped,
+  TiedLinear,
+  activate,
+  attention,
+  makeLinear,
+  splitHeads,
+  sub,
+  withPast,
+  type AttentionContext,
+  type Prepared,
+} from './common';
+import type { ClassificationFields, LlamaConfig } from './config';
+import { CausalLMBase, SeqClsBase, type Backbone } from './heads';
+import { RopeTables, applyRope } from './rope';
+
+/** Per-forward context of the LLaMA layers: the mask plus RoPE tables (q's pre-scaled by 1/√head_dim). */
+interface LlamaContext extends AttentionContext {
+  cos: tf.Tensor;
+  sin: tf.Tensor;
+  cosQ: tf.Tensor;
+  sinQ: tf.Tensor;
+}
+
+/** An RMSNorm (weight starts at ones; loadStateDict assigns the checkpoint's). */
+function rmsNorm(dim: number, eps: number): RMSNorm {
+  return new RMSNorm(dim, eps);
+}
+
+/** HF's LlamaAttention (also Mistral's and Qwen2's): q/k/v/o projections, RoPE, grouped-query attention. */
+export class LlamaAttention extends Module {
+  constructor(
+    readonly config: LlamaConfig,
+    readonly layerIdx: number,
+    src: ParamSource,
+  ) {
+    super();
+    const { hiddenSize: d, numAttentionHeads: h, numKeyValueHeads: kv, headDim: hd, qkvBias, oBias, initializerRange: std } = config;
+    this.registerModule('q_proj', makeLinear(src, 'q_proj', d, h * hd, qkvBias, std));
+    this.registerModule('k_proj', makeLinear(src, 'k_proj', d, kv * hd, qkvBias, std));
+    this.registerModule('v_proj', makeLinear(src, 'v_proj', d, kv * hd, qkvBias, std));
+    this.registerModule('o_proj', makeLinear(src, 'o_proj', h * hd, d, oBias, std));
+  }
+
+  forward(x: tf.Tensor, ctx: LlamaContext): tf.Tensor {
+    const { numAttentionHeads: h, numKeyValueHeads: kv, headDim: hd, attentionDropout } = this.config;
+    const q = applyRope(splitHeads(sub(this, 'q_proj').forward(x), h, hd), ctx.cosQ, ctx.sinQ);
+    const k = applyRope(splitHeads(sub(this, 'k_proj').forward(x), kv, hd), ctx.cos, ctx.sin);
+    const v = splitHeads(sub(this, 'v_proj').forward(x), kv, hd);
+    const { key, value } = withPast(ctx, this.layerIdx, k, v);
+    const drop = ctx.training && attentionDropout > 0 ? (p: tf.Tensor) => tf.dropout(p, attentionDropout, undefined, nextSeed()) : undefined;
+    return sub(this, 'o_proj').forward(attention(q, key, value, ctx.mask, drop));
+  }
+}
+
+/** HF's LlamaMLP: down_proj(act(gate_proj(x)) · up_proj(x)). */
+export class LlamaMLP extends Module {
+  constructor(
+    readonly config: LlamaConfig,
+    src: ParamSource,
+  ) {
+    super();
+    const { hiddenSize: d, intermediateSize: i, mlpBias, initializerRange: std } = config;
+    this.registerModule('gate_proj', makeLinear(src, 'gate_proj', d, i, mlpBias, std));
+    this.registerModule('up_proj', makeLinear(src, 'up_proj', d, i, mlpBias, std));
+    this.registerModule('down_proj', makeLinear(src, 'down_proj', i, d, mlpBias, std));
+  }
+
+  forward(x: tf.Tensor): tf.Tensor {
+    const gate = activate(this.config.hiddenAct, sub(this, 'gate_proj').forward(x));
+    return sub(this, 'down_proj').forward(tf.mul(gate, sub(this, 'up_proj').forward(x)));
+  }
+}
+
+export class LlamaDecoderLayer extends Module {
+  constructor(config: LlamaConfig, layerIdx: number, src: ParamSource) {
+    super();
+    this.registerModule('self_attn', new LlamaAttention(config, layerIdx, src.scope('self_attn')));
+    this.registerModule('mlp', new LlamaMLP(config, src.scope('mlp')));
+    this.registerModule('input_layernorm', rmsNorm(config.hiddenSize, config.rmsNormEps));
+    this.registerModule('post_attention_layernorm', rmsNorm(config.hiddenSize, config.rmsNormEps));
+  }
+
+  forward(x: tf.Tensor, ctx: LlamaContext): tf.Tensor {
+    const attn = this.child<LlamaAttention>('self_attn').forward(sub(this, 'input_layernorm').forward(x), ctx);
+    const h = tf.add(x, attn);
+    return tf.add(h, this.child<LlamaMLP>('mlp').forward(sub(this, 'post_attention_layernorm').forward(h)));
+  }
+}
+
+/** HF's LlamaModel: embed_tokens, layers.N, norm. RoPE tables are cached across forwards (not parameters). */
+export class LlamaModel extends Module implements Backbone {
+  private readonly rope: RopeTables;
+  constructor(
+    readonly config: LlamaConfig,
+    src: ParamSource,
+  ) {
+    super();
+    const { vocabSize: v, hiddenSize: d, numHiddenLayers: n, initializerRange: std } = config;
+    const embed = src.scope('embed_tokens').get('weight', [v, d], () => tf.randomNormal([v, d], 0, std, 'float32', nextSeed()));
+    this.registerModule('embed_tokens', new Embedding(v, d, embed));
+    const layers = this.registerModule('layers', new ModuleDict<LlamaDecoderLayer>());
+    for (let i = 0; i < n; i++) layers.set(String(i), new LlamaDecoderLayer(config, i, src.scope(`layers.${i}`)));
+    this.registerModule('norm', rmsNorm(d, config.rmsNormEps));
+    this.rope = new RopeTables(config.rope, config.headDim, Math.min(config.maxPositionEmbeddings, 2048));
+  }
+
+  run(p: Prepared, training: boolean): tf.Tensor {
+    let h = p.embeds ?? this.child<Embedding>('embed_tokens').forward(p.ids!);
+    const { cos, sin } = p.positionIds ? this.rope.fromIds(p.positionIds) : this.rope.range(p.pastLength, p.seqLen);
+    const scale = 1 / Math.sqrt(this.config.headDim);
+    const ctx: LlamaContext = {
+      mask: p.mask,
+      cache: p.cache,
+      store: p.store,
+      training,
+      cos,
+      sin,
+      cosQ: tf.mul(cos, scale),
+      sinQ: tf.mul(sin, scale),
+    };
+    const layers = this.child('layers');
+    for (let i = 0; i < this.config.numHiddenLayers; i++) h = layers.child<LlamaDecoderLayer>(String(i)).forward(h, ctx);
+    return sub(this, 'norm').forward(h);
+  }
+
+  disposeBuffers(): void {
+    this.rope.dispose();
+  }
+}
+
+/** HF's LlamaForCausalLM, also MistralForCausalLM and Qwen2ForCausalLM (config.modelType says which). */
+export class LlamaForCausalLM extends CausalLMBase {
+  readonly config: LlamaConfig;
+  protected readonly backboneName = 'model';
+  protected readonly embeddingName = 'embed_tokens';
+
+  /** Builds the model; parameters come from `src` (a loaded state dict) or a fresh HF-style init. */
+  constructor(config: LlamaConfig, src: ParamSource = new ParamSource(undefined)) {
+    super();
+    this.config = config;
+    constructScoped(() => {
+      const model = this.registerModule('model', new LlamaModel(config, src.scope('model')));
+      const { hiddenSize: d, vocabSize: v } = config;
+      this.registerModule(
+        'lm_head',
+        config.tieWordEmbeddings ? new TiedLinear(model.child<Embedding>('embed_tokens').weight) : makeLinear(src, 'lm_head', d, v, false, config.initializerRange),
+      );
+    });
+    src.release();
+  }
+}
+
+/** HF's LlamaForSequenceClassification (and Mistral's, Qwen2's): `model` + `score` (no bias). */
+export class LlamaForSequenceClassification extends SeqClsBase {
+  readonly config: LlamaConfig;
+  readonly classification: ClassificationFields & { problemTypeExplicit: boolean };
+  protected readonly backboneName = 'model';
+  protected readonly embeddingName = 'embed_tokens';
+
+  constructor(config: LlamaConfig, classification: ClassificationFields & { problemTypeExplicit: boolean }, src: ParamSource = new ParamSource(undefined)) {
+    super();
+    this.config = config;
+    this.classification = classification;
+    constructScoped(() => {
+      this.registerModule('model', new LlamaModel(config, src.scope('model')));
+      this.registerModule('score', makeLinear(src, 'score', config.hiddenSize, classification.numLabels, false, config.initializerRange));
+    });
+    src.release();
+  }
+}
