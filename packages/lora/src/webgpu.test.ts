@@ -22,10 +22,13 @@ describe.skipIf(!available)(`LoRA on WebGPU ${available ? '' : `(skipped: ${why}
   it('a LoRA forward matches HF and the cpu backend', async () => {
     const dir = hfCase('llama_lora_qv');
     const t = await caseTensors('llama_lora_qv');
+    // plain arrays: tensors do not move from webgpu to cpu in Node (that needs a synchronous read)
+    const inputIds = (await t.input_ids.array()) as number[][];
+    const attentionMask = (await t.attention_mask.array()) as number[][];
     const run = async () => {
       const base = await AutoModelForCausalLM.fromPretrained(`${dir}base`);
       const peft = await PeftModel.fromPretrained(base, `${dir}adapter`);
-      const logits = peft.forward({ inputIds: t.input_ids, attentionMask: t.attention_mask }).logits;
+      const logits = peft.forward({ inputIds, attentionMask }).logits;
       const values = await logits.data();
       const shape = logits.shape;
       tf.dispose(logits);
