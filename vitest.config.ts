@@ -11,15 +11,34 @@ for (const dir of readdirSync(pkgDir)) {
   alias[dir === 'peftjs' ? 'peftjs' : `@peftjs/${dir}`] = entry;
 }
 
+const shared = {
+  testTimeout: 120_000,
+  hookTimeout: 120_000,
+  setupFiles: ['tools/testing/setup.ts'],
+  pool: 'forks' as const,
+};
+
 export default defineConfig({
   resolve: { alias },
   test: {
-    include: ['packages/*/src/**/*.test.ts', 'tools/**/*.test.ts'],
-    testTimeout: 120_000,
-    hookTimeout: 120_000,
-    setupFiles: ['tools/testing/setup.ts'],
-    pool: 'forks',
-    fileParallelism: true,
     maxWorkers: 2,
+    // Every test runs on wasm (the CPU default); the numerics that HF parity rests on run again on the
+    // plain cpu backend.
+    projects: [
+      {
+        resolve: { alias },
+        test: { ...shared, name: 'wasm', include: ['packages/*/src/**/*.test.ts', 'tools/**/*.test.ts'], env: { PEFTJS_TEST_BACKEND: 'wasm' } },
+      },
+      {
+        resolve: { alias },
+        test: {
+          ...shared,
+          name: 'cpu',
+          include: ['packages/{core,models,lora,prompt,prefix,ptuning,ia3}/src/**/*.test.ts'],
+          exclude: ['**/webgpu*.test.ts', '**/node_modules/**'],
+          env: { PEFTJS_TEST_BACKEND: 'cpu' },
+        },
+      },
+    ],
   },
 });
