@@ -205,7 +205,7 @@ function segmentStats(hyp: string, refs: string[], r: Resolved): number[] {
   const hypChars = withSentinel(charIds(hyp, r.whitespace, charVocab, true), charVocab.size);
   const charBase = charVocab.size + 1;
   let refWords: number[][] = [];
-  let hypWords = new Int32Array(0);
+  let hypWords: Int32Array = new Int32Array(0);
   let wordBase = 1;
   if (r.wordOrder > 0) {
     const wordVocab = new Map<string, number>();
