@@ -27,7 +27,7 @@ export default defineConfig({
     projects: [
       {
         resolve: { alias },
-        test: { ...shared, name: 'wasm', include: ['packages/*/src/**/*.test.ts', 'tools/**/*.test.ts'], env: { PEFTJS_TEST_BACKEND: 'wasm' } },
+        test: { ...shared, name: 'wasm', include: ['packages/*/src/**/*.test.ts', 'tools/**/*.test.ts', 'examples/**/*.test.ts'], env: { PEFTJS_TEST_BACKEND: 'wasm' } },
       },
       {
         resolve: { alias },

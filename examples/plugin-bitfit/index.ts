@@ -1,0 +1,84 @@
+// A third-party PEFT method built only on @peftjs/core's public contract: BitFit-style bias tuning
+// (the seed's "selective" family). Each targeted Linear gets a trainable bias delta `bitfit_bias`
+// [out], saved as `<module>.bitfit_bias`, mergeable into the layer's bias.
+import * as tf from '@tensorflow/tfjs';
+import {
+  BaseTunerLayer,
+  Linear,
+  ParameterDict,
+  PeftConfig,
+  PeftError,
+  PEFT_METHOD_SPEC_VERSION,
+  basePeftConfigShape,
+  registerPeftMethod,
+  targetModulesSchema,
+  z,
+  type PeftMethod,
+} from '@peftjs/core';
+
+const shape = { ...basePeftConfigShape, targetModules: targetModulesSchema.default(['q_proj', 'v_proj']) };
+type Fields = z.output<z.ZodObject<typeof shape>>;
+export interface BitFitConfig extends Fields {}
+export class BitFitConfig extends PeftConfig {
+  static readonly peftType = 'BITFIT';
+  static readonly shape = shape;
+  static readonly hfOnlyDefaults = {};
+  constructor(input: Partial<z.input<z.ZodObject<typeof shape>>> = {}) {
+    super();
+    this.init(input, 'BitFitConfig');
+  }
+}
+
+export class BitFitLinear extends BaseTunerLayer {
+  readonly peftType = 'BITFIT';
+  constructor(base: Linear) {
+    super(base);
+    this.registerModule('bitfit_bias', new ParameterDict());
+  }
+  private get deltas(): ParameterDict {
+    return this.child('bitfit_bias');
+  }
+  private get linear(): Linear {
+    return this.getBaseLayer() as Linear;
+  }
+  addAdapter(name: string): void {
+    const z0 = tf.zeros([this.linear.outFeatures]);
+    this.deltas.set(name, z0);
+    z0.dispose();
+  }
+  adapterNames(): string[] {
+    return this.deltas.keys();
+  }
+  protected mergeOne(name: string): void {
+    const bias = this.linear.bias;
+    if (!bias) throw new PeftError('UNSUPPORTED', 'BitFit can only merge into a layer that has a bias');
+    bias.assign(tf.tidy(() => tf.add(bias, this.deltas.get(name)!)));
+  }
+  protected unmergeOne(name: string): void {
+    const bias = this.linear.bias!;
+    bias.assign(tf.tidy(() => tf.sub(bias, this.deltas.get(name)!)));
+  }
+  protected deleteOne(name: string): void {
+    this.deltas.delete(name);
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    if (this.disableAdapters || this.merged) return this.baseLayer.forward(x);
+    return tf.tidy(() => this.activeAdapters.filter((n) => this.has(n)).reduce((y, n) => tf.add(y, this.deltas.get(n)!), this.baseLayer.forward(x)));
+  }
+}
+
+export const bitfitMethod: PeftMethod<BitFitConfig> = {
+  specificationVersion: PEFT_METHOD_SPEC_VERSION,
+  peftType: 'BITFIT',
+  prefix: 'bitfit_',
+  kind: 'injection',
+  configClass: BitFitConfig,
+  canWrap: (m) => m instanceof Linear,
+  inject({ target, adapterName }) {
+    const layer = target instanceof BitFitLinear ? target : new BitFitLinear(target as Linear);
+    layer.addAdapter(adapterName);
+    return layer;
+  },
+};
+
+registerPeftMethod(bitfitMethod);
