@@ -225,17 +225,20 @@ export function prepareInputs(inputs: ForwardInputs, opts: { hiddenSize: number;
   }
 
   let keep: tf.Tensor | null = null; // [B, S] float 1/0
-  if (attentionMask !== undefined && !(Array.isArray(attentionMask) && allOnes(attentionMask))) {
-    let m = toIdsTensor(attentionMask, 'attentionMask');
-    if (m.rank !== 2 || m.shape[0] !== batch) {
-      throw new PeftError('INVALID_ARGUMENT', `${opts.what}: attentionMask must be [${batch}, ${total}] (past + current positions), got [${m.shape}]`);
-    }
+  if (attentionMask !== undefined) {
+    const shape = attentionMask instanceof tf.Tensor ? attentionMask.shape : [attentionMask.length, attentionMask[0]?.length ?? 0];
     // A mask of the current positions only, with a past (e.g. a prefix): the past stays visible.
-    if (m.shape[1] === seqLen && pastLength > 0) m = tf.concat([tf.ones([batch, pastLength], 'int32'), m], 1);
-    if (m.shape[1] !== total) {
-      throw new PeftError('INVALID_ARGUMENT', `${opts.what}: attentionMask must be [${batch}, ${total}] (past ${pastLength} + ${seqLen} positions), got [${m.shape}]`);
+    const currentOnly = pastLength > 0 && shape[1] === seqLen;
+    const ragged = Array.isArray(attentionMask) && attentionMask.some((r) => !Array.isArray(r) || r.length !== shape[1]);
+    if (ragged || shape.length !== 2 || shape[0] !== batch || (shape[1] !== total && !currentOnly)) {
+      throw new PeftError('INVALID_ARGUMENT', `${opts.what}: attentionMask must be [${batch}, ${total}] (past ${pastLength} + ${seqLen} positions), got [${shape}]`);
     }
-    keep = m.toFloat();
+    // an all-ones mask (checked only when it is a plain array: no read-back) is no mask
+    if (!(Array.isArray(attentionMask) && allOnes(attentionMask))) {
+      let m = toIdsTensor(attentionMask, 'attentionMask');
+      if (currentOnly) m = tf.concat([tf.ones([batch, pastLength], 'int32'), m], 1);
+      keep = m.toFloat();
+    }
   }
 
   let mask: tf.Tensor | null = null;

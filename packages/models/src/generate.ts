@@ -136,7 +136,8 @@ export async function generateLoop(
   try {
     for (let n = 0; n < maxNewTokens; n++) {
       const t = step[0].length;
-      const inputs = { inputIds: step, attentionMask: mask, positionIds: positionsFromMask(mask, t), pastKeyValues: cache, useCache: true };
+      // copies: the loop extends `mask` in place, and a replacement forward may keep what it was given
+      const inputs = { inputIds: step, attentionMask: mask.map((r) => r.slice()), positionIds: positionsFromMask(mask, t), pastKeyValues: cache, useCache: true };
       let nextCache: KVCache | undefined;
       const picked = tf.tidy(() => {
         const res = forward(ownForward ? { ...inputs, logitsToKeep: 1 } as typeof inputs : inputs);

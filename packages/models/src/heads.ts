@@ -132,7 +132,7 @@ export abstract class SeqClsBase extends HeadModel {
         if (b !== p.batch || ti > p.seqLen) throw new PeftError('INVALID_ARGUMENT', `${what}: inputIds [${p.ids.shape}] do not fit inputsEmbeds [${p.batch}, ${p.seqLen}]`);
         const nonPad = tf.notEqual(p.ids, pad).toInt();
         const last = tf.argMax(tf.mul(tf.range(0, ti, 1, 'int32').reshape([1, ti]), nonPad), -1);
-        const idx = ti < p.seqLen ? tf.add(last, p.seqLen - ti) : last;
+        const idx = ti < p.seqLen ? tf.add(last, tf.scalar(p.seqLen - ti, 'int32')) : last;
         // one-hot select rather than gather (gather's gradient is missing on wasm); int32 one-hot then cast (wasm bug)
         const sel = tf.oneHot(idx, p.seqLen).toFloat().reshape([p.batch, p.seqLen, 1]);
         pooled = tf.sum(tf.mul(h, sel), 1);
