@@ -79,5 +79,15 @@ export {
 } from './method';
 export { isTargetModule, isExcludedModule, matchesModuleList, fullMatch, findPatternKey, type TargetSpec } from './targets';
 export { BaseTunerLayer, ModulesToSaveWrapper, TunerModel, isTunerLayer, targetableModules } from './tuner';
-export { PeftModel, getPeftModel, readAdapterConfig, CONFIG_NAME, WEIGHTS_NAME } from './peft_model';
+export { PeftModel, getPeftModel, readAdapterConfig, CONFIG_NAME, WEIGHTS_NAME, PROMPT_ENCODER_NAME } from './peft_model';
+export {
+  promptLearningConfigShape,
+  preparePromptLearningConfig,
+  forwardWithVirtualTokens,
+  forwardWithPrefix,
+  splitPrefix,
+  prefixMaskWithOnes,
+  type PromptLearningFields,
+  type PrefixLayer,
+} from './prompt_learning';
 export { initBackend, backendReport, summarizeAdapter, BACKEND_ORDER, type BackendName, type BackendReport, type GpuAdapterSummary, type InitBackendOptions } from './backend';

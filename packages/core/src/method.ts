@@ -17,14 +17,27 @@ export interface InjectArgs<C extends PeftConfig> {
   model: PreTrainedModel;
 }
 
-/** What a prompt-learning method (prompt, prefix, P-tuning) supplies instead of layer injection. */
+/**
+ * What a prompt-learning method (prompt, prefix, P-tuning) supplies instead of layer injection.
+ * `forwardWithVirtualTokens` and `forwardWithPrefix` (core's prompt_learning.ts) implement HF's two
+ * forwards; a method's `forward` usually calls one of them with its encoder's output.
+ */
 export interface PromptLearningHooks<C extends PeftConfig> {
   /** Builds the trainable prompt encoder of one adapter (saved under `prompt_encoder.<adapter>`). */
   createEncoder(model: PreTrainedModel, config: C): Module;
   /** The adapter's tensors as HF saves them (`prompt_embeddings`); the caller disposes them. */
   saveTensors(encoder: Module, config: C): Record<string, tf.Tensor>;
-  /** Loads HF's saved tensors into an encoder (for inference the encoder may be replaced by the table). */
-  loadTensors(encoder: Module, tensors: Record<string, tf.Tensor>, config: C, source: string): void;
+  /**
+   * The encoder's own weights (HF's file holds only its output), written by peftjs beside HF's file as
+   * `peftjs_prompt_encoder.safetensors` so training can resume; undefined when the output is all there is.
+   * The caller disposes them.
+   */
+  saveEncoderState?(encoder: Module, config: C): Record<string, tf.Tensor> | undefined;
+  /**
+   * Loads HF's saved tensors into an encoder (for inference the encoder may be replaced by the table).
+   * `encoderState` holds the tensors of `peftjs_prompt_encoder.safetensors` when that file is present.
+   */
+  loadTensors(encoder: Module, tensors: Record<string, tf.Tensor>, config: C, source: string, encoderState?: Record<string, tf.Tensor>): void;
   /** The forward with the virtual tokens, for the active adapter. */
   forward(args: { model: PreTrainedModel; encoder: Module; config: C; inputs: ForwardInputs }): ForwardOutput;
 }

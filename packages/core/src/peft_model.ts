@@ -11,6 +11,8 @@ import { parseSafetensors, rawToTensor, tensorsToSafetensors } from './io/safete
 
 export const CONFIG_NAME = 'adapter_config.json';
 export const WEIGHTS_NAME = 'adapter_model.safetensors';
+/** peftjs's own file beside HF's: a prompt encoder's weights (HF saves only its output), to resume training. */
+export const PROMPT_ENCODER_NAME = 'peftjs_prompt_encoder.safetensors';
 /** HF's default heads of a sequence classifier, saved with every SEQ_CLS adapter. */
 const SEQ_CLS_HEADS = ['classifier', 'score'];
 
@@ -262,7 +264,7 @@ export class PeftModel extends Module {
     replaceAll();
     const enc = this.maybeChild<ModuleDict>('prompt_encoder');
     enc?.dispose();
-    model.requiresGrad(true);
+    // as HF: the returned model keeps its parameters' trainable flags (frozen); call requiresGrad(true) to train it whole
     this.unloaded = true;
     return model;
   }
@@ -370,6 +372,18 @@ export class PeftModel extends Module {
       } finally {
         tf.dispose(Object.values(tensors));
       }
+      const method = this.method(name);
+      const encoderState = method.promptLearning?.saveEncoderState?.(this.promptEncoders.get(name)!, config);
+      if (encoderState) {
+        try {
+          const bytes = await tensorsToSafetensors(encoderState, { metadata: { format: 'pt', peftjs: 'prompt_encoder' } });
+          await fs.writeFileAtomic(joinPath(out, PROMPT_ENCODER_NAME), bytes);
+        } finally {
+          tf.dispose(Object.values(encoderState));
+        }
+      } else if (method.kind === 'prompt-learning' && (await fs.exists(joinPath(out, PROMPT_ENCODER_NAME)))) {
+        await fs.remove(joinPath(out, PROMPT_ENCODER_NAME)); // a stale encoder from an earlier save
+      }
       const json = { ...config.toJSON(), inference_mode: true };
       await fs.writeFileAtomic(joinPath(out, CONFIG_NAME), stableJson(json));
     }
@@ -401,7 +415,15 @@ export class PeftModel extends Module {
     try {
       if (method.kind === 'prompt-learning') {
         for (const n of names) if (!map.has(n)) loaded[n] = rawToTensor(n, file.tensors[n], path);
-        method.promptLearning!.loadTensors(this.promptEncoders.get(adapterName)!, loaded, config, path);
+        const encPath = joinPath(dir, PROMPT_ENCODER_NAME);
+        let encoderState: Record<string, tf.Tensor> | undefined;
+        if (!config.inferenceMode && (await fs.exists(encPath))) {
+          const enc = parseSafetensors(await fs.readFile(encPath), encPath);
+          encoderState = {};
+          for (const [n, raw] of Object.entries(enc.tensors)) loaded[`${PROMPT_ENCODER_NAME}:${n}`] = encoderState[n] = rawToTensor(n, raw, encPath);
+        }
+        const hfTensors = Object.fromEntries(Object.entries(loaded).filter(([n]) => !n.startsWith(`${PROMPT_ENCODER_NAME}:`)));
+        method.promptLearning!.loadTensors(this.promptEncoders.get(adapterName)!, hfTensors, config, path, encoderState);
       }
       const unexpected = names.filter((n) => !map.has(n) && !(n in loaded));
       if (unexpected.length) {

@@ -1,0 +1,63 @@
+import { Conv1D, Linear, PeftError, PEFT_METHOD_SPEC_VERSION, TaskType, matchesModuleList, targetableModules, type Module, type PeftMethod, type PreTrainedModel } from '@peftjs/core';
+import { IA3Config } from './config';
+import { IA3Linear } from './layer';
+
+/** HF's default IA3 targets and feed-forward modules per model_type. */
+export const DEFAULT_IA3_TARGETS: Record<string, { targets: string[]; feedforward: string[] }> = {
+  llama: { targets: ['k_proj', 'v_proj', 'down_proj'], feedforward: ['down_proj'] },
+  mistral: { targets: ['k_proj', 'v_proj', 'down_proj'], feedforward: ['down_proj'] },
+  qwen2: { targets: ['q_proj', 'v_proj', 'down_proj'], feedforward: ['down_proj'] },
+  gpt2: { targets: ['c_attn', 'mlp.c_proj'], feedforward: ['mlp.c_proj'] },
+};
+
+const SEQ_CLS_HEADS = ['score', 'classifier'];
+
+function allLinear(model: PreTrainedModel, taskType: string | null): string[] {
+  const heads = new Set(model.outputHeadNames);
+  if (taskType === TaskType.SEQ_CLS) for (const h of SEQ_CLS_HEADS) heads.add(h);
+  return targetableModules(model)
+    .filter(([name, m]) => (m instanceof Linear || m instanceof Conv1D) && !heads.has(name) && !heads.has(name.split('.').pop()!))
+    .map(([name]) => name);
+}
+
+export const ia3Method: PeftMethod<IA3Config> = {
+  specificationVersion: PEFT_METHOD_SPEC_VERSION,
+  peftType: 'IA3',
+  prefix: 'ia3_',
+  kind: 'injection',
+  configClass: IA3Config,
+
+  prepareConfig(config, model) {
+    const defaults = DEFAULT_IA3_TARGETS[model.config.modelType];
+    let targets = config.targetModules;
+    let ff = config.feedforwardModules;
+    if (targets == null) {
+      if (!defaults) throw new PeftError('INVALID_CONFIG', `IA3Config: set "targetModules"; there is no default for model_type "${model.config.modelType}"`);
+      targets = defaults.targets;
+    } else if (typeof targets === 'string' && targets.toLowerCase() === 'all-linear') {
+      targets = allLinear(model, config.taskType);
+    }
+    if (ff == null) {
+      if (!defaults) throw new PeftError('INVALID_CONFIG', `IA3Config: set "feedforwardModules"; there is no default for model_type "${model.config.modelType}"`);
+      ff = defaults.feedforward;
+    }
+    return targets === config.targetModules && ff === config.feedforwardModules ? config : config.with({ targetModules: targets, feedforwardModules: ff });
+  },
+
+  canWrap(module: Module) {
+    return module instanceof Linear || module instanceof Conv1D;
+  },
+
+  inject({ target, targetName, adapterName, config }) {
+    // HF's _check_target_module_feedforward: a regex is a full match, a list matches a suffix
+    const ff = config.feedforwardModules;
+    const isFeedforward = ff == null ? false : typeof ff === 'string' ? matchesModuleList(ff, targetName) : ff.some((m) => targetName.endsWith(m));
+    let layer: IA3Linear;
+    if (target instanceof IA3Linear) layer = target;
+    // HF switches fan_in_fan_out on for Conv1D and off for Linear, whatever the config says
+    else if (target instanceof Linear || target instanceof Conv1D) layer = new IA3Linear(target, isFeedforward, target instanceof Conv1D);
+    else throw new PeftError('INVALID_CONFIG', `IA3 cannot wrap "${targetName}" (${target.constructor.name})`);
+    layer.updateLayer(adapterName, config.initIa3Weights);
+    return layer;
+  },
+};

@@ -1,0 +1,149 @@
+import * as tf from '@tensorflow/tfjs';
+import { Tokenizer } from '@huggingface/tokenizers';
+import {
+  Embedding,
+  Module,
+  PeftError,
+  PEFT_METHOD_SPEC_VERSION,
+  forwardWithVirtualTokens,
+  getFileSystem,
+  joinPath,
+  nextRandom,
+  nextSeed,
+  preparePromptLearningConfig,
+  type FileSystem,
+  type PeftMethod,
+  type PreTrainedModel,
+} from '@peftjs/core';
+import { PromptTuningConfig } from './config';
+
+/** HF's PromptEmbedding: `embedding` [numVirtualTokens, tokenDim], the prompt itself. */
+export class PromptEmbedding extends Module {
+  constructor(weight: tf.Tensor) {
+    super();
+    const [n, d] = weight.shape as number[];
+    this.registerModule('embedding', new Embedding(n, d, weight));
+  }
+  get embedding(): Embedding {
+    return this.child<Embedding>('embedding');
+  }
+  /** The virtual-token embeddings [nvt, tokenDim] (the weight itself: no gather, so gradients work on every backend). */
+  output(): tf.Tensor {
+    return this.embedding.weight;
+  }
+}
+
+const initTokenIds = new Map<string, number[]>();
+const cacheKey = (dir: string, text: string) => `${dir}\u0000${text}`;
+
+function tokenize(tokenizerJson: Record<string, unknown>, tokenizerConfig: Record<string, unknown>, text: string, source: string): number[] {
+  let tok: Tokenizer;
+  try {
+    tok = new Tokenizer(tokenizerJson, tokenizerConfig);
+  } catch (e) {
+    throw new PeftError('INVALID_FILE', `${source}: not a tokenizer peftjs can build (${(e as Error).message})`, { cause: e });
+  }
+  // HF calls tokenizer(init_text): special tokens (BOS …) included
+  return tok.encode(text, { add_special_tokens: true }).ids;
+}
+
+/**
+ * Reads the tokenizer of a TEXT-init config and remembers the text's token ids, so `getPeftModel` can
+ * build the prompt anywhere (browsers included). In Node `getPeftModel` reads the folder itself when this
+ * was not called.
+ */
+export async function loadPromptTuningInitText(config: PromptTuningConfig, fs: FileSystem = getFileSystem()): Promise<number[]> {
+  const dir = config.tokenizerNameOrPath;
+  const text = config.promptTuningInitText;
+  if (!dir || text == null) throw new PeftError('INVALID_CONFIG', 'loadPromptTuningInitText: the config needs tokenizerNameOrPath and promptTuningInitText');
+  const path = joinPath(dir, 'tokenizer.json');
+  if (!(await fs.exists(path))) throw new PeftError('FILE_NOT_FOUND', `PromptTuningConfig.tokenizerNameOrPath: no tokenizer.json in ${dir}`);
+  const json = JSON.parse(new TextDecoder().decode(await fs.readFile(path))) as Record<string, unknown>;
+  const cfgPath = joinPath(dir, 'tokenizer_config.json');
+  const cfg = (await fs.exists(cfgPath)) ? (JSON.parse(new TextDecoder().decode(await fs.readFile(cfgPath))) as Record<string, unknown>) : {};
+  const ids = tokenize(json, cfg, text, path);
+  initTokenIds.set(cacheKey(dir, text), ids);
+  return ids;
+}
+
+function readTokenIdsSync(dir: string, text: string): number[] {
+  const cached = initTokenIds.get(cacheKey(dir, text));
+  if (cached) return cached;
+  const getBuiltin = (globalThis as { process?: { getBuiltinModule?: (m: string) => any } }).process?.getBuiltinModule;
+  const fs = getBuiltin?.('node:fs');
+  if (!fs) {
+    throw new PeftError('UNSUPPORTED', 'PromptTuningConfig TEXT init: call `await loadPromptTuningInitText(config)` before getPeftModel (reading the tokenizer synchronously needs Node)');
+  }
+  const path = joinPath(dir, 'tokenizer.json');
+  if (!fs.existsSync(path)) throw new PeftError('FILE_NOT_FOUND', `PromptTuningConfig.tokenizerNameOrPath: no tokenizer.json in ${dir}`);
+  const cfgPath = joinPath(dir, 'tokenizer_config.json');
+  const json = JSON.parse(fs.readFileSync(path, 'utf8'));
+  const cfg = fs.existsSync(cfgPath) ? JSON.parse(fs.readFileSync(cfgPath, 'utf8')) : {};
+  const ids = tokenize(json, cfg, text, path);
+  initTokenIds.set(cacheKey(dir, text), ids);
+  return ids;
+}
+
+/** HF's TEXT init: the text's ids repeated ⌈n / len⌉ times, then cut to n. */
+export function textInitIds(ids: number[], n: number): number[] {
+  if (!ids.length) throw new PeftError('INVALID_CONFIG', 'PromptTuningConfig: promptTuningInitText has no tokens');
+  const reps = Math.ceil(n / ids.length);
+  return Array.from({ length: reps }, () => ids).flat().slice(0, n);
+}
+
+function initialPrompt(model: PreTrainedModel, config: PromptTuningConfig): tf.Tensor {
+  const n = config.numVirtualTokens * (config.numTransformerSubmodules ?? 1);
+  const d = config.tokenDim!;
+  const words = model.getInputEmbeddings();
+  const rows = (ids: number[]) => {
+    const bad = ids.find((i) => i < 0 || i >= words.numEmbeddings);
+    if (bad !== undefined) throw new PeftError('INVALID_CONFIG', `PromptTuningConfig: token id ${bad} of the init text is outside the model's vocabulary (${words.numEmbeddings}); a tokenizer for another model?`);
+    return tf.tidy(() => tf.gather(words.weight, tf.tensor1d(ids, 'int32')).toFloat());
+  };
+  // HF skips the init in inference mode: the weights come from the file
+  if (config.inferenceMode || config.promptTuningInit === 'RANDOM') return tf.randomNormal([n, d], 0, 1, 'float32', nextSeed());
+  if (config.promptTuningInit === 'SAMPLE_VOCAB') {
+    return rows(Array.from({ length: n }, () => Math.floor(nextRandom() * words.numEmbeddings)));
+  }
+  return rows(textInitIds(readTokenIdsSync(config.tokenizerNameOrPath!, config.promptTuningInitText!), n));
+}
+
+export const promptTuningMethod: PeftMethod<PromptTuningConfig> = {
+  specificationVersion: PEFT_METHOD_SPEC_VERSION,
+  peftType: 'PROMPT_TUNING',
+  prefix: 'prompt_tuning_',
+  kind: 'prompt-learning',
+  configClass: PromptTuningConfig,
+  cannotMergeReason: 'prompt tuning prepends learned virtual-token embeddings to the input; there is no weight to merge them into (keep the adapter, or use LoRA/IA3 to merge)',
+
+  prepareConfig(config, model) {
+    return preparePromptLearningConfig(config, model);
+  },
+
+  promptLearning: {
+    createEncoder(model, config) {
+      if (config.tokenDim !== model.config.hiddenSize) {
+        throw new PeftError('INVALID_CONFIG', `PromptTuningConfig: token_dim ${config.tokenDim} is not the model's hidden size ${model.config.hiddenSize}`);
+      }
+      const w = initialPrompt(model, config);
+      const enc = new PromptEmbedding(w);
+      w.dispose();
+      return enc;
+    },
+    saveTensors(encoder) {
+      return { prompt_embeddings: (encoder as PromptEmbedding).output().clone() };
+    },
+    loadTensors(encoder, tensors, config, source) {
+      const t = tensors.prompt_embeddings;
+      if (!t) throw new PeftError('INVALID_FILE', `${source}: no "prompt_embeddings" tensor (a prompt-tuning adapter saves one)`);
+      const w = (encoder as PromptEmbedding).embedding.weight;
+      if (!tf.util.arraysEqual(t.shape, w.shape)) {
+        throw new PeftError('SHAPE_MISMATCH', `${source}: tensor "prompt_embeddings" has shape [${t.shape}] but this model needs [${w.shape}] (num_virtual_tokens × token_dim)`);
+      }
+      tf.tidy(() => w.assign(t.toFloat()));
+    },
+    forward({ model, encoder, config, inputs }) {
+      return forwardWithVirtualTokens(model, inputs, config.numVirtualTokens, () => (encoder as PromptEmbedding).output());
+    },
+  },
+};
