@@ -60,7 +60,7 @@ describe('sequence classification', () => {
     const ids = [[17, 42, 99, 3], [5, 6, 7, 8]];
     const { logits, loss } = model.forward({ inputIds: ids, labels: tf.tensor1d([2, 0], 'int32') });
     const L = (await arr(logits)) as number[][];
-    const want = ([2, 0] as const).reduce((s, y, b) => {
+    const want = [2, 0].reduce((s: number, y: number, b: number) => {
       const mx = Math.max(...L[b]);
       return s + mx + Math.log(L[b].reduce((a, v) => a + Math.exp(v - mx), 0)) - L[b][y];
     }, 0) / 2;
