@@ -121,7 +121,35 @@ describe('sacrebleu test-suite cases', () => {
   });
 });
 
+// sacrebleu's TokenizerRegexp as four global regex replacements: JS's replace finds the same leftmost
+// non-overlapping matches as Python's re.sub, so this is the plain transcription to fuzz the scanner against.
+function regex13a(line: string): string[] {
+  line = line.replaceAll('<skipped>', '').replaceAll('-\n', '').replaceAll('\n', ' ');
+  line = line.replaceAll('&quot;', '"').replaceAll('&amp;', '&').replaceAll('&lt;', '<').replaceAll('&gt;', '>');
+  line = ` ${line} `
+    .replace(/([{-~[-` -&(-+:-@/])/g, ' $1 ')
+    .replace(/([^0-9])([.,])/g, '$1 $2 ')
+    .replace(/([.,])([^0-9])/g, ' $1 $2')
+    .replace(/([0-9])(-)/g, '$1 $2 ');
+  return line.split(/[\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/).filter((t) => t.length > 0);
+}
+
 describe('tokenizers', () => {
+  it('13a scanner equals the four regex passes on random strings of the characters that matter', () => {
+    const alphabet = ['a', 'B', '1', '9', '.', ',', '-', ' ', '  ', '$', "'", '&', ';', '(', '/', '\n', 'é', '😀', '\u0085', '\u00a0', '&amp;', '\t', '_'];
+    let seed = 12345;
+    const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296);
+    for (let k = 0; k < 20000; k++) {
+      const len = 1 + Math.floor(rnd() * 14);
+      let s = '';
+      for (let j = 0; j < len; j++) s += alphabet[Math.floor(rnd() * alphabet.length)];
+      const want = regex13a(s);
+      const got = tokenize13a(s);
+      if (JSON.stringify(got) !== JSON.stringify(want)) expect([s, got]).toEqual([s, want]);
+    }
+    for (const p of pairs) for (const s of [p.hyp, p.ref, p.ref2]) expect(tokenize13a(s)).toEqual(regex13a(s));
+  });
+
   it('13a splits punctuation but keeps decimal points, thousands separators, hyphens in words and double dashes', () => {
     expect(tokenize13a('It costs $3,000.50 -- a well-known fact, isn\'t it?')).toEqual(['It', 'costs', '$', '3,000.50', '--', 'a', 'well-known', 'fact', ',', "isn't", 'it', '?']);
     expect(tokenize13a('1990-2000.')).toEqual(['1990', '-', '2000', '.']);

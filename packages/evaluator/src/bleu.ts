@@ -5,6 +5,7 @@ import { metricError } from './errors';
 import { pyRstrip } from './pytext';
 import { BLEU_TOKENIZERS, type BleuTokenizerName } from './tokenizers';
 import { pySum, SACREBLEU_VERSION } from './sacrebleu_compat';
+import { CountTable } from './count_table';
 
 export type SmoothMethod = 'exp' | 'floor' | 'add-k' | 'none';
 
@@ -89,68 +90,105 @@ function signatureOf(o: ResolvedBleuOptions, nrefs: number | 'var'): string {
   return `nrefs:${nrefs}|case:${o.lowercase ? 'lc' : 'mixed'}|eff:${o.effectiveOrder ? 'yes' : 'no'}|tok:${o.tokenize}|smooth:${smooth}|version:${SACREBLEU_VERSION}`;
 }
 
-// Numeric n-gram keys over a segment-local vocabulary stay exact while base^order ≤ 2^53.
-const MAX_SAFE = 2 ** 53;
+// Numeric n-gram keys over a segment-local vocabulary stay exact while Σ base^n ≤ 2^53.
+const MAX_SAFE = 2 ** 52;
 
-/**
- * Adds one segment's statistics to `stats` = [sysLen, refLen, correct_1..N, total_1..N].
- * Reference tokens get ids 0..B-1 in this segment; a hypothesis token that no reference has can
- * never match, so any n-gram through it is skipped. Clipping walks the hypothesis n-grams in order
- * and consumes the reference's (max over references) count, which equals min(hypCount, refCount).
- */
-function addSegmentStats(hyp: string[], refs: string[][], order: number, stats: Float64Array): void {
-  const vocab = new Map<string, number>();
-  for (const ref of refs) for (const t of ref) if (!vocab.has(t)) vocab.set(t, vocab.size);
-  const base = vocab.size + 1;
-  const numeric = base ** order <= MAX_SAFE;
+/** Corpus-wide state: token interning, segment-local ids, and the reference n-gram tables. */
+class BleuCounter {
+  private readonly intern = new Map<string, number>();
+  private localOf = new Int32Array(1024);
+  private stampOf = new Int32Array(1024);
+  private segment = 0;
+  private readonly refTable = new CountTable();
+  private readonly oneRef = new CountTable();
 
-  // Closest reference length; shorter one on ties.
-  const hypLen = hyp.length;
-  let closestDiff = -1;
-  let closestLen = -1;
-  for (const ref of refs) {
-    const diff = Math.abs(hypLen - ref.length);
-    if (closestDiff === -1 || diff < closestDiff) {
-      closestDiff = diff;
-      closestLen = ref.length;
-    } else if (diff === closestDiff && ref.length < closestLen) {
-      closestLen = ref.length;
+  constructor(private readonly order: number) {}
+
+  private globalId(tok: string): number {
+    let g = this.intern.get(tok);
+    if (g === undefined) {
+      g = this.intern.size;
+      this.intern.set(tok, g);
+      if (g >= this.localOf.length) {
+        const a = new Int32Array(this.localOf.length * 2);
+        a.set(this.localOf);
+        this.localOf = a;
+        const b = new Int32Array(this.stampOf.length * 2);
+        b.set(this.stampOf);
+        this.stampOf = b;
+      }
     }
+    return g;
   }
-  stats[0] += hypLen;
-  stats[1] += closestLen;
-  for (let n = 1; n <= order; n++) stats[1 + order + n] += Math.max(0, hypLen - n + 1);
-  if (vocab.size === 0 || hypLen === 0) return;
 
-  const hypIds = new Int32Array(hypLen);
-  for (let i = 0; i < hypLen; i++) hypIds[i] = vocab.get(hyp[i]) ?? -1;
-
-  if (numeric) {
-    // Reference counts per order: max over references.
-    const refCounts: Map<number, number>[] = [];
-    for (let n = 0; n < order; n++) refCounts.push(new Map());
-    const single = refs.length === 1;
+  /**
+   * Adds one segment's statistics to `stats` = [sysLen, refLen, correct_1..N, total_1..N].
+   * Reference tokens get ids 0..B-1 in this segment; a hypothesis token that no reference has can
+   * never match, so any n-gram through it is skipped. Clipping walks the hypothesis n-grams in order
+   * and consumes the reference's (max over references) count, which equals min(hypCount, refCount).
+   */
+  add(hyp: string[], refs: string[][], stats: Float64Array): void {
+    const order = this.order;
+    const seg = ++this.segment;
+    let vocab = 0;
+    let refNgrams = 0;
+    const refIds: Int32Array[] = [];
     for (const ref of refs) {
       const ids = new Int32Array(ref.length);
-      for (let i = 0; i < ref.length; i++) ids[i] = vocab.get(ref[i])!;
-      const local: Map<number, number>[] = single ? refCounts : [];
-      if (!single) for (let n = 0; n < order; n++) local.push(new Map());
-      for (let i = 0; i < ids.length; i++) {
-        let key = 0;
-        for (let n = 0; n < order && i + n < ids.length; n++) {
-          key = key * base + ids[i + n];
-          const m = local[n];
-          m.set(key, (m.get(key) ?? 0) + 1);
+      for (let i = 0; i < ref.length; i++) {
+        const g = this.globalId(ref[i]);
+        if (this.stampOf[g] !== seg) {
+          this.stampOf[g] = seg;
+          this.localOf[g] = vocab++;
         }
+        ids[i] = this.localOf[g];
       }
-      if (!single) {
-        for (let n = 0; n < order; n++) {
-          const into = refCounts[n];
-          for (const [k, c] of local[n]) {
-            const prev = into.get(k);
-            if (prev === undefined || c > prev) into.set(k, c);
-          }
-        }
+      refIds.push(ids);
+      refNgrams += ref.length * order;
+    }
+
+    // Closest reference length; the shorter one on ties.
+    const hypLen = hyp.length;
+    let closestDiff = -1;
+    let closestLen = -1;
+    for (const ref of refs) {
+      const diff = Math.abs(hypLen - ref.length);
+      if (closestDiff === -1 || diff < closestDiff) {
+        closestDiff = diff;
+        closestLen = ref.length;
+      } else if (diff === closestDiff && ref.length < closestLen) {
+        closestLen = ref.length;
+      }
+    }
+    stats[0] += hypLen;
+    stats[1] += closestLen;
+    for (let n = 1; n <= order; n++) stats[1 + order + n] += Math.max(0, hypLen - n + 1);
+    if (vocab === 0 || hypLen === 0) return;
+
+    const hypIds = new Int32Array(hypLen);
+    for (let i = 0; i < hypLen; i++) {
+      const g = this.intern.get(hyp[i]);
+      hypIds[i] = g !== undefined && this.stampOf[g] === seg ? this.localOf[g] : -1;
+    }
+
+    const base = vocab;
+    // offsets[n] separates the key ranges of the orders: order n+1 keys are offsets[n] + [0, base^(n+1)).
+    const offsets: number[] = [0];
+    for (let n = 1; n < order; n++) offsets.push(offsets[n - 1] + base ** n);
+    if (offsets[order - 1] + base ** order > MAX_SAFE) {
+      addSegmentStringKeys(hypIds, refIds, order, stats);
+      return;
+    }
+    const table = this.refTable;
+    table.reset(refNgrams);
+    if (refIds.length === 1) {
+      countNgrams(refIds[0], order, base, offsets, table);
+    } else {
+      for (const ids of refIds) {
+        const one = this.oneRef;
+        one.reset(ids.length * order);
+        countNgrams(ids, order, base, offsets, one);
+        one.forEach((k, c) => table.max(k, c));
       }
     }
     for (let i = 0; i < hypLen; i++) {
@@ -159,45 +197,52 @@ function addSegmentStats(hyp: string[], refs: string[][], order: number, stats: 
         const id = hypIds[i + n];
         if (id < 0) break;
         key = key * base + id;
-        const m = refCounts[n];
-        const left = m.get(key);
-        if (left === undefined) break; // no reference n-gram extends this prefix either
-        if (left > 0) {
-          stats[2 + n] += 1;
-          m.set(key, left - 1);
-        }
+        const got = table.take(key + offsets[n]);
+        if (got < 0) break; // no reference n-gram extends this prefix either
+        stats[2 + n] += got;
       }
     }
-  } else {
-    // Very long segments: string keys of local ids.
-    const refCounts = new Map<string, number>();
-    for (let r = 0; r < refs.length; r++) {
-      const ref = refs[r];
-      const local = new Map<string, number>();
-      for (let i = 0; i < ref.length; i++) {
-        let key = '';
-        for (let n = 0; n < order && i + n < ref.length; n++) {
-          key += `${n ? ' ' : ''}${vocab.get(ref[i + n])}`;
-          local.set(key, (local.get(key) ?? 0) + 1);
-        }
-      }
-      for (const [k, c] of local) {
-        const prev = refCounts.get(k);
-        if (prev === undefined || c > prev) refCounts.set(k, c);
-      }
+  }
+}
+
+function countNgrams(ids: Int32Array, order: number, base: number, offsets: number[], into: CountTable): void {
+  for (let i = 0; i < ids.length; i++) {
+    let key = 0;
+    for (let n = 0; n < order && i + n < ids.length; n++) {
+      key = key * base + ids[i + n];
+      into.increment(key + offsets[n]);
     }
-    for (let i = 0; i < hypLen; i++) {
+  }
+}
+
+/** Segments whose vocabulary is too large for numeric keys: string keys of local ids. */
+function addSegmentStringKeys(hypIds: Int32Array, refIds: Int32Array[], order: number, stats: Float64Array): void {
+  const refCounts = new Map<string, number>();
+  for (const ref of refIds) {
+    const local = new Map<string, number>();
+    for (let i = 0; i < ref.length; i++) {
       let key = '';
-      for (let n = 0; n < order && i + n < hypLen; n++) {
-        const id = hypIds[i + n];
-        if (id < 0) break;
-        key += `${n ? ' ' : ''}${id}`;
-        const left = refCounts.get(key);
-        if (left === undefined) break;
-        if (left > 0) {
-          stats[2 + n] += 1;
-          refCounts.set(key, left - 1);
-        }
+      for (let n = 0; n < order && i + n < ref.length; n++) {
+        key += `${n ? ' ' : ''}${ref[i + n]}`;
+        local.set(key, (local.get(key) ?? 0) + 1);
+      }
+    }
+    for (const [k, c] of local) {
+      const prev = refCounts.get(k);
+      if (prev === undefined || c > prev) refCounts.set(k, c);
+    }
+  }
+  for (let i = 0; i < hypIds.length; i++) {
+    let key = '';
+    for (let n = 0; n < order && i + n < hypIds.length; n++) {
+      const id = hypIds[i + n];
+      if (id < 0) break;
+      key += `${n ? ' ' : ''}${id}`;
+      const left = refCounts.get(key);
+      if (left === undefined) break;
+      if (left > 0) {
+        stats[2 + n] += 1;
+        refCounts.set(key, left - 1);
       }
     }
   }
@@ -300,6 +345,7 @@ function bleuFromSegments(
   const prep = o.lowercase ? (s: string) => tok(pyRstrip(s.toLowerCase())) : (s: string) => tok(pyRstrip(s));
   const order = o.maxNgramOrder;
   const stats = new Float64Array(2 + 2 * order);
+  const counter = new BleuCounter(order);
   const refTokens: string[][] = [];
   for (let i = 0; i < hypotheses.length; i++) {
     refTokens.length = 0;
@@ -307,7 +353,7 @@ function bleuFromSegments(
       const r = stream[i];
       if (r !== null && r !== undefined) refTokens.push(prep(r));
     }
-    addSegmentStats(prep(hypotheses[i]), refTokens, order, stats);
+    counter.add(prep(hypotheses[i]), refTokens, stats);
   }
   const correct = Array.from(stats.subarray(2, 2 + order));
   const total = Array.from(stats.subarray(2 + order));

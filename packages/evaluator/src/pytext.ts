@@ -1,7 +1,8 @@
 // Python's notion of whitespace and of str.split() / str.rstrip(), which sacrebleu relies on.
 // JS's \s differs: it includes U+FEFF and lacks U+001C–U+001F and U+0085.
 
-const ASCII_WS = new Uint8Array(128);
+/** 1 for the ASCII code units Python counts as whitespace. */
+export const ASCII_WS = new Uint8Array(128);
 for (const c of [9, 10, 11, 12, 13, 28, 29, 30, 31, 32]) ASCII_WS[c] = 1;
 
 /** True when the UTF-16 code unit `c` is whitespace for Python's str.isspace(). */

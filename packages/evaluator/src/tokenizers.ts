@@ -1,44 +1,175 @@
 // sacrebleu 2.6.0's tokenizers, reproduced so that tokens (and so BLEU) match it exactly.
 // Each returns the token list that sacrebleu gets from `tokenizer(line).split()`.
-import { codePoints, isPyWhitespace, pySplit } from './pytext';
+import { ASCII_WS, codePoints, isPyWhitespace, pySplit } from './pytext';
 
 export type BleuTokenizerName = '13a' | 'intl' | 'char' | 'none';
 export type BleuTokenizer = (line: string) => string[];
 
-// The regex passes of sacrebleu's TokenizerRegexp (mteval-v13a's language-dependent part). JS's
-// String.replace with a global regex finds the same leftmost non-overlapping matches as Python's re.sub.
-// Pass 1 pads ASCII punctuation and symbols except ' , - . (the class `[\{-\~\[-\` -\&\(-\+\:-\@\/]`).
-const RE_13A_SYMBOLS = /([{-~[-` -&(-+:-@/])/g;
-const RE_13A_PERIOD_AFTER_NONDIGIT = /([^0-9])([.,])/g;
-const RE_13A_PERIOD_BEFORE_NONDIGIT = /([.,])([^0-9])/g;
-const RE_13A_DASH_AFTER_DIGIT = /([0-9])(-)/g;
-
-// Which ASCII code units can start a change in any of the four passes; a line with none of them
-// (and no '.', ',' or '-' next to the right neighbours) needs no regex work.
-const TOUCHED = new Uint8Array(128);
+// The four regex passes of sacrebleu's TokenizerRegexp (mteval-v13a's language-dependent part):
+//   1. ([\{-\~\[-\` -\&\(-\+\:-\@\/]) → ' \1 '   pad ASCII punctuation and symbols except ' , - .
+//   2. ([^0-9])([\.,])              → '\1 \2 ' period or comma after a non-digit
+//   3. ([\.,])([^0-9])              → ' \1 \2' period or comma before a non-digit
+//   4. ([0-9])(-)                   → '\1 \2 ' dash after a digit
+// Python's re.sub takes leftmost non-overlapping matches, and each pass sees the spaces the previous
+// ones inserted, which decides some matches ('.,a' keeps ',a' together). The scanner below replays
+// the passes on code units, remembering for each unit its index in the input (-1 for an inserted
+// space); since passes only insert spaces, every final token is a slice of the input.
+const PASS1 = new Uint8Array(128);
 for (let c = 0; c < 128; c++) {
-  const ch = String.fromCharCode(c);
-  if (/[{-~[-`!-&(-+:-@/.,-]/.test(ch)) TOUCHED[c] = 1;
+  if ((c >= 0x7b && c <= 0x7e) || (c >= 0x5b && c <= 0x60) || (c >= 0x20 && c <= 0x26) || (c >= 0x28 && c <= 0x2b) || (c >= 0x3a && c <= 0x40) || c === 0x2f) PASS1[c] = 1;
 }
 
-function needsRegexPasses(line: string): boolean {
-  for (let i = 0; i < line.length; i++) {
-    const c = line.charCodeAt(i);
-    if (c < 128 && TOUCHED[c] === 1) return true;
+const SPACE = 0x20;
+
+let bufA = new Int32Array(1024);
+let bufB = new Int32Array(1024);
+let posA = new Int32Array(1024);
+let posB = new Int32Array(1024);
+
+function ensure(n: number): void {
+  if (bufA.length >= n) return;
+  let size = bufA.length;
+  while (size < n) size *= 2;
+  bufA = new Int32Array(size);
+  bufB = new Int32Array(size);
+  posA = new Int32Array(size);
+  posB = new Int32Array(size);
+}
+
+/** Pass 2, ([^0-9])([\.,]) → '\1 \2 ': from (code, pos)[0, m) into (oc, op); returns the new length. */
+function periodCommaAfterNonDigit(code: Int32Array, pos: Int32Array, m: number, oc: Int32Array, op: Int32Array): number {
+  let k = 0;
+  let i = 0;
+  while (i < m) {
+    const a = code[i];
+    if (i + 1 < m && !(a >= 0x30 && a <= 0x39)) {
+      const b = code[i + 1];
+      if (b === 0x2e || b === 0x2c) {
+        oc[k] = a; op[k++] = pos[i];
+        oc[k] = SPACE; op[k++] = -1;
+        oc[k] = b; op[k++] = pos[i + 1];
+        oc[k] = SPACE; op[k++] = -1;
+        i += 2;
+        continue;
+      }
+    }
+    oc[k] = a; op[k++] = pos[i];
+    i++;
   }
-  return false;
+  return k;
 }
 
-/** sacrebleu's TokenizerRegexp on a line (that 13a has already padded with spaces). */
+/** Pass 3, ([\.,])([^0-9]) → ' \1 \2'. */
+function periodCommaBeforeNonDigit(code: Int32Array, pos: Int32Array, m: number, oc: Int32Array, op: Int32Array): number {
+  let k = 0;
+  let i = 0;
+  while (i < m) {
+    const a = code[i];
+    if (i + 1 < m && (a === 0x2e || a === 0x2c)) {
+      const b = code[i + 1];
+      if (!(b >= 0x30 && b <= 0x39)) {
+        oc[k] = SPACE; op[k++] = -1;
+        oc[k] = a; op[k++] = pos[i];
+        oc[k] = SPACE; op[k++] = -1;
+        oc[k] = b; op[k++] = pos[i + 1];
+        i += 2;
+        continue;
+      }
+    }
+    oc[k] = a; op[k++] = pos[i];
+    i++;
+  }
+  return k;
+}
+
+/** Pass 4, ([0-9])(-) → '\1 \2 '. */
+function dashAfterDigit(code: Int32Array, pos: Int32Array, m: number, oc: Int32Array, op: Int32Array): number {
+  let k = 0;
+  let i = 0;
+  while (i < m) {
+    const a = code[i];
+    if (i + 1 < m && a >= 0x30 && a <= 0x39 && code[i + 1] === 0x2d) {
+      oc[k] = a; op[k++] = pos[i];
+      oc[k] = SPACE; op[k++] = -1;
+      oc[k] = 0x2d; op[k++] = pos[i + 1];
+      oc[k] = SPACE; op[k++] = -1;
+      i += 2;
+      continue;
+    }
+    oc[k] = a; op[k++] = pos[i];
+    i++;
+  }
+  return k;
+}
+
+/**
+ * sacrebleu's TokenizerRegexp followed by split(), on a line that 13a has padded with spaces.
+ *
+ * After pass 1 every run of units between whitespace is either one padded symbol or a word. Passes
+ * 2–4 only match inside a run or against the single whitespace unit next to it (as the non-digit
+ * before a leading period/comma, or after a trailing one), and never consume a unit another run's
+ * match needs; so runs are independent, and a run without '.', ',' or '-' comes out unchanged. Only
+ * runs with those units are replayed, each between two spaces.
+ */
 function regexpTokens(line: string): string[] {
-  if (needsRegexPasses(line)) {
-    line = line
-      .replace(RE_13A_SYMBOLS, ' $1 ')
-      .replace(RE_13A_PERIOD_AFTER_NONDIGIT, '$1 $2 ')
-      .replace(RE_13A_PERIOD_BEFORE_NONDIGIT, ' $1 $2')
-      .replace(RE_13A_DASH_AFTER_DIGIT, '$1 $2 ');
+  const tokens: string[] = [];
+  const n = line.length;
+  let i = 0;
+  while (i < n) {
+    let c = line.charCodeAt(i);
+    if (isPyWhitespace(c)) {
+      i++;
+      continue;
+    }
+    if (c < 128 && PASS1[c] === 1) {
+      tokens.push(line[i]);
+      i++;
+      continue;
+    }
+    const start = i;
+    let special = false;
+    while (i < n) {
+      c = line.charCodeAt(i);
+      if (c < 128) {
+        if (PASS1[c] === 1 || ASCII_WS[c] === 1) break;
+        if (c === 0x2e || c === 0x2c || c === 0x2d) special = true;
+      } else if (isPyWhitespace(c)) break;
+      i++;
+    }
+    if (special) replayRun(line, start, i, tokens);
+    else tokens.push(line.slice(start, i));
   }
-  return pySplit(line);
+  return tokens;
+}
+
+/** Passes 2–4 on line[start, end) between two spaces, then split. */
+function replayRun(line: string, start: number, end: number, tokens: string[]): void {
+  const len = end - start + 2;
+  ensure(8 * len + 16);
+  const code = bufA;
+  const pos = posA;
+  const outCode = bufB;
+  const outPos = posB;
+  let m = 0;
+  code[m] = SPACE; pos[m++] = -1;
+  for (let i = start; i < end; i++) {
+    code[m] = line.charCodeAt(i);
+    pos[m++] = i;
+  }
+  code[m] = SPACE; pos[m++] = -1;
+  m = periodCommaAfterNonDigit(code, pos, m, outCode, outPos);
+  m = periodCommaBeforeNonDigit(outCode, outPos, m, code, pos);
+  m = dashAfterDigit(code, pos, m, outCode, outPos);
+  // Runs of input units; inserted spaces separate (the run itself has no whitespace).
+  let i = 0;
+  while (i < m) {
+    while (i < m && outPos[i] < 0) i++;
+    if (i >= m) break;
+    const s = outPos[i];
+    let e = s;
+    while (i < m && outPos[i] >= 0) e = outPos[i++];
+    tokens.push(line.slice(s, e + 1));
+  }
 }
 
 /** mteval-v13a as sacrebleu's `13a` tokenizer does it (its default). */
