@@ -12,7 +12,9 @@ export type PeftErrorCode =
   | 'REGISTRY'
   | 'UNSUPPORTED'
   | 'INVALID_ARGUMENT'
-  | 'BACKEND';
+  | 'BACKEND'
+  /** Training stopped: the loss (or gradient norm) was NaN/Inf for too many steps in a row. */
+  | 'NON_FINITE_LOSS';
 
 /**
  * The one error class of peftjs. `PeftError.isInstance` works across duplicated package copies

@@ -1,0 +1,747 @@
+import * as tf from '@tensorflow/tfjs';
+import {
+  PeftError,
+  PeftModel,
+  PreTrainedModel,
+  getFileSystem,
+  getRngState,
+  joinPath,
+  manualSeed,
+  parseSafetensors,
+  rawToTensor,
+  readJson,
+  setRngState,
+  stableJson,
+  tensorsToSafetensors,
+  type FileSystem,
+} from '@peftjs/core';
+import { bestMetricKey, greaterIsBetter, resolveTrainingArguments, type TrainingArguments, type TrainingArgumentsInput } from './args';
+import { countLabelTokens, dataCollatorWithPadding, epochOrder, type Batch, type DataCollator, type Example } from './data';
+import { AdamW, SGD, clipGradNorm, type NamedParams, type Optimizer } from './optimizer';
+import { LrScheduler, resolveWarmupSteps, type SchedulerState } from './schedule';
+import { createProgress, type ProgressSink } from './progress';
+
+/** One entry of `state.logHistory`: training logs carry step, epoch, loss, learningRate, gradNorm; evaluations `eval_*`. */
+export interface LogEntry {
+  step: number;
+  epoch: number;
+  loss?: number;
+  learningRate?: number;
+  gradNorm?: number;
+  tokensPerSecond?: number;
+  numInputTokensSeen?: number;
+  [key: string]: number | undefined;
+}
+
+/** HF's TrainerState (camelCase; written as HF's snake_case trainer_state.json in checkpoints). */
+export interface TrainerState {
+  globalStep: number;
+  /** Fractional epoch: epochs done + fraction of the current one. */
+  epoch: number;
+  maxSteps: number;
+  numTrainEpochs: number;
+  logHistory: LogEntry[];
+  bestMetric: number | null;
+  bestModelCheckpoint: string | null;
+  /** Step of the best evaluation so far. */
+  bestGlobalStep: number | null;
+  numInputTokensSeen: number;
+  /** Where the next optimizer step's data starts: epoch and optimizer-step index within it. */
+  dataPosition: { epoch: number; stepInEpoch: number };
+  /** Evaluations in a row without improvement (early stopping). */
+  patienceCounter: number;
+  /** Consecutive skipped steps whose loss was not finite. */
+  nonFiniteSteps: number;
+}
+
+/** What computeMetrics receives: the argmax token of every position and the labels (HF's EvalPrediction after preprocess_logits_for_metrics=argmax). */
+export interface EvalPrediction {
+  predictions: number[][];
+  labelIds: number[][];
+  inputIds: number[][];
+}
+
+export interface TrainerControl {
+  shouldTrainingStop: boolean;
+  shouldSave: boolean;
+  shouldEvaluate: boolean;
+  shouldLog: boolean;
+}
+
+/** HF's TrainerCallback: every hook optional, may be async; set fields of `control` to steer the loop. */
+export interface TrainerCallback {
+  onTrainBegin?(args: TrainingArguments, state: TrainerState, control: TrainerControl): void | Promise<void>;
+  onTrainEnd?(args: TrainingArguments, state: TrainerState, control: TrainerControl): void | Promise<void>;
+  onEpochBegin?(args: TrainingArguments, state: TrainerState, control: TrainerControl): void | Promise<void>;
+  onEpochEnd?(args: TrainingArguments, state: TrainerState, control: TrainerControl): void | Promise<void>;
+  onStepBegin?(args: TrainingArguments, state: TrainerState, control: TrainerControl): void | Promise<void>;
+  onStepEnd?(args: TrainingArguments, state: TrainerState, control: TrainerControl): void | Promise<void>;
+  onLog?(args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: LogEntry): void | Promise<void>;
+  onEvaluate?(args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics: Record<string, number>): void | Promise<void>;
+  onSave?(args: TrainingArguments, state: TrainerState, control: TrainerControl, checkpointDir: string): void | Promise<void>;
+}
+
+export interface TrainerOptions {
+  /** A PeftModel (its trainable adapter is trained) or a base model (full fine-tuning of its trainable parameters). */
+  model: PeftModel | PreTrainedModel;
+  args: TrainingArgumentsInput;
+  trainDataset?: Example[];
+  evalDataset?: Example[];
+  /** Default: dynamic padding with `padTokenId` (0 when absent), labels -100 on padding. */
+  dataCollator?: DataCollator;
+  padTokenId?: number;
+  computeMetrics?: (p: EvalPrediction) => Record<string, number> | Promise<Record<string, number>>;
+  callbacks?: TrainerCallback[];
+  /** Warnings (non-finite loss …); default console.warn. */
+  onWarning?: (message: string) => void;
+  fs?: FileSystem;
+}
+
+export interface TrainOutput {
+  globalStep: number;
+  trainingLoss: number;
+  metrics: Record<string, number>;
+}
+
+/** Checkpoint file names (HF's where HF has one). */
+export const CHECKPOINT_FILES = {
+  optimizer: 'optimizer.safetensors',
+  scheduler: 'scheduler.json',
+  rng: 'rng_state.json',
+  trainerState: 'trainer_state.json',
+  trainingArgs: 'training_args.json',
+  /** The exact trainable variables by their in-memory names (prompt-learning adapters save encoder outputs, not weights). */
+  trainableParams: 'trainable_params.safetensors',
+  fullModel: 'model.safetensors',
+} as const;
+
+export const METRICS_LOG = 'metrics.jsonl';
+
+const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
+
+const yieldToEventLoop = (): Promise<void> =>
+  new Promise((resolve) => {
+    const si = (globalThis as { setImmediate?: (f: () => void) => unknown }).setImmediate;
+    if (si) si(resolve);
+    else setTimeout(resolve, 0);
+  });
+
+function toSnake(k: string): string {
+  return k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+function toCamel(k: string): string {
+  return k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+/**
+ * HF's Trainer for peftjs models: AdamW (torch's) or SGD, HF's schedules, gradient accumulation with
+ * HF 5's loss normalization (the sum of token losses over all micro-batches of a step divided by their
+ * label-token count), global-norm clipping, periodic logging / evaluation / checkpoints, resuming, early
+ * stopping, best-model loading, SIGINT/SIGTERM checkpointing.
+ */
+export class Trainer {
+  readonly model: PeftModel | PreTrainedModel;
+  readonly args: TrainingArguments;
+  readonly trainDataset?: Example[];
+  readonly evalDataset?: Example[];
+  readonly dataCollator: DataCollator;
+  readonly computeMetrics?: TrainerOptions['computeMetrics'];
+  readonly callbacks: TrainerCallback[];
+  state: TrainerState;
+  optimizer?: Optimizer;
+  lrScheduler?: LrScheduler;
+  private readonly warn: (m: string) => void;
+  private readonly fs: FileSystem;
+  private interrupted: string | null = null;
+  private progress: ProgressSink = createProgress(false);
+  private bestSnapshot: Map<string, tf.Tensor> | null = null;
+
+  constructor(opts: TrainerOptions) {
+    if (!(opts.model instanceof PeftModel) && !(opts.model instanceof PreTrainedModel)) {
+      throw new PeftError('INVALID_ARGUMENT', 'Trainer: model must be a PeftModel or a PreTrainedModel (full fine-tuning)');
+    }
+    this.model = opts.model;
+    this.args = resolveTrainingArguments(opts.args);
+    this.trainDataset = opts.trainDataset;
+    this.evalDataset = opts.evalDataset;
+    if (this.trainDataset !== undefined && !Array.isArray(this.trainDataset)) throw new PeftError('INVALID_ARGUMENT', 'Trainer: trainDataset must be an array of examples');
+    if (this.evalDataset !== undefined && !Array.isArray(this.evalDataset)) throw new PeftError('INVALID_ARGUMENT', 'Trainer: evalDataset must be an array of examples');
+    const pad = opts.padTokenId ?? (this.model instanceof PeftModel ? this.model.model.config.padTokenId : this.model.config.padTokenId) ?? 0;
+    this.dataCollator = opts.dataCollator ?? dataCollatorWithPadding({ padTokenId: pad });
+    this.computeMetrics = opts.computeMetrics;
+    this.callbacks = opts.callbacks ?? [];
+    this.warn = opts.onWarning ?? ((m) => console.warn(m));
+    this.fs = opts.fs ?? getFileSystem();
+    this.state = this.freshState(0, this.args.numTrainEpochs);
+  }
+
+  private freshState(maxSteps: number, numTrainEpochs: number): TrainerState {
+    return {
+      globalStep: 0,
+      epoch: 0,
+      maxSteps,
+      numTrainEpochs,
+      logHistory: [],
+      bestMetric: null,
+      bestModelCheckpoint: null,
+      bestGlobalStep: null,
+      numInputTokensSeen: 0,
+      dataPosition: { epoch: 0, stepInEpoch: 0 },
+      patienceCounter: 0,
+      nonFiniteSteps: 0,
+    };
+  }
+
+  /** Parameters the optimizer updates, by their in-memory names. */
+  trainableParameters(): NamedParams {
+    return [...this.model.namedParameters()].filter(([, p]) => p.trainable);
+  }
+
+  private forward(batch: Batch, labels: boolean): { loss?: tf.Scalar; logits: tf.Tensor } {
+    const inputs = { inputIds: batch.inputIds, attentionMask: batch.attentionMask, ...(labels ? { labels: batch.labels } : {}) };
+    return this.model.forward(inputs);
+  }
+
+  /** Creates the optimizer (when absent) over the trainable parameters. */
+  createOptimizer(): Optimizer {
+    if (this.optimizer) return this.optimizer;
+    const params = this.trainableParameters();
+    if (!params.length) throw new PeftError('INVALID_ARGUMENT', 'Trainer: the model has no trainable parameters (loaded with isTrainable: false?)');
+    const a = this.args;
+    this.optimizer =
+      a.optim === 'sgd'
+        ? new SGD(params, { momentum: a.sgdMomentum, weightDecay: a.weightDecay })
+        : new AdamW(params, { beta1: a.adamBeta1, beta2: a.adamBeta2, eps: a.adamEpsilon, weightDecay: a.weightDecay });
+    return this.optimizer;
+  }
+
+  private batchesPerEpoch(n: number): number {
+    const bs = this.args.perDeviceTrainBatchSize;
+    return this.args.dataloaderDropLast ? Math.floor(n / bs) : Math.ceil(n / bs);
+  }
+
+  private async fire<K extends keyof TrainerCallback>(hook: K, control: TrainerControl, ...extra: unknown[]): Promise<void> {
+    for (const cb of this.callbacks) {
+      const fn = cb[hook] as ((...a: unknown[]) => unknown) | undefined;
+      if (fn) await fn.call(cb, this.args, this.state, control, ...extra);
+    }
+  }
+
+  /**
+   * Trains. `resumeFromCheckpoint` (here or in args): true for the latest checkpoint in outputDir, or a
+   * checkpoint folder; training then continues exactly as if never stopped.
+   */
+  async train(opts: { resumeFromCheckpoint?: boolean | string | null } = {}): Promise<TrainOutput> {
+    const args = this.args;
+    const data = this.trainDataset;
+    if (!data || !data.length) throw new PeftError('INVALID_ARGUMENT', 'Trainer.train: trainDataset is empty or missing');
+    const batchesPerEpoch = this.batchesPerEpoch(data.length);
+    if (batchesPerEpoch < 1) throw new PeftError('INVALID_ARGUMENT', `Trainer.train: ${data.length} examples make no full batch of ${args.perDeviceTrainBatchSize} (dataloaderDropLast)`);
+    const gas = args.gradientAccumulationSteps;
+    const stepsPerEpoch = Math.max(1, Math.ceil(batchesPerEpoch / gas));
+    const maxSteps = args.maxSteps > 0 ? args.maxSteps : Math.ceil(args.numTrainEpochs * stepsPerEpoch);
+    const numEpochs = Math.ceil(maxSteps / stepsPerEpoch);
+
+    const resume = opts.resumeFromCheckpoint ?? args.resumeFromCheckpoint;
+    let resumeDir: string | null = null;
+    if (resume === true) {
+      resumeDir = await this.latestCheckpoint();
+      if (!resumeDir) this.warn(`Trainer: resumeFromCheckpoint is set but ${args.outputDir} has no checkpoint; starting from scratch`);
+    } else if (typeof resume === 'string') resumeDir = resume;
+
+    this.state = this.freshState(maxSteps, numEpochs);
+    manualSeed(args.seed);
+    const optimizer = this.createOptimizer();
+    const warmup = resolveWarmupSteps(args.warmupSteps, args.warmupRatio, maxSteps);
+    this.lrScheduler = new LrScheduler({ type: args.lrSchedulerType, baseLr: args.learningRate, warmupSteps: warmup, totalSteps: maxSteps });
+    if (resumeDir) await this.loadCheckpoint(resumeDir);
+    await this.fs.mkdirp(args.outputDir);
+    if (args.metricsLog) {
+      // the log restarts from what the checkpoint knew: entries after it belong to a run that was cut short
+      await this.fs.writeFileAtomic(joinPath(args.outputDir, METRICS_LOG), this.state.logHistory.map((e) => JSON.stringify(e) + '\n').join(''));
+    }
+
+    const params = this.trainableParameters();
+    const varNames = new Map(params.map(([n, p]) => [p.name, n]));
+    const vars = params.map(([, p]) => p);
+    this.model.train();
+    this.progress = createProgress(args.progressBar);
+    const control: TrainerControl = { shouldTrainingStop: false, shouldSave: false, shouldEvaluate: false, shouldLog: false };
+    const removeSignals = this.installSignalHandlers();
+    const t0 = Date.now();
+    const startStep = this.state.globalStep;
+    const startTokens = this.state.numInputTokensSeen;
+    let loggingLossSum = 0;
+    let loggingLossCount = 0;
+    let totalLossSum = 0;
+    let totalLossCount = 0;
+    let windowStart = Date.now();
+    let windowTokens = 0;
+
+    await this.fire('onTrainBegin', control);
+    try {
+      outer: for (let epoch = this.state.dataPosition.epoch; epoch < numEpochs; epoch++) {
+        const order = epochOrder(data.length, epoch, args.seed, args.shuffle);
+        const startIdx = epoch === this.state.dataPosition.epoch ? this.state.dataPosition.stepInEpoch : 0;
+        if (startIdx === 0) await this.fire('onEpochBegin', control);
+        for (let s = startIdx; s < stepsPerEpoch; s++) {
+          await this.fire('onStepBegin', control);
+          const micro: Batch[] = [];
+          for (let b = s * gas; b < Math.min((s + 1) * gas, batchesPerEpoch); b++) {
+            const idx = order.slice(b * args.perDeviceTrainBatchSize, (b + 1) * args.perDeviceTrainBatchSize);
+            micro.push(this.dataCollator(idx.map((i) => data[i])));
+          }
+          const lr = this.lrScheduler.lr;
+          const { loss, gradNorm, tokens } = this.trainingStep(micro, vars, varNames, optimizer, lr);
+          this.lrScheduler.step();
+          this.state.globalStep++;
+          this.state.epoch = epoch + (s + 1) / stepsPerEpoch;
+          this.state.dataPosition = s + 1 < stepsPerEpoch ? { epoch, stepInEpoch: s + 1 } : { epoch: epoch + 1, stepInEpoch: 0 };
+          this.state.numInputTokensSeen += tokens;
+          windowTokens += tokens;
+          if (Number.isFinite(loss)) {
+            loggingLossSum += loss;
+            loggingLossCount++;
+            totalLossSum += loss;
+            totalLossCount++;
+          }
+          const step = this.state.globalStep;
+          const elapsed = (Date.now() - t0) / 1000;
+          const tokPerSec = (this.state.numInputTokensSeen - startTokens) / Math.max(elapsed, 1e-9);
+          this.progress.update({
+            step,
+            total: maxSteps,
+            loss: Number.isFinite(loss) ? loss : undefined,
+            lr,
+            tokensPerSecond: tokPerSec,
+            etaSeconds: ((maxSteps - step) * elapsed) / Math.max(1, step - startStep),
+            epoch: this.state.epoch,
+          });
+
+          control.shouldLog = step % args.loggingSteps === 0 || (args.loggingFirstStep && step === 1) || step >= maxSteps;
+          control.shouldEvaluate = args.evalStrategy === 'steps' && step % (args.evalSteps ?? args.loggingSteps) === 0;
+          control.shouldSave = args.saveStrategy === 'steps' && step % args.saveSteps === 0;
+          const epochEnd = s + 1 === stepsPerEpoch;
+          if (epochEnd) {
+            if (args.evalStrategy === 'epoch') control.shouldEvaluate = true;
+            if (args.saveStrategy === 'epoch') control.shouldSave = true;
+          }
+          if (step >= maxSteps) {
+            control.shouldTrainingStop = true;
+            if (args.saveStrategy !== 'no') control.shouldSave = true;
+          }
+          await this.fire('onStepEnd', control);
+
+          if (control.shouldLog) {
+            const now = Date.now();
+            const entry: LogEntry = {
+              step,
+              epoch: round(this.state.epoch),
+              loss: loggingLossCount ? loggingLossSum / loggingLossCount : NaN,
+              gradNorm,
+              learningRate: lr,
+              tokensPerSecond: windowTokens / Math.max((now - windowStart) / 1000, 1e-9),
+              numInputTokensSeen: this.state.numInputTokensSeen,
+            };
+            loggingLossSum = 0;
+            loggingLossCount = 0;
+            windowStart = now;
+            windowTokens = 0;
+            await this.log(entry, control);
+          }
+          if (control.shouldEvaluate && this.evalDataset?.length) await this.evaluateDuringTraining(control);
+          if (control.shouldSave || this.interrupted) await this.saveCheckpoint(control);
+          control.shouldLog = control.shouldEvaluate = control.shouldSave = false;
+          if (epochEnd) await this.fire('onEpochEnd', control);
+          if (this.interrupted) break outer;
+          if (control.shouldTrainingStop) break outer;
+          await yieldToEventLoop();
+        }
+      }
+    } finally {
+      removeSignals();
+      this.progress.done();
+    }
+    if (this.interrupted) {
+      const signal = this.interrupted;
+      this.progress.message(`Trainer: ${signal}: checkpoint written at step ${this.state.globalStep}; exiting`);
+      const proc = (globalThis as { process?: { exit(code: number): never } }).process;
+      proc?.exit(signal === 'SIGINT' ? 130 : 143);
+      throw new PeftError('INVALID_ARGUMENT', `training interrupted by ${signal}`);
+    }
+
+    if (args.loadBestModelAtEnd && this.bestSnapshot) {
+      const byName = new Map(this.trainableParameters());
+      for (const [n, t] of this.bestSnapshot) byName.get(n)?.assign(t);
+    }
+    tf.dispose([...(this.bestSnapshot?.values() ?? [])]);
+    this.bestSnapshot = null;
+    const runtime = (Date.now() - t0) / 1000;
+    const metrics: Record<string, number> = {
+      trainRuntime: runtime,
+      trainSamplesPerSecond: ((this.state.globalStep - startStep) * args.perDeviceTrainBatchSize * gas) / Math.max(runtime, 1e-9),
+      trainStepsPerSecond: (this.state.globalStep - startStep) / Math.max(runtime, 1e-9),
+      trainTokensPerSecond: (this.state.numInputTokensSeen - startTokens) / Math.max(runtime, 1e-9),
+      trainLoss: totalLossCount ? totalLossSum / totalLossCount : NaN,
+    };
+    const summary: LogEntry = { step: this.state.globalStep, epoch: round(this.state.epoch), ...metrics };
+    await this.log(summary, control, false);
+    await this.fire('onTrainEnd', control);
+    return { globalStep: this.state.globalStep, trainingLoss: metrics.trainLoss, metrics };
+  }
+
+  /**
+   * One optimizer step over micro-batches: gradients of Σᵢ lossᵢ·nᵢ/N (nᵢ label tokens of micro-batch i,
+   * N of all), so k micro-batches equal one step on their concatenation. A non-finite loss or gradient
+   * norm skips the update (with a warning) and counts towards maxNonFiniteSteps.
+   */
+  private trainingStep(micro: Batch[], vars: tf.Variable[], varNames: Map<string, string>, optimizer: Optimizer, lr: number): { loss: number; gradNorm: number; tokens: number } {
+    const counts = micro.map(countLabelTokens);
+    const total = counts.reduce((a, b) => a + b, 0);
+    const tokens = micro.reduce((a, b) => a + b.inputIds.length * (b.inputIds[0]?.length ?? 0), 0);
+    let grads: Record<string, tf.Tensor> | null = null;
+    let lossSum = 0;
+    for (let i = 0; i < micro.length; i++) {
+      if (!counts[i]) continue;
+      const w = counts[i] / total;
+      const { value, grads: g } = tf.variableGrads(() => {
+        const { loss } = this.forward(micro[i], true);
+        if (!loss) throw new PeftError('INVALID_ARGUMENT', 'Trainer: the model returned no loss for a batch with labels');
+        return (w === 1 ? loss : tf.mul(loss, w)) as tf.Scalar;
+      }, vars);
+      lossSum += value.dataSync()[0];
+      value.dispose();
+      const named: Record<string, tf.Tensor> = {};
+      for (const [k, t] of Object.entries(g)) named[varNames.get(k) ?? k] = t;
+      if (!grads) grads = named;
+      else {
+        const acc: Record<string, tf.Tensor> = grads;
+        for (const [k, t] of Object.entries(named)) {
+          const prev = acc[k];
+          acc[k] = prev ? tf.add(prev, t) : t;
+          if (prev) tf.dispose([prev, t]);
+        }
+      }
+    }
+    if (!grads) {
+      return this.skipStep(NaN, NaN, 'no label tokens in the batch (every label is -100)', tokens);
+    }
+    const loss = lossSum;
+    let clipped: Record<string, tf.Tensor> = grads;
+    let gradNorm = NaN;
+    try {
+      if (!Number.isFinite(loss)) return this.skipStep(loss, NaN, `loss is ${loss}`, tokens);
+      const c = clipGradNorm(grads, this.args.maxGradNorm);
+      clipped = c.grads;
+      gradNorm = c.norm;
+      if (!Number.isFinite(gradNorm)) return this.skipStep(loss, gradNorm, `gradient norm is ${gradNorm}`, tokens);
+      optimizer.step(clipped, lr);
+      this.state.nonFiniteSteps = 0;
+      return { loss, gradNorm, tokens };
+    } finally {
+      tf.dispose(Object.values(grads));
+      if (clipped !== grads) tf.dispose(Object.values(clipped));
+    }
+  }
+
+  private skipStep(loss: number, gradNorm: number, why: string, tokens: number): { loss: number; gradNorm: number; tokens: number } {
+    this.state.nonFiniteSteps++;
+    const step = this.state.globalStep + 1;
+    const n = this.state.nonFiniteSteps;
+    if (n >= this.args.maxNonFiniteSteps) {
+      throw new PeftError(
+        'NON_FINITE_LOSS',
+        `Trainer: step ${step}: ${why}; ${n} steps in a row had a non-finite loss or gradient, stopping (lower learningRate, check the data for empty or broken examples, or raise maxNonFiniteSteps)`,
+      );
+    }
+    this.warn(`Trainer: step ${step}: ${why}; skipping this update (${n}/${this.args.maxNonFiniteSteps} in a row)`);
+    return { loss, gradNorm, tokens };
+  }
+
+  private async log(entry: LogEntry, control: TrainerControl, show = true): Promise<void> {
+    this.state.logHistory.push(entry);
+    if (this.args.metricsLog) await this.appendMetrics(entry);
+    if (show && entry.loss !== undefined && this.args.progressBar !== false) {
+      /* the progress bar already shows the running values */
+    }
+    await this.fire('onLog', control, entry);
+  }
+
+  private async appendMetrics(entry: LogEntry): Promise<void> {
+    const path = joinPath(this.args.outputDir, METRICS_LOG);
+    const line = JSON.stringify({ ...entry, time: new Date().toISOString() }) + '\n';
+    // appends through the FileSystem interface: read + atomic rewrite (the log stays small)
+    let prev = '';
+    if (await this.fs.exists(path)) prev = new TextDecoder().decode(await this.fs.readFile(path));
+    await this.fs.writeFileAtomic(path, prev + line);
+  }
+
+  /** Evaluation loss (mean over every label token of evalDataset) and computeMetrics, as `eval_*`. */
+  async evaluate(evalDataset: Example[] | undefined = this.evalDataset, opts: { metricKeyPrefix?: string } = {}): Promise<Record<string, number>> {
+    if (!evalDataset?.length) throw new PeftError('INVALID_ARGUMENT', 'Trainer.evaluate: no evalDataset');
+    const prefix = opts.metricKeyPrefix ?? 'eval';
+    const wasTraining = (this.model as { training?: boolean }).training ?? false;
+    this.model.eval();
+    const t0 = Date.now();
+    let nll = 0;
+    let count = 0;
+    const pred: EvalPrediction = { predictions: [], labelIds: [], inputIds: [] };
+    const bs = this.args.perDeviceEvalBatchSize;
+    try {
+      for (let i = 0; i < evalDataset.length; i += bs) {
+        const batch = this.dataCollator(evalDataset.slice(i, i + bs));
+        const n = countLabelTokens(batch);
+        const { loss, argmax } = tf.tidy(() => {
+          const out = this.forward(batch, n > 0);
+          return { loss: out.loss, argmax: this.computeMetrics ? tf.argMax(out.logits, -1) : undefined };
+        });
+        if (loss) {
+          const l = (await loss.data())[0];
+          if (n > 0) {
+            nll += l * n;
+            count += n;
+          }
+          loss.dispose();
+        }
+        if (argmax) {
+          pred.predictions.push(...((await argmax.array()) as number[][]));
+          argmax.dispose();
+          pred.labelIds.push(...batch.labels);
+          pred.inputIds.push(...batch.inputIds);
+        }
+        await yieldToEventLoop();
+      }
+    } finally {
+      if (wasTraining) this.model.train();
+    }
+    const runtime = (Date.now() - t0) / 1000;
+    const metrics: Record<string, number> = { [`${prefix}_loss`]: count ? nll / count : NaN };
+    if (this.computeMetrics) {
+      const extra = await this.computeMetrics(pred);
+      for (const [k, v] of Object.entries(extra)) metrics[k.startsWith(`${prefix}_`) ? k : `${prefix}_${k}`] = v;
+    }
+    metrics[`${prefix}_runtime`] = runtime;
+    metrics[`${prefix}_samples_per_second`] = evalDataset.length / Math.max(runtime, 1e-9);
+    return metrics;
+  }
+
+  private async evaluateDuringTraining(control: TrainerControl): Promise<void> {
+    const metrics = await this.evaluate();
+    await this.log({ step: this.state.globalStep, epoch: round(this.state.epoch), ...metrics }, control);
+    await this.fire('onEvaluate', control, metrics);
+    const key = bestMetricKey(this.args);
+    const value = metrics[key];
+    if (value === undefined) {
+      if (this.args.loadBestModelAtEnd || this.args.earlyStoppingPatience) {
+        throw new PeftError('INVALID_CONFIG', `TrainingArguments: metricForBestModel "${this.args.metricForBestModel}" is not among the evaluation metrics (${Object.keys(metrics).join(', ')})`);
+      }
+      return;
+    }
+    const gib = greaterIsBetter(this.args);
+    const best = this.state.bestMetric;
+    const improved = best === null || (gib ? value > best : value < best);
+    const bigEnough = best === null || Math.abs(value - best) > this.args.earlyStoppingThreshold;
+    if (improved) {
+      this.state.bestMetric = value;
+      this.state.bestGlobalStep = this.state.globalStep;
+      if (this.args.loadBestModelAtEnd) {
+        tf.dispose([...(this.bestSnapshot?.values() ?? [])]);
+        this.bestSnapshot = new Map(this.trainableParameters().map(([n, p]) => [n, p.clone()]));
+      }
+    }
+    if (this.args.earlyStoppingPatience > 0) {
+      if (improved && bigEnough) this.state.patienceCounter = 0;
+      else this.state.patienceCounter++;
+      if (this.state.patienceCounter >= this.args.earlyStoppingPatience) control.shouldTrainingStop = true;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Checkpoints
+
+  private isPeft(): boolean {
+    return this.model instanceof PeftModel;
+  }
+
+  /** Saves the adapter (HF PEFT's files) or, for full fine-tuning, config.json + model.safetensors. */
+  async saveModel(dir: string = this.args.outputDir): Promise<void> {
+    const fs = this.fs;
+    await fs.mkdirp(dir);
+    if (this.model instanceof PeftModel) {
+      await this.model.savePretrained(dir, { fs });
+      return;
+    }
+    const model = this.model;
+    const bytes = await tensorsToSafetensors(model.stateDict(), { metadata: { format: 'pt' } });
+    await fs.writeFileAtomic(joinPath(dir, CHECKPOINT_FILES.fullModel), bytes);
+    await fs.writeFileAtomic(joinPath(dir, 'config.json'), stableJson(model.config.raw));
+  }
+
+  /** The checkpoint folders of outputDir, oldest first. */
+  async listCheckpoints(dir: string = this.args.outputDir): Promise<{ step: number; path: string }[]> {
+    if (!(await this.fs.exists(dir))) return [];
+    const out: { step: number; path: string }[] = [];
+    for (const name of await this.fs.readdir(dir)) {
+      const m = CHECKPOINT_RE.exec(name);
+      if (m && (await this.fs.exists(joinPath(dir, name, CHECKPOINT_FILES.trainerState)))) out.push({ step: Number(m[1]), path: joinPath(dir, name) });
+    }
+    return out.sort((a, b) => a.step - b.step);
+  }
+
+  async latestCheckpoint(dir: string = this.args.outputDir): Promise<string | null> {
+    const all = await this.listCheckpoints(dir);
+    return all.length ? all[all.length - 1].path : null;
+  }
+
+  /**
+   * Writes `checkpoint-<step>/` atomically: every file goes into a temporary folder that is renamed into
+   * place when complete, so a checkpoint folder is either whole or absent.
+   */
+  async saveCheckpoint(control?: TrainerControl): Promise<string> {
+    const fs = this.fs;
+    const args = this.args;
+    const step = this.state.globalStep;
+    const name = `checkpoint-${step}`;
+    const final = joinPath(args.outputDir, name);
+    const tmp = joinPath(args.outputDir, `.tmp-${name}-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`);
+    await fs.mkdirp(tmp);
+    try {
+      await this.saveModel(tmp);
+      if (this.isPeft()) {
+        const vars = Object.fromEntries(this.trainableParameters());
+        await fs.writeFileAtomic(joinPath(tmp, CHECKPOINT_FILES.trainableParams), await tensorsToSafetensors(vars));
+      }
+      const opt = this.optimizer;
+      if (opt) {
+        const bytes = await tensorsToSafetensors(opt.stateTensors(), { metadata: { optimizer: JSON.stringify(opt.stateJson()) } });
+        await fs.writeFileAtomic(joinPath(tmp, CHECKPOINT_FILES.optimizer), bytes);
+      }
+      if (this.lrScheduler) await fs.writeFileAtomic(joinPath(tmp, CHECKPOINT_FILES.scheduler), stableJson(this.lrScheduler.stateDict()));
+      await fs.writeFileAtomic(joinPath(tmp, CHECKPOINT_FILES.rng), stableJson({ peftjs_rng: getRngState(), seed: args.seed, data_position: this.state.dataPosition }));
+      if (this.state.bestGlobalStep === step) this.state.bestModelCheckpoint = final;
+      await fs.writeFileAtomic(joinPath(tmp, CHECKPOINT_FILES.trainerState), stableJson(this.trainerStateJson()));
+      await fs.writeFileAtomic(joinPath(tmp, CHECKPOINT_FILES.trainingArgs), stableJson(Object.fromEntries(Object.entries(args).map(([k, v]) => [toSnake(k), v]))));
+      if (await fs.exists(final)) {
+        const old = `${tmp}-old`;
+        await fs.rename(final, old);
+        await fs.rename(tmp, final);
+        await fs.remove(old);
+      } else await fs.rename(tmp, final);
+    } catch (e) {
+      await fs.remove(tmp).catch(() => undefined);
+      throw e;
+    }
+    await this.pruneCheckpoints();
+    if (control) await this.fire('onSave', control, final);
+    return final;
+  }
+
+  private trainerStateJson(): Record<string, unknown> {
+    const s = this.state;
+    return {
+      global_step: s.globalStep,
+      epoch: s.epoch,
+      max_steps: s.maxSteps,
+      num_train_epochs: s.numTrainEpochs,
+      best_metric: s.bestMetric,
+      best_model_checkpoint: s.bestModelCheckpoint,
+      best_global_step: s.bestGlobalStep,
+      num_input_tokens_seen: s.numInputTokensSeen,
+      logging_steps: this.args.loggingSteps,
+      eval_steps: this.args.evalSteps ?? this.args.loggingSteps,
+      save_steps: this.args.saveSteps,
+      train_batch_size: this.args.perDeviceTrainBatchSize,
+      log_history: s.logHistory.map((e) => Object.fromEntries(Object.entries(e).map(([k, v]) => [toSnake(k), v]))),
+      peftjs: { data_position: s.dataPosition, patience_counter: s.patienceCounter, non_finite_steps: s.nonFiniteSteps },
+    };
+  }
+
+  private async pruneCheckpoints(): Promise<void> {
+    const limit = this.args.saveTotalLimit;
+    if (!limit) return;
+    const all = await this.listCheckpoints();
+    const best = this.state.bestModelCheckpoint;
+    let excess = all.length - limit;
+    for (const c of all) {
+      if (excess <= 0) break;
+      if (c.path === best) continue;
+      await this.fs.remove(c.path);
+      excess--;
+    }
+  }
+
+  /** Restores model, optimizer, scheduler, RNG and data position from a checkpoint folder. */
+  async loadCheckpoint(dir: string): Promise<void> {
+    const fs = this.fs;
+    const need = async (f: string) => {
+      const p = joinPath(dir, f);
+      if (!(await fs.exists(p))) throw new PeftError('FILE_NOT_FOUND', `checkpoint ${dir}: ${f} is missing (not a checkpoint folder, or one written by something else)`);
+      return p;
+    };
+    // parameters
+    const paramsFile = await need(this.isPeft() ? CHECKPOINT_FILES.trainableParams : CHECKPOINT_FILES.fullModel);
+    const file = parseSafetensors(await fs.readFile(paramsFile), paramsFile);
+    const targets = this.isPeft() ? new Map(this.trainableParameters()) : new Map(this.model.namedParameters());
+    for (const [n, v] of targets) {
+      const raw = file.tensors[n];
+      if (!raw) throw new PeftError('INVALID_FILE', `${paramsFile}: tensor "${n}" is missing (a checkpoint of another model or adapter?)`);
+      if (!tf.util.arraysEqual(raw.shape, v.shape)) throw new PeftError('SHAPE_MISMATCH', `${paramsFile}: tensor "${n}" has shape [${raw.shape}] but the model needs [${v.shape}]`);
+      const t = rawToTensor(n, raw, paramsFile);
+      v.assign(t);
+      t.dispose();
+    }
+    // optimizer
+    const optPath = await need(CHECKPOINT_FILES.optimizer);
+    const optFile = parseSafetensors(await fs.readFile(optPath), optPath);
+    const optTensors: Record<string, tf.Tensor> = {};
+    for (const [n, raw] of Object.entries(optFile.tensors)) optTensors[n] = rawToTensor(n, raw, optPath);
+    try {
+      const json = JSON.parse(optFile.metadata.optimizer ?? '{}');
+      this.createOptimizer().loadState(optTensors, json, optPath);
+    } finally {
+      tf.dispose(Object.values(optTensors));
+    }
+    // scheduler, rng, state
+    const sched = (await readJson(await need(CHECKPOINT_FILES.scheduler), fs)) as unknown as SchedulerState;
+    this.lrScheduler?.loadStateDict({ ...this.lrScheduler.stateDict(), step: sched.step });
+    const rng = await readJson(await need(CHECKPOINT_FILES.rng), fs);
+    setRngState(Number(rng.peftjs_rng));
+    const st = await readJson(await need(CHECKPOINT_FILES.trainerState), fs);
+    const extra = (st.peftjs ?? {}) as Record<string, unknown>;
+    const pos = (extra.data_position ?? rng.data_position) as TrainerState['dataPosition'] | undefined;
+    this.state = {
+      ...this.state,
+      globalStep: Number(st.global_step),
+      epoch: Number(st.epoch),
+      bestMetric: (st.best_metric as number | null) ?? null,
+      bestModelCheckpoint: (st.best_model_checkpoint as string | null) ?? null,
+      bestGlobalStep: (st.best_global_step as number | null) ?? null,
+      numInputTokensSeen: Number(st.num_input_tokens_seen ?? 0),
+      logHistory: ((st.log_history as Record<string, number>[]) ?? []).map((e) => Object.fromEntries(Object.entries(e).map(([k, v]) => [toCamel(k), v])) as LogEntry),
+      dataPosition: pos ?? { epoch: 0, stepInEpoch: 0 },
+      patienceCounter: Number(extra.patience_counter ?? 0),
+      nonFiniteSteps: Number(extra.non_finite_steps ?? 0),
+    };
+  }
+
+  private installSignalHandlers(): () => void {
+    const proc = (globalThis as { process?: { on?: Function; off?: Function; exit(c: number): never } }).process;
+    if (!this.args.handleSignals || !proc?.on || !proc.off) return () => undefined;
+    const handlers: [string, () => void][] = ['SIGINT', 'SIGTERM'].map((sig) => [
+      sig,
+      () => {
+        if (this.interrupted) proc.exit(sig === 'SIGINT' ? 130 : 143); // a second signal: leave now
+        this.interrupted = sig;
+        this.progress.message(`Trainer: ${sig} received; writing a checkpoint after this step`);
+      },
+    ]);
+    for (const [s, h] of handlers) proc.on.call(proc, s, h);
+    return () => {
+      for (const [s, h] of handlers) proc.off!.call(proc, s, h);
+    };
+  }
+}
+
+function round(x: number): number {
+  return Math.round(x * 1e4) / 1e4;
+}
