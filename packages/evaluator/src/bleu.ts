@@ -3,7 +3,8 @@
 // the same smoothing and the same floating-point operation order.
 import { metricError } from './errors';
 import { pyRstrip } from './pytext';
-import { BLEU_TOKENIZERS, type BleuTokenizerName } from './tokenizers';
+import { BLEU_TOKENIZERS, tokenize13aRanges, type BleuTokenizerName } from './tokenizers';
+import { RangeInterner } from './intern';
 import { pySum, SACREBLEU_VERSION } from './sacrebleu_compat';
 import { CountTable } from './count_table';
 
@@ -93,32 +94,53 @@ function signatureOf(o: ResolvedBleuOptions, nrefs: number | 'var'): string {
 // Numeric n-gram keys over a segment-local vocabulary stay exact while Σ base^n ≤ 2^53.
 const MAX_SAFE = 2 ** 52;
 
-/** Corpus-wide state: token interning, segment-local ids, and the reference n-gram tables. */
+/**
+ * Corpus-wide state: token ids (interned from character ranges for 13a, from strings otherwise),
+ * segment-local ids, and the reference n-gram tables.
+ */
 class BleuCounter {
-  private readonly intern = new Map<string, number>();
+  private readonly intern = new RangeInterner();
   private localOf = new Int32Array(1024);
   private stampOf = new Int32Array(1024);
   private segment = 0;
   private readonly refTable = new CountTable();
   private readonly oneRef = new CountTable();
 
-  constructor(private readonly order: number) {}
+  constructor(
+    private readonly order: number,
+    private readonly tokenize: BleuTokenizerName,
+    private readonly lowercase: boolean,
+  ) {}
 
-  private globalId(tok: string): number {
-    let g = this.intern.get(tok);
-    if (g === undefined) {
-      g = this.intern.size;
-      this.intern.set(tok, g);
-      if (g >= this.localOf.length) {
-        const a = new Int32Array(this.localOf.length * 2);
-        a.set(this.localOf);
-        this.localOf = a;
-        const b = new Int32Array(this.stampOf.length * 2);
-        b.set(this.stampOf);
-        this.stampOf = b;
-      }
+  /** Global ids of a segment's tokens; with `insert` false, unseen tokens get -1. */
+  ids(segment: string, insert: boolean): Int32Array {
+    let s = pyRstrip(this.lowercase ? segment.toLowerCase() : segment);
+    const it = this.intern;
+    if (this.tokenize === '13a') {
+      const r = tokenize13aRanges(s);
+      s = r.text;
+      const out = new Int32Array(r.count);
+      for (let k = 0; k < r.count; k++) out[k] = insert ? it.id(s, r.ranges[2 * k], r.ranges[2 * k + 1]) : it.find(s, r.ranges[2 * k], r.ranges[2 * k + 1]);
+      if (insert) this.fit();
+      return out;
     }
-    return g;
+    const toks = BLEU_TOKENIZERS[this.tokenize](s);
+    const out = new Int32Array(toks.length);
+    for (let k = 0; k < toks.length; k++) out[k] = insert ? it.id(toks[k], 0, toks[k].length) : it.find(toks[k], 0, toks[k].length);
+    if (insert) this.fit();
+    return out;
+  }
+
+  private fit(): void {
+    if (this.intern.size <= this.localOf.length) return;
+    let n = this.localOf.length;
+    while (n < this.intern.size) n *= 2;
+    const a = new Int32Array(n);
+    a.set(this.localOf);
+    this.localOf = a;
+    const b = new Int32Array(n);
+    b.set(this.stampOf);
+    this.stampOf = b;
   }
 
   /**
@@ -127,16 +149,16 @@ class BleuCounter {
    * never match, so any n-gram through it is skipped. Clipping walks the hypothesis n-grams in order
    * and consumes the reference's (max over references) count, which equals min(hypCount, refCount).
    */
-  add(hyp: string[], refs: string[][], stats: Float64Array): void {
+  add(hypGlobal: Int32Array, refsGlobal: Int32Array[], stats: Float64Array): void {
     const order = this.order;
     const seg = ++this.segment;
     let vocab = 0;
     let refNgrams = 0;
     const refIds: Int32Array[] = [];
-    for (const ref of refs) {
+    for (const ref of refsGlobal) {
       const ids = new Int32Array(ref.length);
       for (let i = 0; i < ref.length; i++) {
-        const g = this.globalId(ref[i]);
+        const g = ref[i];
         if (this.stampOf[g] !== seg) {
           this.stampOf[g] = seg;
           this.localOf[g] = vocab++;
@@ -148,10 +170,10 @@ class BleuCounter {
     }
 
     // Closest reference length; the shorter one on ties.
-    const hypLen = hyp.length;
+    const hypLen = hypGlobal.length;
     let closestDiff = -1;
     let closestLen = -1;
-    for (const ref of refs) {
+    for (const ref of refsGlobal) {
       const diff = Math.abs(hypLen - ref.length);
       if (closestDiff === -1 || diff < closestDiff) {
         closestDiff = diff;
@@ -167,8 +189,8 @@ class BleuCounter {
 
     const hypIds = new Int32Array(hypLen);
     for (let i = 0; i < hypLen; i++) {
-      const g = this.intern.get(hyp[i]);
-      hypIds[i] = g !== undefined && this.stampOf[g] === seg ? this.localOf[g] : -1;
+      const g = hypGlobal[i];
+      hypIds[i] = g >= 0 && this.stampOf[g] === seg ? this.localOf[g] : -1;
     }
 
     const base = vocab;
@@ -341,19 +363,17 @@ function bleuFromSegments(
   o: ResolvedBleuOptions,
   nrefs: number | 'var',
 ): BleuScore {
-  const tok = BLEU_TOKENIZERS[o.tokenize];
-  const prep = o.lowercase ? (s: string) => tok(pyRstrip(s.toLowerCase())) : (s: string) => tok(pyRstrip(s));
   const order = o.maxNgramOrder;
   const stats = new Float64Array(2 + 2 * order);
-  const counter = new BleuCounter(order);
-  const refTokens: string[][] = [];
+  const counter = new BleuCounter(order, o.tokenize, o.lowercase);
+  const refIds: Int32Array[] = [];
   for (let i = 0; i < hypotheses.length; i++) {
-    refTokens.length = 0;
+    refIds.length = 0;
     for (const stream of references) {
       const r = stream[i];
-      if (r !== null && r !== undefined) refTokens.push(prep(r));
+      if (r !== null && r !== undefined) refIds.push(counter.ids(r, true));
     }
-    counter.add(prep(hypotheses[i]), refTokens, stats);
+    counter.add(counter.ids(hypotheses[i], false), refIds, stats);
   }
   const correct = Array.from(stats.subarray(2, 2 + order));
   const total = Array.from(stats.subarray(2 + order));

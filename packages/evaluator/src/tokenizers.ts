@@ -112,7 +112,30 @@ function dashAfterDigit(code: Int32Array, pos: Int32Array, m: number, oc: Int32A
  * runs with those units are replayed, each between two spaces.
  */
 function regexpTokens(line: string): string[] {
-  const tokens: string[] = [];
+  const count = regexpRanges(line);
+  const tokens: string[] = new Array(count);
+  for (let k = 0; k < count; k++) tokens[k] = line.slice(ranges[2 * k], ranges[2 * k + 1]);
+  return tokens;
+}
+
+/** Token boundaries of the last tokenization: token k is [ranges[2k], ranges[2k+1]). */
+let ranges = new Int32Array(512);
+let rangeCount = 0;
+
+function pushRange(start: number, end: number): void {
+  if (2 * rangeCount + 2 > ranges.length) {
+    const r = new Int32Array(ranges.length * 2);
+    r.set(ranges);
+    ranges = r;
+  }
+  ranges[2 * rangeCount] = start;
+  ranges[2 * rangeCount + 1] = end;
+  rangeCount++;
+}
+
+/** regexpTokens as ranges into `line` (see `ranges`); returns the token count. */
+function regexpRanges(line: string): number {
+  rangeCount = 0;
   const n = line.length;
   let i = 0;
   while (i < n) {
@@ -122,7 +145,7 @@ function regexpTokens(line: string): string[] {
       continue;
     }
     if (c < 128 && PASS1[c] === 1) {
-      tokens.push(line[i]);
+      pushRange(i, i + 1);
       i++;
       continue;
     }
@@ -136,14 +159,14 @@ function regexpTokens(line: string): string[] {
       } else if (isPyWhitespace(c)) break;
       i++;
     }
-    if (special) replayRun(line, start, i, tokens);
-    else tokens.push(line.slice(start, i));
+    if (special) replayRun(line, start, i);
+    else pushRange(start, i);
   }
-  return tokens;
+  return rangeCount;
 }
 
 /** Passes 2–4 on line[start, end) between two spaces, then split. */
-function replayRun(line: string, start: number, end: number, tokens: string[]): void {
+function replayRun(line: string, start: number, end: number): void {
   const len = end - start + 2;
   ensure(8 * len + 16);
   const code = bufA;
@@ -168,18 +191,33 @@ function replayRun(line: string, start: number, end: number, tokens: string[]): 
     const s = outPos[i];
     let e = s;
     while (i < m && outPos[i] >= 0) e = outPos[i++];
-    tokens.push(line.slice(s, e + 1));
+    pushRange(s, e + 1);
   }
 }
 
-/** mteval-v13a as sacrebleu's `13a` tokenizer does it (its default). */
-export function tokenize13a(line: string): string[] {
+/** 13a's language-independent part: the line that the regex passes then see (padded with spaces). */
+function prepare13a(line: string): string {
   if (line.includes('<skipped>')) line = line.replaceAll('<skipped>', '');
   if (line.includes('\n')) line = line.replaceAll('-\n', '').replaceAll('\n', ' ');
   if (line.includes('&')) {
     line = line.replaceAll('&quot;', '"').replaceAll('&amp;', '&').replaceAll('&lt;', '<').replaceAll('&gt;', '>');
   }
-  return regexpTokens(` ${line} `);
+  return ` ${line} `;
+}
+
+/**
+ * 13a tokens as ranges, without a string per token: returns the prepared line; token k of it is
+ * [ranges[2k], ranges[2k+1]) until the next call.
+ */
+export function tokenize13aRanges(line: string): { text: string; count: number; ranges: Int32Array } {
+  const text = prepare13a(line);
+  const count = regexpRanges(text);
+  return { text, count, ranges };
+}
+
+/** mteval-v13a as sacrebleu's `13a` tokenizer does it (its default). */
+export function tokenize13a(line: string): string[] {
+  return regexpTokens(prepare13a(line));
 }
 
 // mteval-v14's international tokenization (sacrebleu's `intl`), on Unicode property classes.
