@@ -101,3 +101,27 @@ export function expectOnlyMethodChanged(before: Map<string, ArrayLike<number>>, 
   }
   return changed;
 }
+
+/**
+ * A training step through tf.variableGrads on the trainable variables changes only parameters for which
+ * `isMethodParam` holds (the base stays bit-identical); repeated steps and forwards leave
+ * tf.memory().numTensors unchanged. Returns the losses of the steps.
+ */
+export function checkTrainingSteps(peft: PeftModel, isMethodParam: (name: string) => boolean, steps = 3): number[] {
+  peft.train();
+  const batch = { inputIds: [[5, 6, 7, 8, 9], [1, 2, 3, 4, 5]], attentionMask: [[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]], labels: [[5, 6, 7, 8, 9], [-100, 2, 3, 4, 5]] };
+  for (const [k, p] of peft.namedParameters()) expect(p.trainable, k).toBe(isMethodParam(k));
+  const before = snapshot(peft);
+  const losses = [trainStep(peft, batch)];
+  expect(expectOnlyMethodChanged(before, snapshot(peft), isMethodParam)).toBeGreaterThan(0);
+  const n0 = tf.memory().numTensors;
+  for (let i = 1; i < steps; i++) losses.push(trainStep(peft, batch));
+  for (let i = 0; i < 3; i++) {
+    const o = peft.forward(batch);
+    tf.dispose([o.logits, o.loss!]);
+  }
+  expect(tf.memory().numTensors).toBe(n0);
+  expect(losses.every(Number.isFinite)).toBe(true);
+  peft.eval();
+  return losses;
+}
