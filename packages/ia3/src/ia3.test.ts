@@ -106,3 +106,15 @@ describe('IA3 model management', () => {
     expect(() => new IA3Config({ initIa3Weight: true } as never)).toThrow(/unknown field "initIa3Weight"/);
   });
 });
+
+describe('IA3 SEQ_CLS', () => {
+  it('the score head is trained through modules_to_save and saved under its HF name', async () => {
+    const { AutoModelForSequenceClassification } = await import('@peftjs/models');
+    const base = await AutoModelForSequenceClassification.fromPretrained(`${hfCase('llama_seqcls_lora')}base`);
+    const peft = getPeftModel(base, new IA3Config({ taskType: TaskType.SEQ_CLS }));
+    const keys = Object.keys(peft.adapterStateDict());
+    expect(keys).toContain('base_model.model.score.weight');
+    expect(keys).toContain('base_model.model.model.layers.0.mlp.down_proj.ia3_l');
+    expect(peft.forward({ inputIds: [[4, 5, 6]] }).logits.shape).toEqual([1, 3]);
+  });
+});
