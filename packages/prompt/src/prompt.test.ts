@@ -150,7 +150,7 @@ describe('SEQ_CLS prompt tuning trains on real labelled text', () => {
       const batch = train.slice(at, at + B);
       const e = encode(batch);
       const labels = tf.tensor1d(batch.map((x) => x[1]), 'int32');
-      tf.dispose(opt.minimize(() => peft.forward({ ...e, labels }).loss!, true, vars));
+      tf.dispose(opt.minimize(() => peft.forward({ ...e, labels }).loss!, true, vars) ?? undefined);
       labels.dispose();
     }
     opt.dispose();
