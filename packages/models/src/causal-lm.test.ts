@@ -292,3 +292,25 @@ describe('forward semantics', () => {
     m.dispose();
   });
 });
+
+describe('attention gradient with explicit transposes', () => {
+  it('equals tfjs autodiff (GQA, mask) for q, k and v', async () => {
+    const { attention, setAttentionCustomGrad } = await import('./common');
+    const [b, h, kv, t, s, d] = [2, 6, 3, 4, 7, 8];
+    const q = tf.randomNormal([b, h, t, d], 0, 1, 'float32', 1);
+    const k = tf.randomNormal([b, kv, s, d], 0, 1, 'float32', 2);
+    const v = tf.randomNormal([b, kv, s, d], 0, 1, 'float32', 3);
+    const w = tf.randomNormal([b, t, h * d], 0, 1, 'float32', 4);
+    const mask = tf.tidy(() => tf.mul(tf.sub(1, tf.randomUniform([b, 1, t, s], 0, 1, 'float32', 5).greater(0.3).toFloat()), -1e9));
+    const run = (custom: boolean) => {
+      setAttentionCustomGrad(custom);
+      const g = tf.grads((a: tf.Tensor, bb: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(attention(a, bb, c, mask), w)))([q, k, v]);
+      setAttentionCustomGrad(undefined);
+      return g;
+    };
+    const ref = run(false);
+    const ours = run(true);
+    for (let i = 0; i < 3; i++) expect(await maxAbsDiff(ref[i], ours[i])).toBeLessThan(1e-4);
+    tf.dispose([q, k, v, w, mask, ...ref, ...ours]);
+  });
+});

@@ -134,6 +134,39 @@ export function withPast(ctx: AttentionContext, layer: number, k: tf.Tensor, v: 
   return { key: tf.concat([pk, k], 2), value: tf.concat([pv, v], 2) };
 }
 
+/** Backends whose matMul is much slower with transposed operands (tfjs's own matMul gradient uses them). */
+const PLAIN_MATMUL_BACKENDS = new Set(['wasm', 'cpu']);
+let customAttentionGrad: boolean | undefined;
+
+/** Forces (true/false) or restores (undefined) the explicit-transpose attention gradient; for tests and benchmarks. */
+export function setAttentionCustomGrad(on: boolean | undefined): void {
+  customAttentionGrad = on;
+}
+
+/**
+ * softmax(q·kᵀ + mask)·v on the folded layout q [B, kvH, R, hd], k/v [B, kvH, S, hd] (R = nRep·T),
+ * with a gradient written with explicit transposes so that every matMul is the plain form
+ * (on wasm/cpu the transposed forms tfjs's matMul gradient uses run 10-40× slower).
+ */
+function sdpaPlainGrad(qg: tf.Tensor, key: tf.Tensor, value: tf.Tensor, maskFn: (s: tf.Tensor) => tf.Tensor): tf.Tensor {
+  const f = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [q, k, v, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const p = tf.softmax(maskFn(tf.matMul(q, tf.transpose(k, [0, 1, 3, 2]))));
+    save([q, k, v, p]);
+    return {
+      value: tf.matMul(p, v),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [q0, k0, v0, p0] = saved;
+        const dv = tf.matMul(tf.transpose(p0, [0, 1, 3, 2]), dy);
+        const dp = tf.matMul(dy, tf.transpose(v0, [0, 1, 3, 2]));
+        const ds = tf.mul(p0, tf.sub(dp, tf.sum(tf.mul(dp, p0), -1, true)));
+        return [tf.matMul(ds, k0), tf.matMul(tf.transpose(ds, [0, 1, 3, 2]), q0), dv];
+      },
+    };
+  }) as Parameters<typeof tf.customGrad>[0]);
+  return f(qg, key, value);
+}
+
 /**
  * Scaled dot-product attention with grouped-query heads, keeping every tensor at rank ≤ 4.
  * q [B, H, T, hd] (already scaled), key/value [B, kvH, S, hd] → [B, T, H·hd].
@@ -145,14 +178,18 @@ export function attention(q: tf.Tensor, key: tf.Tensor, value: tf.Tensor, mask: 
   const kvH = key.shape[1] as number;
   const s = key.shape[2] as number;
   const nRep = h / kvH;
-  const kT = tf.transpose(key, [0, 1, 3, 2]); // plain matMul is several times faster than transposeB on CPU backends
-  let scores = tf.matMul(nRep === 1 ? q : q.reshape([b, kvH, nRep * t, d]), kT);
-  if (mask) scores = tf.add(scores.reshape([b, h, t, s]), mask);
-  let probs = tf.softmax(scores);
-  if (dropout) probs = dropout(probs);
-  if (nRep !== 1) probs = probs.reshape([b, kvH, nRep * t, s]);
-  const out = tf.matMul(probs, value).reshape([b, h, t, d]);
-  return tf.transpose(out, [0, 2, 1, 3]).reshape([b, t, h * d]);
+  const qg = nRep === 1 ? q : q.reshape([b, kvH, nRep * t, d]);
+  // the mask is [B|1, 1, T, S]: add it on the per-head view (reshapes are free)
+  const addMask = (sc: tf.Tensor) => (mask ? tf.add(sc.reshape([b, h, t, s]), mask).reshape(sc.shape) : sc);
+  let out: tf.Tensor;
+  if (!dropout && (customAttentionGrad ?? PLAIN_MATMUL_BACKENDS.has(tf.getBackend()))) {
+    out = sdpaPlainGrad(qg, key, value, addMask);
+  } else {
+    let probs = tf.softmax(addMask(tf.matMul(qg, tf.transpose(key, [0, 1, 3, 2]))));
+    if (dropout) probs = dropout(probs);
+    out = tf.matMul(probs, value);
+  }
+  return tf.transpose(out.reshape([b, h, t, d]), [0, 2, 1, 3]).reshape([b, t, h * d]);
 }
 
 /** [B, T, H·hd] → [B, H, T, hd]. */
@@ -276,8 +313,8 @@ export function tokenCrossEntropy(logits: tf.Tensor, labels: tf.Tensor): tf.Scal
   const safe = tf.where(valid, labels, tf.zerosLike(labels));
   // one-hot rather than gather: gather's gradient (UnsortedSegmentSum) is missing on the wasm backend;
   // int32 one-hot then cast: wasm's OneHot returns zeros when asked for float32 directly
-  const picked = tf.sum(tf.mul(logits, tf.oneHot(safe, c).toFloat()), -1);
-  const nll = tf.sub(tf.logSumExp(logits, -1), picked);
+  // logSoftmax has a closed-form gradient; logSumExp's goes through max (a slow Equal mask on wasm)
+  const nll = tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(safe, c).toFloat()), -1));
   const w = valid.toFloat();
   return tf.div(tf.sum(tf.mul(nll, w)), tf.sum(w)) as tf.Scalar;
 }
