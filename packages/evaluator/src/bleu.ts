@@ -100,8 +100,8 @@ const MAX_SAFE = 2 ** 52;
  */
 class BleuCounter {
   private readonly intern = new RangeInterner();
-  private localOf = new Int32Array(1024);
-  private stampOf = new Int32Array(1024);
+  private localOf = new Int32Array(64);
+  private stampOf = new Int32Array(64);
   private segment = 0;
   private readonly refTable = new CountTable();
   private readonly oneRef = new CountTable();

@@ -5,6 +5,7 @@ import { metricError } from './errors';
 import { hasSurrogate, isPyWhitespace, pySplit } from './pytext';
 import { checkReferenceStreams } from './bleu';
 import { SACREBLEU_VERSION } from './sacrebleu_compat';
+import { CountTable } from './count_table';
 
 export interface ChrfOptions {
   /** Character n-gram order (default 6). */
@@ -76,51 +77,73 @@ function chrfWords(sent: string): string[] {
   return out;
 }
 
-/** Reference n-gram counts of one id sequence, one Map per order 1..maxOrder. */
-type Counts = Map<number | string, number>[];
-
-function ngramCounts(ids: Int32Array, maxOrder: number, base: number): Counts {
-  const numeric = base ** maxOrder <= 2 ** 53;
-  const out: Counts = [];
-  for (let n = 0; n < maxOrder; n++) out.push(new Map());
-  for (let i = 0; i < ids.length; i++) {
-    let key: number | string = numeric ? 0 : '';
-    for (let n = 0; n < maxOrder && i + n < ids.length; n++) {
-      key = numeric ? (key as number) * base + ids[i + n] : `${key as string}${n ? ' ' : ''}${ids[i + n]}`;
-      const m = out[n];
-      m.set(key, (m.get(key) ?? 0) + 1);
-    }
-  }
-  return out;
+/** Keys of order n+1 n-grams are offsets[n] + [0, base^(n+1)); null when they would pass 2^52. */
+function orderOffsets(base: number, maxOrder: number): number[] | null {
+  const offsets = [0];
+  for (let n = 1; n < maxOrder; n++) offsets.push(offsets[n - 1] + base ** n);
+  return offsets[maxOrder - 1] + base ** maxOrder <= 2 ** 52 ? offsets : null;
 }
+
+const table = new CountTable();
 
 /**
  * Appends per-order [hypCount, refCount, matchCount]. Matches are counted by walking the hypothesis
- * n-grams and consuming the reference counts (which `ref` may be mutated for): that equals
- * sum(min(hypCount, refCount)). An n-gram absent from the reference has no longer extension there.
+ * n-grams and consuming the reference counts: that equals sum(min(hypCount, refCount)). An n-gram
+ * absent from the reference has no longer extension there. `sentinel` marks hypothesis symbols that
+ * the reference lacks.
  */
-function matchStats(hyp: Int32Array, sentinel: number, ref: Counts, refLen: number, base: number, maxOrder: number, into: number[]): void {
-  const numeric = base ** maxOrder <= 2 ** 53;
+function matchStats(hyp: Int32Array, sentinel: number, ref: Int32Array, base: number, maxOrder: number, into: number[]): void {
   const matches = new Array<number>(maxOrder).fill(0);
   const hypLen = hyp.length;
-  for (let i = 0; i < hypLen; i++) {
-    let key: number | string = numeric ? 0 : '';
-    for (let n = 0; n < maxOrder && i + n < hypLen; n++) {
-      const id = hyp[i + n];
-      if (id === sentinel) break;
-      key = numeric ? (key as number) * base + id : `${key as string}${n ? ' ' : ''}${id}`;
-      const m = ref[n];
-      const left = m.get(key);
-      if (left === undefined) break;
-      if (left > 0) {
-        matches[n]++;
-        m.set(key, left - 1);
+  const offsets = orderOffsets(base, maxOrder);
+  if (offsets) {
+    table.reset(ref.length * maxOrder);
+    for (let i = 0; i < ref.length; i++) {
+      let key = 0;
+      for (let n = 0; n < maxOrder && i + n < ref.length; n++) {
+        key = key * base + ref[i + n];
+        table.increment(key + offsets[n]);
+      }
+    }
+    for (let i = 0; i < hypLen; i++) {
+      let key = 0;
+      for (let n = 0; n < maxOrder && i + n < hypLen; n++) {
+        const id = hyp[i + n];
+        if (id === sentinel) break;
+        key = key * base + id;
+        const got = table.take(key + offsets[n]);
+        if (got < 0) break;
+        matches[n] += got;
+      }
+    }
+  } else {
+    // A segment with a very large alphabet: string keys.
+    const counts = new Map<string, number>();
+    for (let i = 0; i < ref.length; i++) {
+      let key = '';
+      for (let n = 0; n < maxOrder && i + n < ref.length; n++) {
+        key += `${n ? ' ' : ''}${ref[i + n]}`;
+        counts.set(key, (counts.get(key) ?? 0) + 1);
+      }
+    }
+    for (let i = 0; i < hypLen; i++) {
+      let key = '';
+      for (let n = 0; n < maxOrder && i + n < hypLen; n++) {
+        const id = hyp[i + n];
+        if (id === sentinel) break;
+        key += `${n ? ' ' : ''}${id}`;
+        const left = counts.get(key);
+        if (left === undefined) break;
+        if (left > 0) {
+          matches[n]++;
+          counts.set(key, left - 1);
+        }
       }
     }
   }
   for (let n = 0; n < maxOrder; n++) {
     // sacrebleu: "Don't count hits if no reference exists for that n-gram" (an empty reference Counter).
-    const refCount = Math.max(0, refLen - n);
+    const refCount = Math.max(0, ref.length - n);
     into.push(refCount > 0 ? Math.max(0, hypLen - n) : 0, refCount, matches[n]);
   }
 }
@@ -162,68 +185,95 @@ function fScore(stats: ArrayLike<number>, order: number, beta: number, epsSmooth
   return 0.0;
 }
 
-/** Character ids of a segment (code points; whitespace dropped unless kept); unseen ones get -1 when frozen. */
-function charIds(s: string, keepWhitespace: boolean, vocab: Map<string, number>, frozen: boolean): number[] {
-  const ids: number[] = [];
-  const n = s.length;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (!keepWhitespace && isPyWhitespace(c)) continue;
-    let ch = s[i];
-    if (c >= 0xd800 && c <= 0xdbff && i + 1 < n) {
-      const d = s.charCodeAt(i + 1);
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        ch = s.slice(i, i + 2);
-        i++;
+/**
+ * Segment-local character ids. BMP code units map through a stamped table (no allocation per
+ * segment); astral code points (surrogate pairs, one character for Python) through a Map.
+ */
+class CharVocab {
+  private readonly stamp = new Int32Array(65536);
+  private readonly local = new Int32Array(65536);
+  private epoch = 0;
+  private astral = new Map<string, number>();
+  size = 0;
+
+  reset(): void {
+    if (++this.epoch === 0x3fffffff) {
+      this.stamp.fill(0);
+      this.epoch = 1;
+    }
+    this.astral.clear();
+    this.size = 0;
+  }
+
+  /** Ids of s's characters (whitespace dropped unless kept); unseen ones get -1 when frozen. */
+  ids(s: string, keepWhitespace: boolean, frozen: boolean): Int32Array {
+    const out = new Int32Array(s.length);
+    let m = 0;
+    const n = s.length;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (!keepWhitespace && isPyWhitespace(c)) continue;
+      if (c >= 0xd800 && c <= 0xdbff && i + 1 < n) {
+        const d = s.charCodeAt(i + 1);
+        if (d >= 0xdc00 && d <= 0xdfff) {
+          out[m++] = lookup(this.astral, s.slice(i, i + 2), frozen, this);
+          i++;
+          continue;
+        }
+      }
+      if (this.stamp[c] === this.epoch) out[m++] = this.local[c];
+      else if (frozen) out[m++] = -1;
+      else {
+        this.stamp[c] = this.epoch;
+        this.local[c] = this.size;
+        out[m++] = this.size++;
       }
     }
-    ids.push(lookup(vocab, ch, frozen));
+    return out.subarray(0, m);
   }
-  return ids;
 }
 
-function lookup(vocab: Map<string, number>, x: string, frozen: boolean): number {
+function lookup(vocab: Map<string, number>, x: string, frozen: boolean, counter: { size: number }): number {
   let id = vocab.get(x);
   if (id === undefined) {
     if (frozen) return -1;
-    id = vocab.size;
+    id = counter.size++;
     vocab.set(x, id);
   }
   return id;
 }
 
-/** Hypothesis ids with every unseen symbol mapped to the sentinel `vocab.size`. */
-function withSentinel(ids: number[], sentinel: number): Int32Array {
+/** Hypothesis ids with every unseen symbol (-1) mapped to the sentinel. */
+function withSentinel(ids: ArrayLike<number>, sentinel: number): Int32Array {
   const out = new Int32Array(ids.length);
   for (let i = 0; i < ids.length; i++) out[i] = ids[i] < 0 ? sentinel : ids[i];
   return out;
 }
 
+const charVocab = new CharVocab();
+
 function segmentStats(hyp: string, refs: string[], r: Resolved): number[] {
-  const charVocab = new Map<string, number>();
-  const refChars = refs.map((ref) => charIds(ref, r.whitespace, charVocab, false));
-  const hypChars = withSentinel(charIds(hyp, r.whitespace, charVocab, true), charVocab.size);
+  charVocab.reset();
+  const refChars = refs.map((ref) => charVocab.ids(ref, r.whitespace, false));
+  const hypChars = withSentinel(charVocab.ids(hyp, r.whitespace, true), charVocab.size);
   const charBase = charVocab.size + 1;
-  let refWords: number[][] = [];
+  let refWords: Int32Array[] = [];
   let hypWords: Int32Array = new Int32Array(0);
   let wordBase = 1;
   if (r.wordOrder > 0) {
     const wordVocab = new Map<string, number>();
-    refWords = refs.map((ref) => chrfWords(ref).map((w) => lookup(wordVocab, w, false)));
-    hypWords = withSentinel(chrfWords(hyp).map((w) => lookup(wordVocab, w, true)), wordVocab.size);
-    wordBase = wordVocab.size + 1;
+    const counter = { size: 0 };
+    refWords = refs.map((ref) => Int32Array.from(chrfWords(ref), (w) => lookup(wordVocab, w, false, counter)));
+    hypWords = withSentinel(chrfWords(hyp).map((w) => lookup(wordVocab, w, true, counter)), counter.size);
+    wordBase = counter.size + 1;
   }
   let best: number[] = [];
   let bestF = -1.0;
   const order = r.charOrder + r.wordOrder;
   for (let k = 0; k < refs.length; k++) {
     const stats: number[] = [];
-    const rc = Int32Array.from(refChars[k]);
-    matchStats(hypChars, charBase - 1, ngramCounts(rc, r.charOrder, charBase), rc.length, charBase, r.charOrder, stats);
-    if (r.wordOrder > 0) {
-      const rw = Int32Array.from(refWords[k]);
-      matchStats(hypWords, wordBase - 1, ngramCounts(rw, r.wordOrder, wordBase), rw.length, wordBase, r.wordOrder, stats);
-    }
+    matchStats(hypChars, charBase - 1, refChars[k], charBase, r.charOrder, stats);
+    if (r.wordOrder > 0) matchStats(hypWords, wordBase - 1, refWords[k], wordBase, r.wordOrder, stats);
     const f = fScore(stats, order, r.beta, r.epsSmoothing);
     if (f > bestF) {
       bestF = f;

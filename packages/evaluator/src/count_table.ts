@@ -2,11 +2,11 @@
 // epoch, so one table serves every segment of a corpus without allocating per segment.
 
 export class CountTable {
-  private keys = new Float64Array(256);
-  private counts = new Int32Array(256);
-  private stamps = new Int32Array(256);
+  private keys = new Float64Array(64);
+  private counts = new Int32Array(64);
+  private stamps = new Int32Array(64);
   private epoch = 1;
-  private mask = 255;
+  private mask = 63;
 
   /** Empties the table, sized for at least `entries` keys. */
   reset(entries: number): void {

@@ -2,13 +2,13 @@
 // become small integer ids straight from (line, start, end) ranges.
 
 export class RangeInterner {
-  private arena = new Uint16Array(1 << 16);
+  private arena = new Uint16Array(1024);
   private arenaUsed = 0;
-  private starts = new Int32Array(1024);
-  private lens = new Int32Array(1024);
-  private hashes = new Int32Array(1024);
-  private table = new Int32Array(2048); // entry id + 1; 0 = empty
-  private mask = 2047;
+  private starts = new Int32Array(64);
+  private lens = new Int32Array(64);
+  private hashes = new Int32Array(64);
+  private table = new Int32Array(128); // entry id + 1; 0 = empty
+  private mask = 127;
   size = 0;
 
   private static hash(s: string, start: number, end: number): number {
