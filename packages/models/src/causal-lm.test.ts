@@ -246,6 +246,24 @@ describe('forward semantics', () => {
     tf.dispose([value, ...Object.values(grads)]);
   });
 
+  it('no tensor leaks across backward passes', async () => {
+    for (const m of [llama, gpt2]) {
+      const vars = [...m.namedParameters()].filter(([n]) => /(q_proj|v_proj|c_attn)\.weight$/.test(n)).map(([, p]) => p);
+      const step = () => {
+        const { value, grads } = tf.variableGrads(() => {
+          const out = m.forward({ inputIds: [[1, 2, 3, 4]], attentionMask: [[0, 1, 1, 1]], labels: [[1, 2, 3, 4]] });
+          out.logits.dispose();
+          return out.loss!;
+        }, vars);
+        tf.dispose([value, ...Object.values(grads)]);
+      };
+      step();
+      const before = tf.memory().numTensors;
+      for (let i = 0; i < 3; i++) step();
+      expect(tf.memory().numTensors).toBe(before);
+    }
+  });
+
   it('training mode: GPT-2 dropout is active only in train()', async () => {
     const model = AutoModelForCausalLM.fromConfig({ ...(gpt2.config.raw as object), resid_pdrop: 0.5, embd_pdrop: 0.5, attn_pdrop: 0.5 });
     const ids = [[1, 2, 3, 4]];
