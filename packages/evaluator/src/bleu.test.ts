@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { corpusBleu, sentenceBleu, computeBleu } from './bleu';
 import { loadMetricsFixture, worst } from './test_fixtures';
 import { tokenize13a, tokenizeIntl, tokenizeChar } from './tokenizers';
+// The error module of core alone (its index pulls in the whole package).
+import { PeftError } from '../../core/src/errors';
 
 const { pairs, ref } = loadMetricsFixture();
 const hyps = pairs.map((p) => p.hyp);
@@ -171,5 +173,16 @@ describe('errors name the argument at fault', () => {
     expect(() => corpusBleu(['a', 3 as unknown as string], [['a', 'b']])).toThrow(/hypotheses\[1\]/);
     expect(() => corpusBleu(['a'], [['a']], { tokenize: 'zh' as '13a' })).toThrow(/tokenize/);
     expect(() => sentenceBleu('a', [])).toThrow(/references/);
+  });
+  it("throws errors that core's PeftError.isInstance recognizes, with code INVALID_ARGUMENT", () => {
+    let caught: unknown;
+    try {
+      corpusBleu(['a'], [['a', 'b']]);
+    } catch (e) {
+      caught = e;
+    }
+    expect(PeftError.isInstance(caught)).toBe(true);
+    expect((caught as PeftError).code).toBe('INVALID_ARGUMENT');
+    expect((caught as Error).name).toBe('PeftError');
   });
 });
