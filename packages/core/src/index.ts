@@ -53,7 +53,7 @@ export {
   type TensorInputs,
   type OpAttrs,
 } from './kernels/registry';
-export { linearOp, loraLinearOp, linear2d, stopGradient } from './kernels/ops';
+export { linearOp, loraLinearOp, batchMatMulOp, linear2d, stopGradient } from './kernels/ops';
 export { z } from 'zod';
 export {
   TaskType,

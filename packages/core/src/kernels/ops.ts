@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { defineOp } from './registry';
+import { registerCpuFastPaths } from './cpu';
 
 /** Flattens [..., n] to [rows, n] and back: matMul kernels are fastest on 2-D operands. */
 export function linear2d(x: tf.Tensor, fn: (x2: tf.Tensor2D) => tf.Tensor): tf.Tensor {
@@ -34,6 +35,20 @@ export const loraLinearOp = defineOp<
     return tf.add(base, scaling === 1 ? delta : tf.mul(delta, scaling));
   },
 });
+
+/**
+ * a·b over matching leading (batch) dims, both operands laid out for the plain kernel: a [..., M, K],
+ * b [..., K, N] → [..., M, N] (a leading size of 1 broadcasts). Attention's q·kᵀ (with kᵀ transposed
+ * explicitly) and probs·v. On wasm/cpu the fast path runs one plain 2-D product per batch entry, which
+ * is an order of magnitude above tfjs's batched kernel there; its gradient uses this op again.
+ */
+export const batchMatMulOp = defineOp<{ a: tf.Tensor; b: tf.Tensor }, Record<string, never>>({
+  name: 'peftjs.BatchMatMul',
+  inputNames: ['a', 'b'],
+  reference: ({ a, b }) => tf.matMul(a, b),
+});
+
+registerCpuFastPaths(linearOp, loraLinearOp, batchMatMulOp);
 
 const stopGradientFn = tf.customGrad(((x: tf.Tensor) => ({
   value: tf.clone(x),

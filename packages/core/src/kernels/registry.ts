@@ -27,10 +27,12 @@ export interface FastPath<I extends TensorInputs, A extends OpAttrs> {
   /** Runs on the backend's data; receives the backend instance as tfjs kernels do. */
   kernelFunc: (args: { inputs: I; attrs: A; backend: unknown }) => tf.TensorInfo;
   /**
-   * The gradient of the fast path: dy and the saved inputs → one gradient per present input.
+   * The gradient of the fast path: dy and the saved inputs → one gradient per present input, either a
+   * tensor or a thunk computing it. Thunks are evaluated only for inputs a gradient is asked for (tfjs
+   * prunes inputs off the path to the sources: a frozen base weight costs nothing).
    * Defaults to the vector-Jacobian product of the reference.
    */
-  gradient?: (dy: tf.Tensor, inputs: I, attrs: A) => Partial<Record<keyof I & string, tf.Tensor>>;
+  gradient?: (dy: tf.Tensor, inputs: I, attrs: A) => Partial<Record<keyof I & string, tf.Tensor | (() => tf.Tensor)>>;
 }
 
 export interface Op<I extends TensorInputs, A extends OpAttrs> {
@@ -45,7 +47,8 @@ export interface Op<I extends TensorInputs, A extends OpAttrs> {
 interface OpState {
   def: OpDefinition<TensorInputs, OpAttrs>;
   fast: Map<string, FastPath<TensorInputs, OpAttrs>>;
-  gradientRegistered: boolean;
+  /** Kernel names registered for this op (one per set of present inputs). */
+  variants: Set<string>;
 }
 
 const ops = new Map<string, OpState>();
@@ -75,16 +78,65 @@ function vjpOfReference(def: OpDefinition<TensorInputs, OpAttrs>, present: strin
   return Object.fromEntries(present.map((n, i) => [n, gs[i]]));
 }
 
+/**
+ * The tfjs kernel name for a call with `present` inputs: the op's name when every input is there, else
+ * `<name>:<present inputs>` — tfjs saves a fixed list of inputs for the backward pass, so a call that
+ * leaves an optional input out (a Linear without bias) runs under its own kernel name.
+ */
+function variantName(def: OpDefinition<TensorInputs, OpAttrs>, present: string[]): string {
+  return present.length === def.inputNames.length ? def.name : `${def.name}:${present.join(',')}`;
+}
+
+function ensureVariant(state: OpState, present: string[]): string {
+  const name = variantName(state.def, present);
+  if (state.variants.has(name)) return name;
+  state.variants.add(name);
+  for (const [backendName, fast] of state.fast) registerVariantKernel(name, backendName, fast);
+  registerVariantGradient(state, name, present);
+  return name;
+}
+
+function registerVariantKernel(name: string, backendName: string, fast: FastPath<TensorInputs, OpAttrs>): void {
+  tf.registerKernel({
+    kernelName: name,
+    backendName,
+    kernelFunc: ({ inputs, attrs, backend }) => fast.kernelFunc({ inputs: inputs as unknown as TensorInputs, attrs: attrs as unknown as OpAttrs, backend }),
+  });
+}
+
+function registerVariantGradient(state: OpState, name: string, present: string[]): void {
+  const def = state.def;
+  tf.registerGradient({
+    kernelName: name,
+    inputsToSave: [...present],
+    gradFunc: (dy, saved, attrs) => {
+      const inputs: TensorInputs = {};
+      present.forEach((n, i) => (inputs[n] = saved[i]));
+      const own = state.fast.get(tf.getBackend())?.gradient;
+      if (own) {
+        const g = own(dy as tf.Tensor, inputs, attrs as unknown as OpAttrs) as Record<string, tf.Tensor | (() => tf.Tensor)>;
+        return Object.fromEntries(present.map((n) => {
+          const v = g[n];
+          return [n, typeof v === 'function' ? v : () => v];
+        }));
+      }
+      const g = vjpOfReference(def, present, inputs, attrs as unknown as OpAttrs, dy as tf.Tensor);
+      return Object.fromEntries(present.map((n) => [n, () => g[n]]));
+    },
+  });
+}
+
 export function defineOp<I extends TensorInputs, A extends OpAttrs>(def: OpDefinition<I, A>): Op<I, A> {
   if (ops.has(def.name)) throw new PeftError('REGISTRY', `kernel op "${def.name}" is already defined`);
-  const state: OpState = { def: def as unknown as OpDefinition<TensorInputs, OpAttrs>, fast: new Map(), gradientRegistered: false };
+  const state: OpState = { def: def as unknown as OpDefinition<TensorInputs, OpAttrs>, fast: new Map(), variants: new Set() };
   ops.set(def.name, state);
   const call = ((inputs: I, attrs: A) => {
     const backend = tf.getBackend();
     if (fastPathsEnabled && state.fast.has(backend)) {
       const present: Record<string, tf.Tensor> = {};
       for (const n of def.inputNames) if (inputs[n]) present[n] = inputs[n]!;
-      return tf.engine().runKernel(def.name, present as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+      const kernel = ensureVariant(state, Object.keys(present));
+      return tf.engine().runKernel(kernel, present as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
     }
     return def.reference(inputs, attrs);
   }) as Op<I, A>;
@@ -98,31 +150,15 @@ export function defineOp<I extends TensorInputs, A extends OpAttrs>(def: OpDefin
 export function registerFastPath<I extends TensorInputs, A extends OpAttrs>(op: Op<I, A>, fast: FastPath<I, A>): void {
   const state = ops.get(op.definition.name);
   if (!state) throw new PeftError('REGISTRY', `kernel op "${op.definition.name}" is not defined`);
-  const def = state.def;
-  tf.registerKernel({
-    kernelName: def.name,
-    backendName: fast.backendName,
-    kernelFunc: ({ inputs, attrs, backend }) =>
-      fast.kernelFunc({ inputs: inputs as unknown as I, attrs: attrs as unknown as A, backend }),
-  });
-  state.fast.set(fast.backendName, fast as unknown as FastPath<TensorInputs, OpAttrs>);
-  if (!state.gradientRegistered) {
-    state.gradientRegistered = true;
-    tf.registerGradient({
-      kernelName: def.name,
-      inputsToSave: [...def.inputNames],
-      gradFunc: (dy, saved, attrs) => {
-        const inputs: TensorInputs = {};
-        def.inputNames.forEach((n, i) => (inputs[n] = saved[i]));
-        const present = def.inputNames.filter((n) => inputs[n]);
-        const own = state.fast.get(tf.getBackend())?.gradient;
-        const g = own
-          ? (own(dy as tf.Tensor, inputs, attrs as unknown as OpAttrs) as Record<string, tf.Tensor>)
-          : vjpOfReference(def, present, inputs, attrs as unknown as OpAttrs, dy as tf.Tensor);
-        return Object.fromEntries(present.map((n) => [n, () => g[n]]));
-      },
-    });
+  const f = fast as unknown as FastPath<TensorInputs, OpAttrs>;
+  const known = state.fast.has(fast.backendName);
+  state.fast.set(fast.backendName, f);
+  // variants already in use get this backend's kernel (tfjs refuses a second registration: unregister first)
+  for (const name of state.variants) {
+    if (known) tf.unregisterKernel(name, fast.backendName);
+    registerVariantKernel(name, fast.backendName, f);
   }
+  ensureVariant(state, [...state.def.inputNames]);
 }
 
 export function listOps(): { name: string; fastPaths: string[] }[] {

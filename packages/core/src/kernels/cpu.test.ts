@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import { checkConformance } from './registry';
+import { batchMatMulOp, linearOp, loraLinearOp } from './ops';
+
+// The wasm/cpu fast paths of the linear ops against their references: outputs and every gradient.
+describe(`CPU fast paths on ${tf.getBackend()}`, () => {
+  it('are registered for wasm and cpu', () => {
+    expect(linearOp.fastPathBackends()).toEqual(expect.arrayContaining(['wasm', 'cpu']));
+    expect(loraLinearOp.fastPathBackends()).toEqual(expect.arrayContaining(['wasm', 'cpu']));
+  });
+
+  it.each([
+    { name: '3-D input with bias', x: [2, 5, 7], out: 6, bias: true },
+    { name: '2-D input without bias', x: [9, 4], out: 3, bias: false },
+  ])('peftjs.Linear: $name', async ({ x, out, bias }) => {
+    const inF = x[x.length - 1];
+    const r = await checkConformance(linearOp, () => ({ x: tf.randomNormal(x), weight: tf.randomNormal([out, inF]), bias: bias ? tf.randomNormal([out]) : undefined }), {});
+    expect(r.ok, JSON.stringify(r)).toBe(true);
+  });
+
+  it.each([1, 0.5])('peftjs.LoraLinear, scaling %s', async (scaling) => {
+    const r = await checkConformance(
+      loraLinearOp,
+      () => ({ base: tf.randomNormal([2, 3, 6]), x: tf.randomNormal([2, 3, 5]), loraA: tf.randomNormal([4, 5]), loraB: tf.randomNormal([6, 4]) }),
+      { scaling },
+    );
+    expect(r.ok, JSON.stringify(r)).toBe(true);
+  });
+
+  it.each([
+    { a: [2, 3, 4, 5], b: [2, 3, 5, 6] },
+    { a: [4, 3, 5], b: [4, 5, 2] },
+    { a: [3, 7], b: [7, 2] },
+  ])('peftjs.BatchMatMul [$a]·[$b]', async ({ a, b }) => {
+    const r = await checkConformance(batchMatMulOp, () => ({ a: tf.randomNormal(a), b: tf.randomNormal(b) }), {});
+    expect(r.ok, JSON.stringify(r)).toBe(true);
+  });
+
+  it('frees every intermediate (forward and backward)', () => {
+    const x = tf.randomNormal([3, 4]);
+    const w = tf.variable(tf.randomNormal([5, 4]));
+    const a = tf.variable(tf.randomNormal([2, 4]));
+    const b = tf.variable(tf.randomNormal([5, 2]));
+    const step = () => {
+      const { value, grads } = tf.variableGrads(() => {
+        const y = loraLinearOp({ base: linearOp({ x, weight: w }, {}), x, loraA: a, loraB: b }, { scaling: 2 });
+        return tf.sum(batchMatMulOp({ a: y.reshape([1, 3, 5]), b: tf.ones([1, 5, 2]) }, {})) as tf.Scalar;
+      }, [w, a, b]);
+      tf.dispose([value, ...Object.values(grads)]);
+    };
+    step();
+    const before = tf.memory().numTensors;
+    const bytes = tf.memory().numBytes;
+    for (let i = 0; i < 5; i++) step();
+    expect(tf.memory().numTensors).toBe(before);
+    expect(tf.memory().numBytes).toBe(bytes);
+    tf.dispose([x, w, a, b]);
+  });
+});
