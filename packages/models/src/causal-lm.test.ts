@@ -23,6 +23,36 @@ describe('base logits match HF transformers 5.17 (fixtures)', () => {
   }
 });
 
+describe('left-padding queries (they see no key) get a zero attention output, as torch SDPA', () => {
+  for (const name of CASES) {
+    it(`${name}: logits match HF at every position, masked ones included`, async () => {
+      const model = await AutoModelForCausalLM.fromPretrained(`${hfCase(name)}base`);
+      const t = await caseTensors(name);
+      const { logits } = model.forward({ inputIds: t.input_ids, attentionMask: t.attention_mask });
+      const r = await keptDiff(logits, t.logits_base);
+      expect(r.rel).toBeLessThanOrEqual(1e-4);
+      // the same through a tensor mask (no array to inspect)
+      const again = model.forward({ inputIds: t.input_ids, attentionMask: t.attention_mask.toInt() });
+      expect((await keptDiff(again.logits, t.logits_base)).rel).toBeLessThanOrEqual(1e-4);
+      tf.dispose([logits, again.logits, ...Object.values(t)]);
+      model.dispose();
+    });
+  }
+
+  for (const name of ['llama_lora_train', 'llama_lora_train_sched']) {
+    it(`${name}: the loss of the base model equals HF's first training loss (B = 0)`, async () => {
+      const model = await AutoModelForCausalLM.fromPretrained(`${hfCase(name)}base`);
+      const t = await caseTensors(name);
+      const { logits, loss } = model.forward({ inputIds: t.input_ids, attentionMask: t.attention_mask, labels: t.labels });
+      const ours = (await loss!.data())[0];
+      const ref = (await t.losses.data())[0];
+      expect(Math.abs(ours - ref) / ref).toBeLessThan(1e-5);
+      tf.dispose([logits, loss!, ...Object.values(t)]);
+      model.dispose();
+    });
+  }
+});
+
 describe('module tree and parameters', () => {
   for (const name of CASES) {
     it(`${name}: parameter names are exactly the checkpoint's (HF names)`, async () => {

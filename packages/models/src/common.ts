@@ -4,7 +4,7 @@ import type { Activation } from './config';
 
 /**
  * The additive mask value. Finite (not -inf) so a row with every key masked (a left-padding query)
- * softmaxes to a uniform row instead of NaN; its logits are never used.
+ * never produces NaN; such rows' attention output is then zeroed, as torch's SDPA (≥ 2.5) gives.
  */
 export const MASK_MIN = -1e9;
 
@@ -113,6 +113,8 @@ export function activate(kind: Activation, x: tf.Tensor): tf.Tensor {
 export interface AttentionContext {
   /** Additive mask [B|1, 1, T, S], or null when every query sees every key. */
   mask: tf.Tensor | null;
+  /** [B, 1, T, 1]: 0 for a query that sees no key at all (left padding), or null when there is none. */
+  rowKeep: tf.Tensor | null;
   /** Past keys/values to read (and, with `store`, to append to). */
   cache?: KVCache;
   store: boolean;
@@ -173,7 +175,14 @@ function sdpaPlainGrad(qg: tf.Tensor, key: tf.Tensor, value: tf.Tensor, maskFn: 
  * Instead of repeat_kv (a copy of k/v per query group), the query heads that share a kv head are
  * folded into the row dimension: [B, kvH, nRep·T, hd] (head h uses kv head ⌊h / nRep⌋, as HF).
  */
-export function attention(q: tf.Tensor, key: tf.Tensor, value: tf.Tensor, mask: tf.Tensor | null, dropout?: (p: tf.Tensor) => tf.Tensor): tf.Tensor {
+export function attention(
+  q: tf.Tensor,
+  key: tf.Tensor,
+  value: tf.Tensor,
+  mask: tf.Tensor | null,
+  dropout?: (p: tf.Tensor) => tf.Tensor,
+  rowKeep?: tf.Tensor | null,
+): tf.Tensor {
   const [b, h, t, d] = q.shape as number[];
   const kvH = key.shape[1] as number;
   const s = key.shape[2] as number;
@@ -189,7 +198,11 @@ export function attention(q: tf.Tensor, key: tf.Tensor, value: tf.Tensor, mask: 
     if (dropout) probs = dropout(probs);
     out = tf.matMul(probs, value);
   }
-  return tf.transpose(out.reshape([b, h, t, d]), [0, 2, 1, 3]).reshape([b, t, h * d]);
+  out = out.reshape([b, h, t, d]);
+  // HF (torch SDPA ≥ 2.5) gives a query that sees no key a zero output; it matters for the loss at a
+  // left-padding position whose label is the first real token
+  if (rowKeep) out = tf.mul(out, rowKeep);
+  return tf.transpose(out, [0, 2, 1, 3]).reshape([b, t, h * d]);
 }
 
 /** [B, T, H·hd] → [B, H, T, hd]. */
@@ -215,6 +228,7 @@ export interface Prepared {
   /** Explicit position ids [B|1, T] (int32), or null for pastLength + 0..T-1. */
   positionIds: tf.Tensor | null;
   mask: tf.Tensor | null;
+  rowKeep: tf.Tensor | null;
   cache?: KVCache;
   store: boolean;
 }
@@ -262,6 +276,7 @@ export function prepareInputs(inputs: ForwardInputs, opts: { hiddenSize: number;
   }
 
   let keep: tf.Tensor | null = null; // [B, S] float 1/0
+  let maybeBlind = false; // some query may see no key at all
   if (attentionMask !== undefined) {
     const shape = attentionMask instanceof tf.Tensor ? attentionMask.shape : [attentionMask.length, attentionMask[0]?.length ?? 0];
     // A mask of the current positions only, with a past (e.g. a prefix): the past stays visible.
@@ -275,6 +290,9 @@ export function prepareInputs(inputs: ForwardInputs, opts: { hiddenSize: number;
       let m = toIdsTensor(attentionMask, 'attentionMask');
       if (currentOnly) m = tf.concat([tf.ones([batch, pastLength], 'int32'), m], 1);
       keep = m.toFloat();
+      // a query sees no key only when the past and its own position are all masked (left padding);
+      // a plain-array mask tells without a read-back whether any row is like that
+      maybeBlind = !currentOnly && (!Array.isArray(attentionMask) || attentionMask.some((r) => r.slice(0, pastLength + 1).every((v) => v === 0)));
     }
   }
 
@@ -287,9 +305,10 @@ export function prepareInputs(inputs: ForwardInputs, opts: { hiddenSize: number;
   } else if (keep) {
     mask = keep.reshape([batch, 1, 1, total]);
   }
+  const rowKeep = maybeBlind && mask ? tf.max(mask, -1, true) : null;
   // 1 → 0, 0 → MASK_MIN
   if (mask) mask = tf.mul(tf.sub(1, mask), MASK_MIN);
-  return { batch, seqLen, pastLength, ids, embeds, positionIds: pos, mask, cache, store };
+  return { batch, seqLen, pastLength, ids, embeds, positionIds: pos, mask, rowKeep, cache, store };
 }
 
 /**

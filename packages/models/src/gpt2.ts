@@ -42,7 +42,7 @@ export class GPT2Attention extends Module {
     const { key, value } = withPast(ctx, this.layerIdx, splitHeads(k, h, hd), splitHeads(v, h, hd));
     const attnDrop = this.child<Dropout>('attn_dropout');
     const drop = attnDrop.training && attnDrop.p > 0 ? (p: tf.Tensor) => attnDrop.forward(p) : undefined;
-    return sub(this, 'resid_dropout').forward(sub(this, 'c_proj').forward(attention(qh, key, value, ctx.mask, drop)));
+    return sub(this, 'resid_dropout').forward(sub(this, 'c_proj').forward(attention(qh, key, value, ctx.mask, drop, ctx.rowKeep)));
   }
 }
 
@@ -101,7 +101,7 @@ export class GPT2Model extends Module implements Backbone {
     const pos = p.positionIds ?? tf.range(p.pastLength, p.pastLength + p.seqLen, 1, 'int32').reshape([1, p.seqLen]);
     const tok = p.embeds ?? this.child<Embedding>('wte').forward(p.ids!);
     let x = sub(this, 'drop').forward(tf.add(tok, this.child<Embedding>('wpe').forward(pos)));
-    const ctx: AttentionContext = { mask: p.mask, cache: p.cache, store: p.store, training };
+    const ctx: AttentionContext = { mask: p.mask, rowKeep: p.rowKeep, cache: p.cache, store: p.store, training };
     const blocks = this.child('h');
     for (let i = 0; i < this.config.numHiddenLayers; i++) x = blocks.child<GPT2Block>(String(i)).forward(x, ctx);
     return sub(this, 'ln_f').forward(x);

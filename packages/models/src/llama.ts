@@ -52,7 +52,7 @@ export class LlamaAttention extends Module {
     const v = splitHeads(sub(this, 'v_proj').forward(x), kv, hd);
     const { key, value } = withPast(ctx, this.layerIdx, k, v);
     const drop = ctx.training && attentionDropout > 0 ? (p: tf.Tensor) => tf.dropout(p, attentionDropout, undefined, nextSeed()) : undefined;
-    return sub(this, 'o_proj').forward(attention(q, key, value, ctx.mask, drop));
+    return sub(this, 'o_proj').forward(attention(q, key, value, ctx.mask, drop, ctx.rowKeep));
   }
 }
 
@@ -114,6 +114,7 @@ export class LlamaModel extends Module implements Backbone {
     const scale = 1 / Math.sqrt(this.config.headDim);
     const ctx: LlamaContext = {
       mask: p.mask,
+      rowKeep: p.rowKeep,
       cache: p.cache,
       store: p.store,
       training,
