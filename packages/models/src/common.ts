@@ -327,13 +327,20 @@ export function causalLMLoss(logits: tf.Tensor, labels: IdsLike, what: string): 
 
 /** Mean cross-entropy of logits [N, C] against int labels [N], ignoring -100. */
 export function tokenCrossEntropy(logits: tf.Tensor, labels: tf.Tensor): tf.Scalar {
-  const c = logits.shape[1] as number;
+  const [n, c] = logits.shape as number[];
   const valid = tf.notEqual(labels, -100);
   const safe = tf.where(valid, labels, tf.zerosLike(labels));
-  // one-hot rather than gather: gather's gradient (UnsortedSegmentSum) is missing on the wasm backend;
-  // int32 one-hot then cast: wasm's OneHot returns zeros when asked for float32 directly
   // logSoftmax has a closed-form gradient; logSumExp's goes through max (a slow Equal mask on wasm)
-  const nll = tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(safe, c).toFloat()), -1));
+  const logp = tf.logSoftmax(logits);
+  let picked: tf.Tensor;
+  if (tf.getKernel('UnsortedSegmentSum', tf.getBackend()) && n * c < 2 ** 31) {
+    // gather the label's log-probability: no [N, C] one-hot in the forward
+    picked = tf.gather(logp.reshape([-1]), tf.add(tf.mul(tf.range(0, n, 1, 'int32'), tf.scalar(c, 'int32')), safe));
+  } else {
+    // gather's gradient (UnsortedSegmentSum) is missing on wasm: select with a one-hot instead
+    // (int32 then cast: wasm's OneHot returns zeros when asked for float32 directly)
+    picked = tf.sum(tf.mul(logp, tf.oneHot(safe, c).toFloat()), -1);
+  }
   const w = valid.toFloat();
-  return tf.div(tf.sum(tf.mul(nll, w)), tf.sum(w)) as tf.Scalar;
+  return tf.div(tf.neg(tf.sum(tf.mul(picked, w))), tf.sum(w)) as tf.Scalar;
 }
