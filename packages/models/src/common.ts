@@ -237,7 +237,10 @@ export interface Prepared {
  * Converts a forward's inputs (call inside tf.tidy). The mask is built once: causal (query i sees keys
  * ≤ past + i) combined with the padding mask, additive, [B|1, 1, T, past + T].
  */
-export function prepareInputs(inputs: ForwardInputs, opts: { hiddenSize: number; slidingWindow?: number | null; what: string }): Prepared {
+export function prepareInputs(
+  inputs: ForwardInputs,
+  opts: { hiddenSize: number; vocabSize?: number; maxPositions?: number; slidingWindow?: number | null; what: string },
+): Prepared {
   const { inputIds, inputsEmbeds, attentionMask, positionIds, pastKeyValues, useCache } = inputs;
   let ids: tf.Tensor | undefined;
   let embeds: tf.Tensor | undefined;
@@ -248,6 +251,16 @@ export function prepareInputs(inputs: ForwardInputs, opts: { hiddenSize: number;
     embeds = inputsEmbeds.dtype === 'float32' ? inputsEmbeds : inputsEmbeds.toFloat();
   }
   if (inputIds !== undefined) {
+    // ids out of range would read garbage (tfjs gathers do not check); plain arrays are checked here
+    if (Array.isArray(inputIds) && opts.vocabSize !== undefined) {
+      for (const row of inputIds) {
+        for (const id of Array.isArray(row) ? row : []) {
+          if (!Number.isInteger(id) || id < 0 || id >= opts.vocabSize) {
+            throw new PeftError('INVALID_ARGUMENT', `${opts.what}: token id ${id} in inputIds is outside the vocabulary (vocab_size ${opts.vocabSize})`);
+          }
+        }
+      }
+    }
     ids = toIdsTensor(inputIds, 'inputIds');
     if (ids.rank !== 2) throw new PeftError('INVALID_ARGUMENT', `${opts.what}: inputIds must be [batch, seq], got [${ids.shape}]`);
   }
@@ -260,6 +273,9 @@ export function prepareInputs(inputs: ForwardInputs, opts: { hiddenSize: number;
   if (store && !cache) cache = new KVCache();
   const pastLength = cache?.length ?? 0;
   const total = pastLength + seqLen;
+  if (opts.maxPositions !== undefined && total > opts.maxPositions) {
+    throw new PeftError('INVALID_ARGUMENT', `${opts.what}: ${total} positions exceed the config's n_positions (${opts.maxPositions}), the size of the position embeddings`);
+  }
   if (opts.slidingWindow && total > opts.slidingWindow) {
     throw new PeftError(
       'UNSUPPORTED',

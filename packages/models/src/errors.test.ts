@@ -133,6 +133,8 @@ describe('forward input errors', () => {
     expect((await peftError(() => m.forward({ inputsEmbeds: emb }))).message).toContain(`inputsEmbeds must be [batch, seq, ${m.config.hiddenSize}]`);
     emb.dispose();
     expect(() => m.forward({ inputIds: [[1, 2], [3]] })).toThrow(/same length/);
+    expect(() => m.forward({ inputIds: [[1, m.config.vocabSize]] })).toThrow(`token id ${m.config.vocabSize} in inputIds is outside the vocabulary (vocab_size ${m.config.vocabSize})`);
+    expect(() => m.forward({ inputIds: [[1, -1]] })).toThrow(/token id -1/);
     await expect(m.generate({ inputIds: [[1, 2]], maxNewTokens: -1 })).rejects.toThrow(/maxNewTokens/);
     await expect(m.generate({ inputIds: [[1, 2]], doSample: true, temperature: 0 })).rejects.toThrow(/temperature/);
     expect(tf.memory().numTensors).toBe(before);
@@ -150,6 +152,17 @@ describe('forward input errors', () => {
     const ok = m.forward({ inputIds: [[1, 2, 3, 4]] });
     ok.logits.dispose();
     expect(() => m.forward({ inputIds: [[1, 2, 3, 4, 5]] })).toThrow(/sliding_window \(4\)/);
+    m.dispose();
+  });
+
+  it('gpt2: more positions than n_positions are refused', async () => {
+    const { files, dir } = folderInMemory(`${hfCase('gpt2_lora_cattn')}base`);
+    editJson(files, `${dir}/config.json`, (j) => (j.n_positions = 4));
+    // wpe is [n_positions, n_embd]: shrink it in the checkpoint as well
+    const m = AutoModelForCausalLM.fromConfig(JSON.parse(new TextDecoder().decode(files.get(`${dir}/config.json`))));
+    const ok = m.forward({ inputIds: [[1, 2, 3, 4]] });
+    ok.logits.dispose();
+    expect(() => m.forward({ inputIds: [[1, 2, 3, 4, 5]] })).toThrow(/5 positions exceed the config's n_positions \(4\)/);
     m.dispose();
   });
 

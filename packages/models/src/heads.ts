@@ -49,6 +49,8 @@ abstract class HeadModel extends PreTrainedModel {
     const c = this.config;
     return prepareInputs(inputs, {
       hiddenSize: c.hiddenSize,
+      vocabSize: c.vocabSize,
+      maxPositions: c.modelType === 'gpt2' ? c.nPositions : undefined,
       slidingWindow: c.modelType === 'gpt2' ? null : c.slidingWindow,
       what: this.constructor.name,
     });
