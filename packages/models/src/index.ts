@@ -16,6 +16,6 @@ export {
   type Activation,
   type ClassificationFields,
 } from './config';
-export { MASK_MIN, ParamSource, TiedLinear, attention, causalLMLoss, type ModelForwardInputs } from './common';
+export { MASK_MIN, ParamSource, TiedLinear, attention, causalLMLoss, tokenCrossEntropy, setAttentionCustomGrad, type ModelForwardInputs } from './common';
 export { RopeTables, applyRope, ropeInvFreq } from './rope';
 export { mulberry32, sampleToken, positionsFromMask } from './generate';
