@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { PeftError } from './errors';
+import { ensureWasmKernels } from './kernels/wasm';
 
 export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 export const BACKEND_ORDER: BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
@@ -99,6 +100,7 @@ async function tryBackend(name: BackendName, allowSoftwareGpu: boolean): Promise
       }
       case 'wasm': {
         await dynamicImport('@tensorflow/tfjs-backend-wasm');
+        ensureWasmKernels();
         if (!(await tf.setBackend('wasm'))) return { ok: false, reason: 'the wasm backend failed to initialise' };
         return { ok: true, reason: 'WebAssembly (SIMD) CPU backend' };
       }

@@ -91,3 +91,4 @@ export {
   type PrefixLayer,
 } from './prompt_learning';
 export { initBackend, backendReport, summarizeAdapter, BACKEND_ORDER, type BackendName, type BackendReport, type GpuAdapterSummary, type InitBackendOptions } from './backend';
+export { ensureWasmKernels } from './kernels/wasm';

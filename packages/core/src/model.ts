@@ -75,6 +75,8 @@ export interface ForwardInputs {
   useCache?: boolean;
   /** [B, T]; -100 is ignored. When given, `loss` is the mean cross-entropy of the shifted labels. */
   labels?: IdsLike;
+  /** Compute logits for the last `logitsToKeep` positions only (HF's logits_to_keep; generation uses 1). */
+  logitsToKeep?: number;
 }
 
 export interface ForwardOutput {

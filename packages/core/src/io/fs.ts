@@ -17,7 +17,10 @@ export interface FileSystem {
 
 export function joinPath(...parts: string[]): string {
   const joined = parts.filter((p) => p !== '').join('/');
-  return joined.replace(/\/{2,}/g, '/').replace(/(^|\/)\.\//g, '$1');
+  // collapse repeated slashes, but not the ones after a URL scheme (https://host)
+  const m = /^[a-z][a-z0-9+.-]*:\/\//i.exec(joined);
+  const head = m ? m[0] : '';
+  return head + joined.slice(head.length).replace(/\/{2,}/g, '/').replace(/(^|\/)\.\//g, '$1');
 }
 
 export function dirname(path: string): string {

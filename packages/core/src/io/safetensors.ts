@@ -272,13 +272,18 @@ export async function loadModelWeights(
     throw new PeftError('FILE_NOT_FOUND', `${dir}: no model.safetensors or model.safetensors.index.json`);
   }
   const out: Record<string, tf.Tensor> = {};
-  for (const f of files) {
-    const file = parseSafetensors(await fs.readFile(f), f);
-    for (const [name, t] of Object.entries(file.tensors)) {
-      const x = rawToTensor(name, t, f);
-      if (onTensor) onTensor(name, x);
-      else out[name] = x;
+  try {
+    for (const f of files) {
+      const file = parseSafetensors(await fs.readFile(f), f);
+      for (const [name, t] of Object.entries(file.tensors)) {
+        const x = rawToTensor(name, t, f);
+        if (onTensor) onTensor(name, x);
+        else out[name] = x;
+      }
     }
+  } catch (e) {
+    tf.dispose(Object.values(out));
+    throw e;
   }
   return out;
 }

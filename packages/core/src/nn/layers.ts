@@ -24,8 +24,8 @@ export class Linear extends Module implements Layer {
     super();
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
-    this.registerParameter('weight', opts.weight ?? kaimingUniform([outFeatures, inFeatures], inFeatures));
-    if (opts.bias ?? true) this.registerParameter('bias', opts.biasValue ?? kaimingUniform([outFeatures], inFeatures));
+    this.registerParameter('weight', opts.weight ?? kaimingUniform([outFeatures, inFeatures], inFeatures), true, !opts.weight);
+    if (opts.bias ?? true) this.registerParameter('bias', opts.biasValue ?? kaimingUniform([outFeatures], inFeatures), true, !opts.biasValue);
   }
   get weight(): tf.Variable {
     return this.param('weight');
@@ -46,8 +46,8 @@ export class Conv1D extends Module implements Layer {
     super();
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
-    this.registerParameter('weight', tf.randomNormal([inFeatures, outFeatures], 0, 0.02, 'float32', nextSeed()));
-    this.registerParameter('bias', tf.zeros([outFeatures]));
+    this.registerParameter('weight', tf.randomNormal([inFeatures, outFeatures], 0, 0.02, 'float32', nextSeed()), true, true);
+    this.registerParameter('bias', tf.zeros([outFeatures]), true, true);
   }
   get weight(): tf.Variable {
     return this.param('weight');
@@ -71,7 +71,7 @@ export class Embedding extends Module {
     super();
     this.numEmbeddings = numEmbeddings;
     this.embeddingDim = embeddingDim;
-    this.registerParameter('weight', weight ?? tf.randomNormal([numEmbeddings, embeddingDim], 0, 1, 'float32', nextSeed()));
+    this.registerParameter('weight', weight ?? tf.randomNormal([numEmbeddings, embeddingDim], 0, 1, 'float32', nextSeed()), true, !weight);
   }
   get weight(): tf.Variable {
     return this.param('weight');
@@ -88,7 +88,7 @@ export class RMSNorm extends Module implements Layer {
   constructor(dim: number, eps = 1e-6) {
     super();
     this.eps = eps;
-    this.registerParameter('weight', tf.ones([dim]));
+    this.registerParameter('weight', tf.ones([dim]), true, true);
   }
   forward(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
@@ -104,8 +104,8 @@ export class LayerNorm extends Module implements Layer {
   constructor(dim: number, eps = 1e-5) {
     super();
     this.eps = eps;
-    this.registerParameter('weight', tf.ones([dim]));
-    this.registerParameter('bias', tf.zeros([dim]));
+    this.registerParameter('weight', tf.ones([dim]), true, true);
+    this.registerParameter('bias', tf.zeros([dim]), true, true);
   }
   forward(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {

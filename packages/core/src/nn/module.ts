@@ -19,10 +19,15 @@ export class Module {
     return module;
   }
 
-  registerParameter(name: string, value: tf.Tensor, trainable = true): tf.Variable {
+  /**
+   * Registers `value` as a trainable (or frozen) parameter. With `own`, `value` is a fresh tensor made for
+   * this parameter and is disposed once the variable holds it (a variable keeps its own reference).
+   */
+  registerParameter(name: string, value: tf.Tensor, trainable = true, own = false): tf.Variable {
     const old = this._params.get(name);
     if (old) old.dispose();
     const v = tf.variable(value, trainable);
+    if (own) value.dispose();
     this._params.set(name, v);
     return v;
   }
