@@ -6,3 +6,4 @@ export * from '@peftjs/prompt';
 export * from '@peftjs/prefix';
 export * from '@peftjs/ptuning';
 export * from '@peftjs/ia3';
+export * from '@peftjs/trainer';

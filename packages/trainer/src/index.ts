@@ -16,7 +16,6 @@ export {
   dataCollatorWithPadding,
   countLabelTokens,
   epochOrder,
-  mulberry32,
   tokenizeRecords,
   packExamples,
   parseRecords,

@@ -52,6 +52,8 @@ export interface TrainerState {
   patienceCounter: number;
   /** Consecutive skipped steps whose loss was not finite. */
   nonFiniteSteps: number;
+  /** Losses of the steps since the last log (checkpointed, so a resumed run logs what an uninterrupted one does). */
+  loggingWindow: { lossSum: number; count: number };
 }
 
 /** What computeMetrics receives: the argmax token of every position and the labels (HF's EvalPrediction after preprocess_logits_for_metrics=argmax). */
@@ -189,6 +191,7 @@ export class Trainer {
       dataPosition: { epoch: 0, stepInEpoch: 0 },
       patienceCounter: 0,
       nonFiniteSteps: 0,
+      loggingWindow: { lossSum: 0, count: 0 },
     };
   }
 
@@ -271,8 +274,6 @@ export class Trainer {
     const t0 = Date.now();
     const startStep = this.state.globalStep;
     const startTokens = this.state.numInputTokensSeen;
-    let loggingLossSum = 0;
-    let loggingLossCount = 0;
     let totalLossSum = 0;
     let totalLossCount = 0;
     let windowStart = Date.now();
@@ -300,8 +301,8 @@ export class Trainer {
           this.state.numInputTokensSeen += tokens;
           windowTokens += tokens;
           if (Number.isFinite(loss)) {
-            loggingLossSum += loss;
-            loggingLossCount++;
+            this.state.loggingWindow.lossSum += loss;
+            this.state.loggingWindow.count++;
             totalLossSum += loss;
             totalLossCount++;
           }
@@ -337,14 +338,13 @@ export class Trainer {
             const entry: LogEntry = {
               step,
               epoch: round(this.state.epoch),
-              loss: loggingLossCount ? loggingLossSum / loggingLossCount : NaN,
+              loss: this.state.loggingWindow.count ? this.state.loggingWindow.lossSum / this.state.loggingWindow.count : NaN,
               gradNorm,
               learningRate: lr,
               tokensPerSecond: windowTokens / Math.max((now - windowStart) / 1000, 1e-9),
               numInputTokensSeen: this.state.numInputTokensSeen,
             };
-            loggingLossSum = 0;
-            loggingLossCount = 0;
+            this.state.loggingWindow = { lossSum: 0, count: 0 };
             windowStart = now;
             windowTokens = 0;
             await this.log(entry, control);
@@ -652,7 +652,7 @@ export class Trainer {
       save_steps: this.args.saveSteps,
       train_batch_size: this.args.perDeviceTrainBatchSize,
       log_history: s.logHistory.map((e) => Object.fromEntries(Object.entries(e).map(([k, v]) => [toSnake(k), v]))),
-      peftjs: { data_position: s.dataPosition, patience_counter: s.patienceCounter, non_finite_steps: s.nonFiniteSteps },
+      peftjs: { data_position: s.dataPosition, patience_counter: s.patienceCounter, non_finite_steps: s.nonFiniteSteps, logging_window: s.loggingWindow },
     };
   }
 
@@ -721,6 +721,7 @@ export class Trainer {
       dataPosition: pos ?? { epoch: 0, stepInEpoch: 0 },
       patienceCounter: Number(extra.patience_counter ?? 0),
       nonFiniteSteps: Number(extra.non_finite_steps ?? 0),
+      loggingWindow: (extra.logging_window as TrainerState['loggingWindow']) ?? { lossSum: 0, count: 0 },
     };
   }
 

@@ -1,0 +1,39 @@
+// A training run in its own process, for the kill-and-resume and signal tests (bundled by the test with esbuild).
+//   node train-child.mjs <outputDir> <resume: 0|1> [maxSteps]
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+import { getPeftModel } from '@peftjs/core';
+import { LoraConfig } from '@peftjs/lora';
+import { Trainer } from '../index';
+import { randomExamples, tinyLlama } from './tiny';
+
+const [outputDir, resume, maxSteps] = process.argv.slice(2);
+await tf.setBackend(process.env.PEFTJS_TEST_BACKEND ?? 'wasm');
+const model = getPeftModel(tinyLlama(7), new LoraConfig({ r: 4, loraAlpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], loraDropout: 0.1 }));
+const trainer = new Trainer({
+  model,
+  args: {
+    outputDir,
+    maxSteps: Number(maxSteps ?? 12),
+    perDeviceTrainBatchSize: 2,
+    gradientAccumulationSteps: 2,
+    learningRate: 1e-2,
+    warmupSteps: 2,
+    lrSchedulerType: 'cosine',
+    saveSteps: 2,
+    saveTotalLimit: 2,
+    loggingSteps: 1,
+    seed: 11,
+    progressBar: false,
+  },
+  trainDataset: randomExamples(10, 5),
+  callbacks: [
+    {
+      onStepEnd: (_a, state) => void process.stdout.write(`step ${state.globalStep}\n`),
+      onSave: (_a, state) => void process.stdout.write(`saved ${state.globalStep}\n`),
+    },
+  ],
+});
+await trainer.train({ resumeFromCheckpoint: resume === '1' });
+await trainer.saveModel(`${outputDir}/final`);
+process.stdout.write('done\n');
