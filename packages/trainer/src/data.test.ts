@@ -108,3 +108,21 @@ describe('learning-rate schedules (HF transformers.optimization)', () => {
     expect(resolveWarmupSteps(3, 0.5, 95)).toBe(3);
   });
 });
+
+describe('progress bar', () => {
+  it('draws step, loss, lr, tokens/s and ETA on a TTY; stays quiet otherwise', async () => {
+    const { createProgress } = await import('./index');
+    const out: string[] = [];
+    const tty = { isTTY: true, columns: 200, write: (s: string) => void out.push(s) };
+    const p = createProgress('auto', tty);
+    p.update({ step: 5, total: 10, loss: 1.23456, lr: 2e-4, tokensPerSecond: 1234.4, etaSeconds: 75, epoch: 0.5 });
+    p.done();
+    expect(out.join('')).toMatch(/5\/10 \| ep 0\.50 \| loss 1\.2346 \| lr 2\.00e-4 \| 1234 tok\/s \| ETA 1m15s/);
+    const pipe: string[] = [];
+    const q = createProgress('auto', { isTTY: false, write: (s: string) => void pipe.push(s) });
+    q.update({ step: 1, total: 2, loss: 1, lr: 1, tokensPerSecond: 1, etaSeconds: 1, epoch: 0 });
+    q.message('hello');
+    q.done();
+    expect(pipe).toEqual([]);
+  });
+});

@@ -4,6 +4,7 @@ import {
   PeftModel,
   PreTrainedModel,
   getFileSystem,
+  nodeFileSystem,
   getRngState,
   joinPath,
   manualSeed,
@@ -120,6 +121,7 @@ export const CHECKPOINT_FILES = {
 export const METRICS_LOG = 'metrics.jsonl';
 
 const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
+const dynamicImport = (name: string): Promise<any> => import(/* @vite-ignore */ name);
 
 const yieldToEventLoop = (): Promise<void> =>
   new Promise((resolve) => {
@@ -470,7 +472,13 @@ export class Trainer {
   private async appendMetrics(entry: LogEntry): Promise<void> {
     const path = joinPath(this.args.outputDir, METRICS_LOG);
     const line = JSON.stringify({ ...entry, time: new Date().toISOString() }) + '\n';
-    // appends through the FileSystem interface: read + atomic rewrite (the log stays small)
+    if (this.fs === nodeFileSystem) {
+      // Node: a plain append (a line is small; a reader sees whole lines or none of the last one)
+      const fsp = await dynamicImport('node:fs/promises');
+      await fsp.appendFile(path, line);
+      return;
+    }
+    // any other FileSystem: read + atomic rewrite
     let prev = '';
     if (await this.fs.exists(path)) prev = new TextDecoder().decode(await this.fs.readFile(path));
     await this.fs.writeFileAtomic(path, prev + line);
