@@ -171,6 +171,27 @@ describe('Trainer', () => {
     );
   });
 
+  it('full fine-tuning checkpoints (config.json + model.safetensors) resume exactly; epoch strategies save and evaluate per epoch', async () => {
+    const data = randomExamples(5, 21);
+    const args = { progressBar: false as const, numTrainEpochs: 2, perDeviceTrainBatchSize: 2, learningRate: 1e-3, saveStrategy: 'epoch' as const, evalStrategy: 'epoch' as const, seed: 5 };
+    const a = tinyLlama(4);
+    const dirA = outDir();
+    const ta = new Trainer({ model: a, args: { ...args, outputDir: dirA }, trainDataset: data, evalDataset: data.slice(0, 2) });
+    await ta.train();
+    expect(ta.state.globalStep).toBe(6); // 3 batches per epoch
+    expect(readdirSync(dirA).filter((n) => n.startsWith('checkpoint-')).sort()).toEqual(['checkpoint-3', 'checkpoint-6']);
+    expect(existsSync(join(dirA, 'checkpoint-3', 'model.safetensors')) && existsSync(join(dirA, 'checkpoint-3', 'config.json'))).toBe(true);
+    expect(ta.state.logHistory.filter((e) => e.eval_loss !== undefined).map((e) => [e.step, e.epoch])).toEqual([[3, 1], [6, 2]]);
+
+    const b = tinyLlama(4);
+    const tb = new Trainer({ model: b, args: { ...args, outputDir: dirA, resumeFromCheckpoint: join(dirA, 'checkpoint-3') }, trainDataset: data, evalDataset: data.slice(0, 2) });
+    await tb.train();
+    const sa = a.stateDict();
+    const sb = b.stateDict();
+    for (const k of Object.keys(sa)) expect(Array.from(sb[k].dataSync()), k).toEqual(Array.from(sa[k].dataSync()));
+    await expect(new Trainer({ model: tinyLlama(4), args: { ...args, outputDir: outDir() }, trainDataset: data }).train()).rejects.toThrow(/evalStrategy is 'epoch' but the Trainer has no evalDataset/);
+  });
+
   it('evaluates, stops early on a worsening metric and loads the best model at the end', async () => {
     const m = lora();
     const evalSet = randomExamples(4, 77);

@@ -254,8 +254,14 @@ export class Trainer {
       if (!resumeDir) this.warn(`Trainer: resumeFromCheckpoint is set but ${args.outputDir} has no checkpoint; starting from scratch`);
     } else if (typeof resume === 'string') resumeDir = resume;
 
+    if (args.evalStrategy !== 'no' && !this.evalDataset?.length) {
+      throw new PeftError('INVALID_CONFIG', `TrainingArguments: evalStrategy is '${args.evalStrategy}' but the Trainer has no evalDataset`);
+    }
     this.state = this.freshState(maxSteps, numEpochs);
     manualSeed(args.seed);
+    // every train() starts a fresh optimizer (HF's behaviour); a resumed one gets its state from the checkpoint
+    this.optimizer?.dispose();
+    this.optimizer = undefined;
     const optimizer = this.createOptimizer();
     const warmup = resolveWarmupSteps(args.warmupSteps, args.warmupRatio, maxSteps);
     this.lrScheduler = new LrScheduler({ type: args.lrSchedulerType, baseLr: args.learningRate, warmupSteps: warmup, totalSteps: maxSteps });
