@@ -79,5 +79,5 @@ console.log(JSON.stringify({
   torchTokensPerSecond1Thread: TORCH_1T,
   ratioToTorch1Thread: Number((tokPerSec / TORCH_1T).toFixed(3)),
   ratioToTorch2Threads: Number((tokPerSec / TORCH_2T).toFixed(3)),
-  leakedTensors: tf.memory().numTensors - mem0,
+  tensorsHeldAfterTraining: tf.memory().numTensors - mem0, // optimizer moments, caches: flat across steps (tested)
 }, null, 1));
