@@ -203,34 +203,3 @@ export function registerCpuFastPaths(
   }
 }
 
-/**
- * Kernels a transformer's backward needs that the wasm backend lacks, written against backend data:
- * UnsortedSegmentSum (the gradient of gather, i.e. of a trainable embedding: full fine-tuning, trainable
- * tokens). Registered only where the backend has none.
- */
-export function registerWasmFallbacks(): void {
-  if (tf.getKernel('UnsortedSegmentSum', 'wasm')) return;
-  tf.registerKernel({
-    kernelName: 'UnsortedSegmentSum',
-    backendName: 'wasm',
-    kernelFunc: ({ inputs, attrs, backend }) => {
-      const { x, segmentIds } = inputs as { x: Info; segmentIds: Info };
-      const numSegments = (attrs as { numSegments: number }).numSegments;
-      const be = backend as Backend & { readSync(dataId: unknown): Float32Array | Int32Array };
-      const xv = be.readSync(x.dataId) as Float32Array;
-      const ids = be.readSync(segmentIds.dataId) as Int32Array;
-      const rows = tf.util.sizeFromShape(segmentIds.shape);
-      const inner = tf.util.sizeFromShape(x.shape) / Math.max(rows, 1);
-      const out = new Float32Array(numSegments * inner);
-      for (let r = 0; r < rows; r++) {
-        const s = ids[r];
-        if (s < 0 || s >= numSegments) continue;
-        const o = s * inner;
-        const i0 = r * inner;
-        for (let j = 0; j < inner; j++) out[o + j] += xv[i0 + j];
-      }
-      const outShape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
-      return { dataId: be.write(out, outShape, 'float32') as Info['dataId'], shape: outShape, dtype: 'float32' };
-    },
-  });
-}

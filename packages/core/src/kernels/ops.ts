@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { defineOp } from './registry';
-import { registerCpuFastPaths, registerWasmFallbacks } from './cpu';
+import { registerCpuFastPaths } from './cpu';
 
 /** Flattens [..., n] to [rows, n] and back: matMul kernels are fastest on 2-D operands. */
 export function linear2d(x: tf.Tensor, fn: (x2: tf.Tensor2D) => tf.Tensor): tf.Tensor {
@@ -49,7 +49,6 @@ export const batchMatMulOp = defineOp<{ a: tf.Tensor; b: tf.Tensor }, Record<str
 });
 
 registerCpuFastPaths(linearOp, loraLinearOp, batchMatMulOp);
-registerWasmFallbacks();
 
 const stopGradientFn = tf.customGrad(((x: tf.Tensor) => ({
   value: tf.clone(x),

@@ -2,13 +2,15 @@
 //   node train-child.mjs <outputDir> <resume: 0|1> [maxSteps]
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { getPeftModel } from '@peftjs/core';
+import { ensureWasmKernels, getPeftModel } from '@peftjs/core';
 import { LoraConfig } from '@peftjs/lora';
 import { Trainer } from '../index';
 import { randomExamples, tinyLlama } from './tiny';
 
 const [outputDir, resume, maxSteps] = process.argv.slice(2);
-await tf.setBackend(process.env.PEFTJS_TEST_BACKEND ?? 'wasm');
+const backend = process.env.PEFTJS_TEST_BACKEND ?? 'wasm';
+if (backend === 'wasm') ensureWasmKernels();
+await tf.setBackend(backend);
 const model = getPeftModel(tinyLlama(7), new LoraConfig({ r: 4, loraAlpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], loraDropout: 0.1 }));
 const trainer = new Trainer({
   model,
