@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { KVCache, Linear, PeftError, nextSeed, toIdsTensor, type ForwardInputs, type IdsLike, type Module } from '@peftjs/core';
+import { KVCache, Linear, PeftError, batchMatMulOp, nextSeed, toIdsTensor, type ForwardInputs, type IdsLike, type Module } from '@peftjs/core';
 import type { Activation } from './config';
 
 /**
@@ -145,6 +145,9 @@ export function setAttentionCustomGrad(on: boolean | undefined): void {
   customAttentionGrad = on;
 }
 
+/** A batched product through core's kernel registry (a plain 2-D product per batch entry on wasm/cpu). */
+const bmm = (a: tf.Tensor, b: tf.Tensor) => batchMatMulOp({ a, b }, {});
+
 /**
  * softmax(q·kᵀ + mask)·v on the folded layout q [B, kvH, R, hd], k/v [B, kvH, S, hd] (R = nRep·T),
  * with a gradient written with explicit transposes so that every matMul is the plain form
@@ -153,16 +156,16 @@ export function setAttentionCustomGrad(on: boolean | undefined): void {
 function sdpaPlainGrad(qg: tf.Tensor, key: tf.Tensor, value: tf.Tensor, maskFn: (s: tf.Tensor) => tf.Tensor): tf.Tensor {
   const f = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [q, k, v, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-    const p = tf.softmax(maskFn(tf.matMul(q, tf.transpose(k, [0, 1, 3, 2]))));
+    const p = tf.softmax(maskFn(bmm(q, tf.transpose(k, [0, 1, 3, 2]))));
     save([q, k, v, p]);
     return {
-      value: tf.matMul(p, v),
+      value: bmm(p, v),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [q0, k0, v0, p0] = saved;
-        const dv = tf.matMul(tf.transpose(p0, [0, 1, 3, 2]), dy);
-        const dp = tf.matMul(dy, tf.transpose(v0, [0, 1, 3, 2]));
+        const dv = bmm(tf.transpose(p0, [0, 1, 3, 2]), dy);
+        const dp = bmm(dy, tf.transpose(v0, [0, 1, 3, 2]));
         const ds = tf.mul(p0, tf.sub(dp, tf.sum(tf.mul(dp, p0), -1, true)));
-        return [tf.matMul(ds, k0), tf.matMul(tf.transpose(ds, [0, 1, 3, 2]), q0), dv];
+        return [bmm(ds, k0), bmm(tf.transpose(ds, [0, 1, 3, 2]), q0), dv];
       },
     };
   }) as Parameters<typeof tf.customGrad>[0]);
