@@ -62,7 +62,8 @@ export class BitFitLinear extends BaseTunerLayer {
     this.deltas.delete(name);
   }
   forward(x: tf.Tensor): tf.Tensor {
-    if (this.disableAdapters || this.merged) return this.baseLayer.forward(x);
+    const bypassed = this.bypass(x);
+    if (bypassed) return bypassed;
     return tf.tidy(() => this.activeAdapters.filter((n) => this.has(n)).reduce((y, n) => tf.add(y, this.deltas.get(n)!), this.baseLayer.forward(x)));
   }
 }

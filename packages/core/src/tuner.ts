@@ -85,9 +85,16 @@ export abstract class BaseTunerLayer extends Module implements Layer {
     this.activeAdapters = this.activeAdapters.filter((n) => n !== name);
   }
 
-  /** Runs the base layer; when adapters are disabled and some are merged, unmerges first (as HF). */
-  protected baseForward(x: tf.Tensor): tf.Tensor {
-    return this.baseLayer.forward(x);
+  /**
+   * The base layer's output when no adapter math runs: adapters disabled (merged ones are unmerged
+   * first, as HF does) or merged into the base weight. Null when the adapters must be applied.
+   */
+  protected bypass(x: tf.Tensor): tf.Tensor | null {
+    if (this.disableAdapters) {
+      if (this.merged) this.unmerge();
+      return this.baseLayer.forward(x);
+    }
+    return this.merged ? this.baseLayer.forward(x) : null;
   }
 }
 

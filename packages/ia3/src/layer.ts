@@ -85,11 +85,8 @@ export class IA3Linear extends BaseTunerLayer {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
-    if (this.disableAdapters) {
-      if (this.merged) this.unmerge();
-      return this.baseLayer.forward(x);
-    }
-    if (this.merged) return this.baseLayer.forward(x);
+    const bypassed = this.bypass(x);
+    if (bypassed) return bypassed;
     return tf.tidy(() => {
       let scale: tf.Tensor | null = null;
       for (const name of this.activeAdapters) {

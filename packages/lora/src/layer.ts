@@ -189,11 +189,8 @@ export class LoraLinear extends BaseTunerLayer {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
-    if (this.disableAdapters) {
-      if (this.merged) this.unmerge();
-      return this.baseLayer.forward(x);
-    }
-    if (this.merged) return this.baseLayer.forward(x);
+    const bypassed = this.bypass(x);
+    if (bypassed) return bypassed;
     return tf.tidy(() => {
       let result = this.baseLayer.forward(x);
       for (const name of this.activeAdapters) {
@@ -289,11 +286,8 @@ export class LoraEmbedding extends BaseTunerLayer {
     delete this.scaling[name];
   }
   forward(ids: tf.Tensor): tf.Tensor {
-    if (this.disableAdapters) {
-      if (this.merged) this.unmerge();
-      return this.baseLayer.forward(ids);
-    }
-    if (this.merged) return this.baseLayer.forward(ids);
+    const bypassed = this.bypass(ids);
+    if (bypassed) return bypassed;
     return tf.tidy(() => {
       let result = this.baseLayer.forward(ids);
       for (const name of this.activeAdapters) {
