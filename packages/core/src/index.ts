@@ -92,3 +92,4 @@ export {
 } from './prompt_learning';
 export { initBackend, backendReport, summarizeAdapter, BACKEND_ORDER, type BackendName, type BackendReport, type GpuAdapterSummary, type InitBackendOptions } from './backend';
 export { ensureWasmKernels } from './kernels/wasm';
+export { createProgressBar, formatDuration, type ProgressBar, type ProgressStream } from './progress';

@@ -14,4 +14,4 @@ export {
   type GenerationMetric,
 } from './evaluate';
 export { type EvalModel, type EvalTokenizer } from './model_types';
-export { createProgress, type Progress, type ProgressOption } from './progress';
+export { type Progress, type ProgressOption } from './progress';

@@ -27,7 +27,7 @@ describe('progress bar', () => {
     p.done();
     stderr.write = saved.write;
     const text = out.join('');
-    expect(text).toContain('generate [');
+    expect(text).toContain('generate █');
     expect(text).toContain('3/3');
     expect(text.endsWith('\n')).toBe(true);
   });

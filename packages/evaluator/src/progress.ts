@@ -1,4 +1,5 @@
-// A small progress bar on stderr: drawn only when stderr is a TTY, silent otherwise (CI, pipes, browsers).
+// Progress of an evaluation run: core's bar on a TTY, or a (done, total) callback.
+import { createProgressBar } from '@peftjs/core';
 
 export interface Progress {
   tick(n?: number): void;
@@ -6,17 +7,6 @@ export interface Progress {
 }
 
 export type ProgressOption = boolean | ((done: number, total: number) => void);
-
-interface TtyLike {
-  isTTY?: boolean;
-  columns?: number;
-  write(s: string): unknown;
-}
-
-function stderr(): TtyLike | undefined {
-  const p = (globalThis as { process?: { stderr?: TtyLike } }).process;
-  return p?.stderr;
-}
 
 /**
  * A progress reporter for `total` steps. `option`: a callback gets (done, total) on every tick;
@@ -34,31 +24,15 @@ export function createProgress(label: string, total: number, option?: ProgressOp
       done() {},
     };
   }
-  const out = stderr();
-  const enabled = option !== false && !!out?.isTTY && (option === true || total >= minTotal);
-  if (!enabled || !out) return { tick() {}, done() {} };
-  const start = Date.now();
-  let last = 0;
-  const draw = (force: boolean) => {
-    const now = Date.now();
-    if (!force && now - last < 100) return;
-    last = now;
-    const width = Math.max(10, Math.min(30, (out.columns ?? 80) - label.length - 40));
-    const frac = total > 0 ? done / total : 1;
-    const filled = Math.round(frac * width);
-    const secs = (now - start) / 1000;
-    const eta = done > 0 && done < total ? ` eta ${Math.ceil((secs / done) * (total - done))}s` : '';
-    out.write(`\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} ${secs.toFixed(1)}s${eta}\x1b[K`);
-  };
-  draw(true);
+  const bar = createProgressBar({ total, label, enabled: option === true || (option !== false && total >= minTotal) });
+  bar.update(0);
   return {
     tick(n = 1) {
       done = Math.min(total, done + n);
-      draw(done === total);
+      bar.update(done);
     },
     done() {
-      draw(true);
-      out.write('\n');
+      bar.done();
     },
   };
 }

@@ -7,3 +7,5 @@ export * from '@peftjs/prefix';
 export * from '@peftjs/ptuning';
 export * from '@peftjs/ia3';
 export * from '@peftjs/trainer';
+export * from '@peftjs/evaluator';
+export { tinyLlamaDir, tinyLlamaUrl, TINY_LLAMA_INFO } from '@peftjs/tiny-llama';

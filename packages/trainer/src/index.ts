@@ -45,4 +45,4 @@ export {
   type EvalPrediction,
   type TrainOutput,
 } from './trainer';
-export { createProgress, formatDuration, type ProgressSink } from './progress';
+export { createTrainProgress, type ProgressSink } from './progress';

@@ -20,7 +20,7 @@ import { bestMetricKey, greaterIsBetter, resolveTrainingArguments, type Training
 import { countLabelTokens, dataCollatorWithPadding, epochOrder, type Batch, type DataCollator, type Example } from './data';
 import { AdamW, SGD, clipGradNorm, type NamedParams, type Optimizer } from './optimizer';
 import { LrScheduler, resolveWarmupSteps, type SchedulerState } from './schedule';
-import { createProgress, type ProgressSink } from './progress';
+import { createTrainProgress, type ProgressSink } from './progress';
 
 /** One entry of `state.logHistory`: training logs carry step, epoch, loss, learningRate, gradNorm; evaluations `eval_*`. */
 export interface LogEntry {
@@ -157,7 +157,7 @@ export class Trainer {
   private readonly warn: (m: string) => void;
   private readonly fs: FileSystem;
   private interrupted: string | null = null;
-  private progress: ProgressSink = createProgress(false);
+  private progress: ProgressSink = createTrainProgress(false);
   private bestSnapshot: Map<string, tf.Tensor> | null = null;
 
   constructor(opts: TrainerOptions) {
@@ -276,7 +276,7 @@ export class Trainer {
     const varNames = new Map(params.map(([n, p]) => [p.name, n]));
     const vars = params.map(([, p]) => p);
     this.model.train();
-    this.progress = createProgress(args.progressBar);
+    this.progress = createTrainProgress(args.progressBar);
     const control: TrainerControl = { shouldTrainingStop: false, shouldSave: false, shouldEvaluate: false, shouldLog: false };
     const removeSignals = this.installSignalHandlers();
     const t0 = Date.now();
