@@ -21,6 +21,8 @@ export interface BackendReport {
   adapter?: GpuAdapterSummary;
   /** Every backend tried, in order, and why it was or was not taken. */
   attempts: { backend: BackendName; ok: boolean; reason: string }[];
+  /** On wasm in Node: whether `@peftjs/native`'s matmul is in use, and why (not). */
+  native?: { installed: boolean; reason: string; threads: number; isa: string };
 }
 
 export interface InitBackendOptions {
@@ -28,6 +30,11 @@ export interface InitBackendOptions {
   prefer?: BackendName | BackendName[];
   /** Accept a software GPU adapter (lavapipe) for webgpu; default PEFTJS_ALLOW_SOFTWARE_GPU=1, else false. */
   allowSoftwareGpu?: boolean;
+  /**
+   * On wasm in Node, run matmuls through the optional `@peftjs/native` addon (multi-threaded AVX-512/AVX2)
+   * when it is installed and built; default true unless PEFTJS_NATIVE=0.
+   */
+  native?: boolean;
 }
 
 const dynamicImport = (name: string): Promise<any> => import(/* @vite-ignore */ name);
@@ -66,7 +73,23 @@ async function getGpu(): Promise<any> {
   return gpuPromise;
 }
 
-async function tryBackend(name: BackendName, allowSoftwareGpu: boolean): Promise<{ ok: boolean; reason: string; adapter?: GpuAdapterSummary }> {
+/** Installs `@peftjs/native`'s matmul kernels on the wasm backend when the package is there (optional). */
+async function tryNative(want: boolean): Promise<NonNullable<BackendReport['native']>> {
+  const off = (reason: string) => ({ installed: false, reason, threads: 0, isa: '' });
+  try {
+    const mod = await dynamicImport('@peftjs/native');
+    if (!want) {
+      mod.uninstallNativeKernels(); // an earlier initBackend may have installed them
+      return off('turned off (native: false or PEFTJS_NATIVE=0)');
+    }
+    return mod.installNativeKernels();
+  } catch (e) {
+    if (!want) return off('turned off (native: false or PEFTJS_NATIVE=0)');
+    return off(`@peftjs/native is not available (${(e as Error).message.split('\n')[0]})`);
+  }
+}
+
+async function tryBackend(name: BackendName, allowSoftwareGpu: boolean, nativeWanted = false): Promise<{ ok: boolean; reason: string; adapter?: GpuAdapterSummary; native?: BackendReport['native'] }> {
   try {
     switch (name) {
       case 'tensorflow': {
@@ -102,7 +125,13 @@ async function tryBackend(name: BackendName, allowSoftwareGpu: boolean): Promise
         await dynamicImport('@tensorflow/tfjs-backend-wasm');
         ensureWasmKernels();
         if (!(await tf.setBackend('wasm'))) return { ok: false, reason: 'the wasm backend failed to initialise' };
-        return { ok: true, reason: 'WebAssembly (SIMD) CPU backend' };
+        if (!isNode) return { ok: true, reason: 'WebAssembly (SIMD) CPU backend' };
+        const native = await tryNative(nativeWanted);
+        return {
+          ok: true,
+          reason: native.installed ? `WebAssembly (SIMD) + native matmul (${native.isa}, ${native.threads} threads)` : `WebAssembly (SIMD) CPU backend (native matmul off: ${native.reason})`,
+          native,
+        };
       }
       case 'cpu': {
         if (!(await tf.setBackend('cpu'))) return { ok: false, reason: 'the cpu backend failed to initialise' };
@@ -129,13 +158,14 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
   }
   // A software GPU is taken when asked for explicitly, or allowed.
   const allowSoftwareGpu = opts.allowSoftwareGpu ?? (env('PEFTJS_ALLOW_SOFTWARE_GPU') === '1' || (explicit !== undefined && order[0] === 'webgpu'));
+  const nativeWanted = opts.native ?? env('PEFTJS_NATIVE') !== '0';
   const attempts: BackendReport['attempts'] = [];
   for (const b of order) {
-    const r = await tryBackend(b, allowSoftwareGpu);
+    const r = await tryBackend(b, allowSoftwareGpu, nativeWanted);
     attempts.push({ backend: b, ok: r.ok, reason: r.reason });
     if (r.ok) {
       await tf.ready();
-      current = { backend: b, reason: r.reason, adapter: r.adapter, attempts };
+      current = { backend: b, reason: r.reason, adapter: r.adapter, attempts, ...(r.native ? { native: r.native } : {}) };
       return current;
     }
   }

@@ -1,0 +1,552 @@
+// @peftjs/native: a cache-blocked, multi-threaded SGEMM for Node (Node-API, C ABI), row-major,
+// C[b] = op(A[b]) · op(B[b]) over a batch with per-entry offsets (broadcasting = offset 0 / repeated).
+// One binary for every x86-64: the micro-kernels are compiled per function (target attributes) for
+// AVX-512F, AVX2+FMA and a portable baseline, and chosen at run time (__builtin_cpu_supports).
+// Operands are Float32Array views (on tfjs's wasm heap): no copies; the calling (JS) thread takes part
+// in the work and blocks until every task is done.
+#include <node_api.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define PEFTJS_X86 1
+#include <immintrin.h>
+#else
+#define PEFTJS_X86 0
+#endif
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Micro-kernels: C[MR×NR] (+)= Ap[kc×MR]ᵀ · Bp[kc×NR], both packed (A: MR values per k, B: NR per k).
+
+using Ukernel = void (*)(long kc, const float* A, const float* B, float* C, long ldc, bool acc);
+
+struct Isa {
+  const char* name;
+  int mr, nr;
+  Ukernel ukr;
+};
+
+constexpr int SC_MR = 4, SC_NR = 16;
+static void ukr_scalar(long kc, const float* __restrict A, const float* __restrict B, float* C, long ldc, bool acc) {
+  float c[SC_MR][SC_NR] = {};
+  for (long k = 0; k < kc; k++) {
+    for (int i = 0; i < SC_MR; i++) {
+      const float a = A[i];
+      for (int j = 0; j < SC_NR; j++) c[i][j] += a * B[j];
+    }
+    A += SC_MR;
+    B += SC_NR;
+  }
+  for (int i = 0; i < SC_MR; i++)
+    for (int j = 0; j < SC_NR; j++) C[i * ldc + j] = acc ? C[i * ldc + j] + c[i][j] : c[i][j];
+}
+
+#if PEFTJS_X86
+constexpr int AVX2_MR = 6, AVX2_NR = 16;
+__attribute__((target("avx2,fma"))) static void ukr_avx2(long kc, const float* __restrict A, const float* __restrict B, float* C, long ldc, bool acc) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  for (long k = 0; k < kc; k++) {
+    const __m256 b0 = _mm256_load_ps(B), b1 = _mm256_load_ps(B + 8);
+    __m256 a;
+    a = _mm256_broadcast_ss(A + 0); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
+    a = _mm256_broadcast_ss(A + 1); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
+    a = _mm256_broadcast_ss(A + 2); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
+    a = _mm256_broadcast_ss(A + 3); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
+    a = _mm256_broadcast_ss(A + 4); c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
+    a = _mm256_broadcast_ss(A + 5); c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
+    A += AVX2_MR;
+    B += AVX2_NR;
+  }
+#define ST(i, x0, x1)                                                                            \
+  do {                                                                                           \
+    float* r = C + (i) * ldc;                                                                    \
+    if (acc) {                                                                                   \
+      _mm256_storeu_ps(r, _mm256_add_ps(_mm256_loadu_ps(r), x0));                                \
+      _mm256_storeu_ps(r + 8, _mm256_add_ps(_mm256_loadu_ps(r + 8), x1));                        \
+    } else {                                                                                     \
+      _mm256_storeu_ps(r, x0);                                                                   \
+      _mm256_storeu_ps(r + 8, x1);                                                               \
+    }                                                                                            \
+  } while (0)
+  ST(0, c00, c01); ST(1, c10, c11); ST(2, c20, c21); ST(3, c30, c31); ST(4, c40, c41); ST(5, c50, c51);
+#undef ST
+}
+
+constexpr int AVX512_MR = 12, AVX512_NR = 32;
+__attribute__((target("avx512f,fma"))) static void ukr_avx512(long kc, const float* __restrict A, const float* __restrict B, float* C, long ldc, bool acc) {
+  __m512 c[AVX512_MR][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < AVX512_MR; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+  for (long k = 0; k < kc; k++) {
+    const __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < AVX512_MR; i++) {
+      const __m512 a = _mm512_set1_ps(A[i]);
+      c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+    }
+    A += AVX512_MR;
+    B += AVX512_NR;
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < AVX512_MR; i++) {
+    float* r = C + i * ldc;
+    if (acc) {
+      _mm512_storeu_ps(r, _mm512_add_ps(_mm512_loadu_ps(r), c[i][0]));
+      _mm512_storeu_ps(r + 16, _mm512_add_ps(_mm512_loadu_ps(r + 16), c[i][1]));
+    } else {
+      _mm512_storeu_ps(r, c[i][0]);
+      _mm512_storeu_ps(r + 16, c[i][1]);
+    }
+  }
+}
+#endif
+
+const Isa kScalar{"scalar", SC_MR, SC_NR, ukr_scalar};
+#if PEFTJS_X86
+const Isa kAvx2{"AVX2", AVX2_MR, AVX2_NR, ukr_avx2};
+const Isa kAvx512{"AVX-512", AVX512_MR, AVX512_NR, ukr_avx512};
+#endif
+
+bool isaSupported(const std::string& n) {
+  if (n == "scalar") return true;
+#if PEFTJS_X86
+  __builtin_cpu_init();
+  if (n == "AVX2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (n == "AVX-512") return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#endif
+  return false;
+}
+
+const Isa* bestIsa() {
+#if PEFTJS_X86
+  if (isaSupported("AVX-512")) return &kAvx512;
+  if (isaSupported("AVX2")) return &kAvx2;
+#endif
+  return &kScalar;
+}
+
+const Isa* gIsa = nullptr;
+
+// ---------------------------------------------------------------------------------------------
+// Thread pool: persistent workers; run(n, f) calls f(0..n-1) across the workers and the caller.
+
+class Pool {
+ public:
+  ~Pool() { resize(0); }
+  int threads() const { return int(workers_.size()) + 1; }
+  void resize(int total) {
+    {
+      std::lock_guard<std::mutex> l(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+    stop_ = false;
+    for (int i = 1; i < total; i++) workers_.emplace_back([this] { loop(); });
+  }
+  void run(long n, const std::function<void(long)>& f) {
+    if (n <= 0) return;
+    if (n == 1 || workers_.empty()) {
+      for (long i = 0; i < n; i++) f(i);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> l(m_);
+      job_ = &f;
+      ntasks_ = n;
+      next_.store(0);
+      busy_ = int(workers_.size());
+      gen_++;
+    }
+    cv_.notify_all();
+    work();
+    std::unique_lock<std::mutex> l(m_);
+    done_.wait(l, [this] { return busy_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  void work() {
+    for (long i; (i = next_.fetch_add(1)) < ntasks_;) (*job_)(i);
+  }
+  void loop() {
+    unsigned long seen = 0;
+    {
+      std::lock_guard<std::mutex> l(m_);
+      seen = gen_;
+    }
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> l(m_);
+        cv_.wait(l, [&] { return stop_ || gen_ != seen; });
+        if (stop_) return;
+        seen = gen_;
+      }
+      work();
+      {
+        std::lock_guard<std::mutex> l(m_);
+        if (--busy_ == 0) done_.notify_one();
+      }
+    }
+  }
+  std::vector<std::thread> workers_;
+  std::mutex m_;
+  std::condition_variable cv_, done_;
+  const std::function<void(long)>* job_ = nullptr;
+  long ntasks_ = 0;
+  std::atomic<long> next_{0};
+  int busy_ = 0;
+  unsigned long gen_ = 0;
+  bool stop_ = false;
+};
+
+Pool* gPool = nullptr;
+int gEnvs = 0;               // Node environments (main thread, worker_threads) that loaded the addon
+std::mutex gCallMutex;       // one product at a time: the pool is shared by every environment
+
+// ---------------------------------------------------------------------------------------------
+// Packing and blocking.
+
+constexpr long KC = 256;  // k per packed block: an A micro-panel (12×256×4 = 12 KB) and B's (32 KB) near L1
+constexpr long MC = 96;   // rows of a task's tile (multiple of 12, 6, 4)
+constexpr long NC = 256;  // columns of a task's tile (multiple of 32, 16)
+
+struct Buf {
+  float* p = nullptr;
+  size_t n = 0;
+  float* get(size_t want) {
+    if (want > n) {
+      std::free(p);
+      n = want;
+      p = static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64));
+    }
+    return p;
+  }
+  ~Buf() { std::free(p); }
+};
+thread_local Buf tA, tB;
+
+// A(i, k) = a[i*si + k*sk]; packs rows [0, mc) × k [0, kc) into MR-row panels, zero-padded.
+void packA(const float* a, long si, long sk, long mc, long kc, int MR, float* out) {
+  for (long i0 = 0; i0 < mc; i0 += MR) {
+    const long mr = std::min<long>(MR, mc - i0);
+    if (sk == 1) {
+      for (long k = 0; k < kc; k++) {
+        float* o = out + k * MR;
+        long i = 0;
+        for (; i < mr; i++) o[i] = a[(i0 + i) * si + k];
+        for (; i < MR; i++) o[i] = 0.f;
+      }
+    } else {  // transposed A: row k of the stored operand holds A(·, k) contiguous
+      for (long k = 0; k < kc; k++) {
+        float* o = out + k * MR;
+        const float* src = a + k * sk + i0 * si;
+        if (mr == MR && si == 1) {
+          std::memcpy(o, src, sizeof(float) * MR);
+        } else {
+          long i = 0;
+          for (; i < mr; i++) o[i] = src[i * si];
+          for (; i < MR; i++) o[i] = 0.f;
+        }
+      }
+    }
+    out += kc * MR;
+  }
+}
+
+// B(k, j) = b[k*sk + j*sj]; packs k [0, kc) × columns [0, nc) into NR-column panels, zero-padded.
+void packB(const float* b, long sk, long sj, long kc, long nc, int NR, float* out) {
+  for (long j0 = 0; j0 < nc; j0 += NR) {
+    const long nr = std::min<long>(NR, nc - j0);
+    if (sj == 1) {
+      for (long k = 0; k < kc; k++) {
+        float* o = out + k * NR;
+        const float* src = b + k * sk + j0;
+        std::memcpy(o, src, sizeof(float) * nr);
+        for (long j = nr; j < NR; j++) o[j] = 0.f;
+      }
+    } else {  // transposed B: stored [N, K]; column j of B is row j of the stored operand
+      for (long j = 0; j < nr; j++) {
+        const float* src = b + (j0 + j) * sj;
+        for (long k = 0; k < kc; k++) out[k * NR + j] = src[k * sk];
+      }
+      for (long j = nr; j < NR; j++)
+        for (long k = 0; k < kc; k++) out[k * NR + j] = 0.f;
+    }
+    out += kc * NR;
+  }
+}
+
+struct Gemm {
+  long batch, M, N, K;
+  bool ta, tb;
+  const float *a, *b;
+  float* c;
+  const int64_t *aoff, *boff;  // per batch entry, in elements
+};
+
+// One task: batch entry bi, rows [m0, m0+mc), columns [n0, n0+nc), over all of K.
+void tile(const Gemm& g, const Isa& isa, long bi, long m0, long mc, long n0, long nc) {
+  const int MR = isa.mr, NR = isa.nr;
+  const float* a = g.a + g.aoff[bi];
+  const float* b = g.b + g.boff[bi];
+  float* c = g.c + bi * g.M * g.N;
+  // A is [M, K] (or stored [K, M] when transposed); B is [K, N] (or stored [N, K])
+  const long asi = g.ta ? 1 : g.K, ask = g.ta ? g.M : 1;
+  const long bsk = g.tb ? 1 : g.N, bsj = g.tb ? g.K : 1;
+  const long mcp = (mc + MR - 1) / MR * MR, ncp = (nc + NR - 1) / NR * NR;
+  float* Ap = tA.get(size_t(mcp) * KC);
+  float* Bp = tB.get(size_t(ncp) * KC);
+  alignas(64) float tmp[32 * 32];
+  for (long k0 = 0; k0 < g.K; k0 += KC) {
+    const long kc = std::min(KC, g.K - k0);
+    const bool acc = k0 > 0;
+    packB(b + k0 * bsk + n0 * bsj, bsk, bsj, kc, nc, NR, Bp);
+    packA(a + m0 * asi + k0 * ask, asi, ask, mc, kc, MR, Ap);
+    for (long j0 = 0; j0 < nc; j0 += NR) {
+      const long nr = std::min<long>(NR, nc - j0);
+      const float* bp = Bp + (j0 / NR) * kc * NR;
+      for (long i0 = 0; i0 < mc; i0 += MR) {
+        const long mr = std::min<long>(MR, mc - i0);
+        const float* ap = Ap + (i0 / MR) * kc * MR;
+        float* cc = c + (m0 + i0) * g.N + n0 + j0;
+        if (mr == MR && nr == NR) {
+          isa.ukr(kc, ap, bp, cc, g.N, acc);
+        } else {
+          isa.ukr(kc, ap, bp, tmp, NR, false);
+          for (long i = 0; i < mr; i++)
+            for (long j = 0; j < nr; j++) cc[i * g.N + j] = acc ? cc[i * g.N + j] + tmp[i * NR + j] : tmp[i * NR + j];
+        }
+      }
+    }
+  }
+}
+
+void gemm(const Gemm& g) {
+  const Isa& isa = *gIsa;
+  if (g.M == 0 || g.N == 0 || g.batch == 0) return;
+  if (g.K == 0) {
+    std::memset(g.c, 0, sizeof(float) * size_t(g.batch * g.M * g.N));
+    return;
+  }
+  const int threads = gPool->threads();
+  // tiles: start at MC × NC, halve (in whole panels) until there are ~2 tasks per thread
+  long mt = std::min<long>((g.M + isa.mr - 1) / isa.mr * isa.mr, MC / isa.mr * isa.mr);
+  long nt = std::min<long>((g.N + isa.nr - 1) / isa.nr * isa.nr, NC / isa.nr * isa.nr);
+  auto count = [&](long mt_, long nt_) { return g.batch * ((g.M + mt_ - 1) / mt_) * ((g.N + nt_ - 1) / nt_); };
+  const double flops = 2.0 * double(g.batch) * double(g.M) * double(g.N) * double(g.K);
+  const long want = flops < 2e5 ? 1 : 2L * threads;
+  while (count(mt, nt) < want) {
+    if (nt >= mt && nt > isa.nr) nt = std::max<long>(isa.nr, (nt / 2 + isa.nr - 1) / isa.nr * isa.nr);
+    else if (mt > isa.mr) mt = std::max<long>(isa.mr, (mt / 2 + isa.mr - 1) / isa.mr * isa.mr);
+    else if (nt > isa.nr) nt = std::max<long>(isa.nr, (nt / 2 + isa.nr - 1) / isa.nr * isa.nr);
+    else break;
+  }
+  const long tm = (g.M + mt - 1) / mt, tn = (g.N + nt - 1) / nt;
+  const long n = g.batch * tm * tn;
+  auto task = [&](long t) {
+    const long bi = t / (tm * tn), r = t % (tm * tn);
+    const long im = r / tn, in = r % tn;
+    const long m0 = im * mt, n0 = in * nt;
+    tile(g, isa, bi, m0, std::min(mt, g.M - m0), n0, std::min(nt, g.N - n0));
+  };
+  if (flops < 2e5) {
+    for (long t = 0; t < n; t++) task(t);
+  } else {
+    gPool->run(n, task);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node-API surface.
+
+#define CHECK(call)                                                       \
+  do {                                                                    \
+    if ((call) != napi_ok) {                                              \
+      napi_throw_error(env, nullptr, "peftjs_native: " #call " failed"); \
+      return nullptr;                                                     \
+    }                                                                     \
+  } while (0)
+
+napi_value throwErr(napi_env env, const std::string& msg) {
+  napi_throw_error(env, nullptr, ("peftjs_native: " + msg).c_str());
+  return nullptr;
+}
+
+bool getF32(napi_env env, napi_value v, float** p, size_t* len) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_typedarray_type t;
+  void* data = nullptr;
+  napi_value ab;
+  size_t off = 0;
+  if (napi_get_typedarray_info(env, v, &t, len, &data, &ab, &off) != napi_ok || t != napi_float32_array) return false;
+  *p = static_cast<float*>(data);
+  return true;
+}
+
+bool getOffsets(napi_env env, napi_value v, long batch, long stride, std::vector<int64_t>& out) {
+  napi_valuetype vt;
+  napi_typeof(env, v, &vt);
+  out.resize(size_t(batch));
+  if (vt == napi_undefined || vt == napi_null) {
+    for (long i = 0; i < batch; i++) out[size_t(i)] = int64_t(i) * stride;
+    return true;
+  }
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_typedarray_type t;
+  size_t len = 0;
+  void* data = nullptr;
+  napi_value ab;
+  size_t off = 0;
+  if (napi_get_typedarray_info(env, v, &t, &len, &data, &ab, &off) != napi_ok || t != napi_float64_array || len < size_t(batch)) return false;
+  const double* d = static_cast<const double*>(data);
+  for (long i = 0; i < batch; i++) out[size_t(i)] = int64_t(d[i]);
+  return true;
+}
+
+// gemm(a, b, c, batch, M, N, K, transposeA, transposeB, aStride, bStride, aOffsets?, bOffsets?)
+napi_value Gemm_(napi_env env, napi_callback_info info) {
+  size_t argc = 13;
+  napi_value argv[13];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  if (argc < 11) return throwErr(env, "gemm expects (a, b, c, batch, M, N, K, transposeA, transposeB, aStride, bStride[, aOffsets, bOffsets])");
+  Gemm g{};
+  float *a, *b, *c;
+  size_t la, lb, lc;
+  if (!getF32(env, argv[0], &a, &la) || !getF32(env, argv[1], &b, &lb) || !getF32(env, argv[2], &c, &lc))
+    return throwErr(env, "a, b and c must be Float32Arrays");
+  int64_t dims[4];
+  for (int i = 0; i < 4; i++) {
+    if (napi_get_value_int64(env, argv[3 + i], &dims[i]) != napi_ok || dims[i] < 0) return throwErr(env, "batch, M, N, K must be non-negative integers");
+  }
+  g.batch = dims[0];
+  g.M = dims[1];
+  g.N = dims[2];
+  g.K = dims[3];
+  CHECK(napi_get_value_bool(env, argv[7], &g.ta));
+  CHECK(napi_get_value_bool(env, argv[8], &g.tb));
+  int64_t sa, sb;
+  CHECK(napi_get_value_int64(env, argv[9], &sa));
+  CHECK(napi_get_value_int64(env, argv[10], &sb));
+  napi_value undef;
+  napi_get_undefined(env, &undef);
+  std::vector<int64_t> ao, bo;
+  if (!getOffsets(env, argc > 11 ? argv[11] : undef, g.batch, long(sa), ao) || !getOffsets(env, argc > 12 ? argv[12] : undef, g.batch, long(sb), bo))
+    return throwErr(env, "offsets must be Float64Arrays of length batch");
+  const int64_t mk = g.M * g.K, kn = g.K * g.N;
+  for (long i = 0; i < g.batch; i++) {
+    if (ao[size_t(i)] < 0 || ao[size_t(i)] + mk > int64_t(la)) return throwErr(env, "a is too small for its offsets and shape");
+    if (bo[size_t(i)] < 0 || bo[size_t(i)] + kn > int64_t(lb)) return throwErr(env, "b is too small for its offsets and shape");
+  }
+  if (g.batch * g.M * g.N > int64_t(lc)) return throwErr(env, "c is too small for batch × M × N");
+  g.a = a;
+  g.b = b;
+  g.c = c;
+  g.aoff = ao.data();
+  g.boff = bo.data();
+  std::lock_guard<std::mutex> l(gCallMutex);
+  gemm(g);
+  return nullptr;
+}
+
+napi_value makeInfo(napi_env env) {
+  napi_value o, v;
+  CHECK(napi_create_object(env, &o));
+  CHECK(napi_create_string_utf8(env, gIsa->name, NAPI_AUTO_LENGTH, &v));
+  CHECK(napi_set_named_property(env, o, "isa", v));
+  CHECK(napi_create_int32(env, gPool->threads(), &v));
+  CHECK(napi_set_named_property(env, o, "threads", v));
+  napi_value arr;
+  CHECK(napi_create_array(env, &arr));
+  uint32_t n = 0;
+  for (const char* name : {"AVX-512", "AVX2", "scalar"}) {
+    if (!isaSupported(name)) continue;
+    CHECK(napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &v));
+    CHECK(napi_set_element(env, arr, n++, v));
+  }
+  CHECK(napi_set_named_property(env, o, "supportedIsas", arr));
+  return o;
+}
+
+napi_value Info_(napi_env env, napi_callback_info) { return makeInfo(env); }
+
+// setThreads(n): total threads including the caller's
+napi_value SetThreads_(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  int32_t n = 1;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &n) != napi_ok) return throwErr(env, "setThreads expects a number");
+  n = std::max(1, std::min(n, 256));
+  std::lock_guard<std::mutex> l(gCallMutex);
+  if (n != gPool->threads()) gPool->resize(n);
+  return makeInfo(env);
+}
+
+// setIsa(name): "AVX-512" | "AVX2" | "scalar" | "auto"
+napi_value SetIsa_(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  char buf[32] = {};
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], buf, sizeof buf, &len) != napi_ok) return throwErr(env, "setIsa expects a string");
+  const std::string s(buf, len);
+  if (s == "auto") gIsa = bestIsa();
+  else if (!isaSupported(s)) return throwErr(env, "ISA " + s + " is not supported on this CPU (or unknown)");
+  else if (s == "scalar") gIsa = &kScalar;
+#if PEFTJS_X86
+  else if (s == "AVX2") gIsa = &kAvx2;
+  else if (s == "AVX-512") gIsa = &kAvx512;
+#endif
+  return makeInfo(env);
+}
+
+void cleanup(void*) {
+  std::lock_guard<std::mutex> l(gCallMutex);
+  if (--gEnvs == 0) {
+    delete gPool;
+    gPool = nullptr;
+  }
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  {
+    std::lock_guard<std::mutex> l(gCallMutex);
+    if (!gPool) {
+      gPool = new Pool();
+      gIsa = bestIsa();
+    }
+    gEnvs++;
+  }
+  napi_add_env_cleanup_hook(env, cleanup, nullptr);
+  napi_property_descriptor props[] = {
+      {"gemm", nullptr, Gemm_, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"info", nullptr, Info_, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setThreads", nullptr, SetThreads_, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setIsa", nullptr, SetIsa_, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
