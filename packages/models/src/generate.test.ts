@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import type { ForwardInputs } from '@peftjs/core';
-import { AutoModelForCausalLM, positionsFromMask, sampleToken, mulberry32, type CausalLMBase } from '@peftjs/models';
+import { AutoModelForCausalLM, positionsFromMask, sampleToken, type CausalLMBase } from '@peftjs/models';
+import { mulberry32 } from '@peftjs/core';
 import { hfCase } from '../../../tools/testing/fixtures';
 
 /** Greedy continuation by full forwards without a cache: the reference for generate's cached loop. */

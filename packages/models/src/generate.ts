@@ -1,17 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { KVCache, PeftError, nextSeed, type ForwardFn, type GenerateOptions, type IdsLike, type ModelConfig } from '@peftjs/core';
-
-/** A seeded 32-bit PRNG (mulberry32): sampling is reproducible from `seed`. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { KVCache, PeftError, mulberry32, nextSeed, type ForwardFn, type GenerateOptions, type IdsLike, type ModelConfig } from '@peftjs/core';
 
 async function toRows(x: IdsLike, what: string): Promise<number[][]> {
   if (x instanceof tf.Tensor) {

@@ -18,4 +18,4 @@ export {
 } from './config';
 export { MASK_MIN, ParamSource, TiedLinear, attention, causalLMLoss, tokenCrossEntropy, setAttentionCustomGrad, type ModelForwardInputs } from './common';
 export { RopeTables, applyRope, ropeInvFreq } from './rope';
-export { mulberry32, sampleToken, positionsFromMask } from './generate';
+export { sampleToken, positionsFromMask } from './generate';

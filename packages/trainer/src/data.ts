@@ -1,4 +1,4 @@
-import { PeftError, getFileSystem, type FileSystem } from '@peftjs/core';
+import { PeftError, getFileSystem, mulberry32, type FileSystem } from '@peftjs/core';
 
 /** One pre-tokenized example; `attentionMask` defaults to ones, `labels` to `inputIds`. */
 export interface Example {
@@ -83,18 +83,6 @@ export function countLabelTokens(batch: Batch): number {
 
 // ---------------------------------------------------------------------------------------------
 // Seeded shuffling
-
-/** mulberry32: a small seeded PRNG (uniform in [0, 1)). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The example order of one epoch: 0..n-1, or a Fisher–Yates shuffle seeded by (seed, epoch). */
 export function epochOrder(n: number, epoch: number, seed: number, shuffle: boolean): number[] {

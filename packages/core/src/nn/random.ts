@@ -31,3 +31,18 @@ export function getRngState(): number {
 export function setRngState(s: number): void {
   state = s >>> 0;
 }
+
+/**
+ * A seeded PRNG independent of the global stream (mulberry32, uniform in [0, 1)): generation's sampling
+ * and the trainer's shuffles are reproducible from their own seeds.
+ */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -1,7 +1,8 @@
 // Tiny models and data for the trainer's tests (not part of the package's public surface).
 import { manualSeed } from '@peftjs/core';
 import { LlamaForCausalLM, parseModelConfig, type LlamaConfig } from '@peftjs/models';
-import { mulberry32, type Example } from '../data';
+import { mulberry32 } from '@peftjs/core';
+import type { Example } from '../data';
 
 /** A random LLaMA: hidden 32, 2 layers, 4 heads / 2 kv heads, vocab `vocab` (deterministic from `seed`). */
 export function tinyLlama(seed = 1, vocab = 64): LlamaForCausalLM {
