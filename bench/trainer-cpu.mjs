@@ -1,5 +1,8 @@
 // Training throughput of the Trainer on the CPU (wasm backend), from the built dist/ of the packages.
-//   npx nx run-many -t build && node bench/trainer-cpu.mjs [--steps 5] [--backend wasm] [--no-fast-paths]
+//   npx nx run-many -t build && node bench/trainer-cpu.mjs [--steps 5] [--backend wasm] [--no-fast-paths] [--no-native]
+// On wasm, matmuls run through @peftjs/native's multi-threaded AVX-512/AVX2 addon when it is built (as
+// initBackend does by default; threads: PEFTJS_NUM_THREADS, else all cores); --no-native (or PEFTJS_NATIVE=0)
+// measures plain wasm. The output's `native` says what ran.
 // Model (DESIGN.md's CPU reference shape = the bundled @peftjs/tiny-llama): LLaMA, hidden 256, 4 layers,
 // 4 heads / 2 kv heads (head_dim 64), intermediate 688, vocab 4096, SiLU, RMSNorm, tied embeddings; its
 // pretrained weights when @peftjs/tiny-llama is built, else a random init of the same config.
@@ -25,7 +28,7 @@ const SEQ = Number(opt('seq', 128));
 const TORCH_1T = 3900;
 const TORCH_2T = 7200;
 
-const report = await initBackend({ prefer: opt('backend', 'wasm') });
+const report = await initBackend({ prefer: opt('backend', 'wasm'), ...(argv.includes('--no-native') ? { native: false } : {}) });
 if (argv.includes('--no-fast-paths')) setFastPathsEnabled(false);
 manualSeed(0);
 let base;
@@ -68,6 +71,8 @@ console.log(JSON.stringify({
   bench: 'trainer-cpu',
   date: new Date().toISOString(),
   backend: report.backend,
+  backendReason: report.reason,
+  native: report.native ?? null,
   cpu: cpus()[0]?.model,
   node: process.version,
   model: `llama h${c.hiddenSize} L${c.numHiddenLayers} heads${c.numAttentionHeads}/kv${c.numKeyValueHeads} ff${c.raw.intermediate_size} vocab${c.vocabSize} tied=${c.tieWordEmbeddings} (${weights}), LoRA r8 q_proj,v_proj, AdamW`,

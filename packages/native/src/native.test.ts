@@ -67,11 +67,13 @@ const withGrads = (c: Case, w: Float32Array) => (a: tf.Tensor, b: tf.Tensor) => 
 };
 
 const twoD: Case[] = [];
-for (const [m, k, n] of [[1, 1, 1], [3, 17, 5], [1, 257, 3], [129, 257, 17], [257, 3, 129], [33, 129, 257]]) {
+// (300·40·8 and 77·9·2 are narrow: the addon computes them transposed, Cᵀ = Bᵀ·Aᵀ)
+for (const [m, k, n] of [[1, 1, 1], [3, 17, 5], [1, 257, 3], [129, 257, 17], [257, 3, 129], [33, 129, 257], [300, 40, 8], [77, 9, 2]]) {
   for (const ta of [false, true]) for (const tb of [false, true]) twoD.push({ a: ta ? [k, m] : [m, k], b: tb ? [n, k] : [k, n], ta, tb });
 }
 const batched: Case[] = [
   { a: [4, 17, 33], b: [4, 33, 3] },
+  { a: [3, 100, 16], b: [3, 5, 16], tb: true },
   { a: [4, 33, 17], b: [4, 3, 33], ta: true, tb: true },
   { a: [1, 5, 7], b: [3, 7, 9] },
   { a: [3, 5, 7], b: [1, 7, 9], tb: false },

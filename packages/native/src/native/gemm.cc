@@ -298,6 +298,7 @@ struct Gemm {
   const float *a, *b;
   float* c;
   const int64_t *aoff, *boff;  // per batch entry, in elements
+  bool ct = false;  // C stored transposed (the problem was swapped: Cᵀ = op(B)ᵀ·op(A)ᵀ); see gemm()
 };
 
 // One task: batch entry bi, rows [m0, m0+mc), columns [n0, n0+nc), over all of K.
@@ -306,6 +307,8 @@ void tile(const Gemm& g, const Isa& isa, long bi, long m0, long mc, long n0, lon
   const float* a = g.a + g.aoff[bi];
   const float* b = g.b + g.boff[bi];
   float* c = g.c + bi * g.M * g.N;
+  // C(r, s) at c[r*rs + s*cs]: row-major, or column-major for a swapped problem
+  const long rs = g.ct ? 1 : g.N, cs = g.ct ? g.M : 1;
   // A is [M, K] (or stored [K, M] when transposed); B is [K, N] (or stored [N, K])
   const long asi = g.ta ? 1 : g.K, ask = g.ta ? g.M : 1;
   const long bsk = g.tb ? 1 : g.N, bsj = g.tb ? g.K : 1;
@@ -324,25 +327,45 @@ void tile(const Gemm& g, const Isa& isa, long bi, long m0, long mc, long n0, lon
       for (long i0 = 0; i0 < mc; i0 += MR) {
         const long mr = std::min<long>(MR, mc - i0);
         const float* ap = Ap + (i0 / MR) * kc * MR;
-        float* cc = c + (m0 + i0) * g.N + n0 + j0;
-        if (mr == MR && nr == NR) {
+        float* cc = c + (m0 + i0) * rs + (n0 + j0) * cs;
+        if (mr == MR && nr == NR && !g.ct) {
           isa.ukr(kc, ap, bp, cc, g.N, acc);
         } else {
           isa.ukr(kc, ap, bp, tmp, NR, false);
           for (long i = 0; i < mr; i++)
-            for (long j = 0; j < nr; j++) cc[i * g.N + j] = acc ? cc[i * g.N + j] + tmp[i * NR + j] : tmp[i * NR + j];
+            for (long j = 0; j < nr; j++) {
+              float& o = cc[i * rs + j * cs];
+              o = acc ? o + tmp[i * NR + j] : tmp[i * NR + j];
+            }
         }
       }
     }
   }
 }
 
-void gemm(const Gemm& g) {
+// The share of a padded tile that is real work along one dimension.
+double fill(long n, int r) { return double(n) / double((n + r - 1) / r * r); }
+
+void gemm(const Gemm& g0) {
   const Isa& isa = *gIsa;
-  if (g.M == 0 || g.N == 0 || g.batch == 0) return;
-  if (g.K == 0) {
-    std::memset(g.c, 0, sizeof(float) * size_t(g.batch * g.M * g.N));
+  if (g0.M == 0 || g0.N == 0 || g0.batch == 0) return;
+  if (g0.K == 0) {
+    std::memset(g0.c, 0, sizeof(float) * size_t(g0.batch * g0.M * g0.N));
     return;
+  }
+  // A narrow product (x·Aᵀ of LoRA, N = r = 8) wastes most of an NR-wide panel: compute Cᵀ = op(B)ᵀ·op(A)ᵀ
+  // instead (M and N swap roles; C is written transposed) when that pads less.
+  Gemm g = g0;
+  if (fill(g0.M, isa.nr) * fill(g0.N, isa.mr) > fill(g0.M, isa.mr) * fill(g0.N, isa.nr) * 1.2) {
+    g.M = g0.N;
+    g.N = g0.M;
+    g.a = g0.b;
+    g.b = g0.a;
+    g.ta = !g0.tb;
+    g.tb = !g0.ta;
+    g.aoff = g0.boff;
+    g.boff = g0.aoff;
+    g.ct = true;
   }
   const int threads = gPool->threads();
   // tiles: start at MC × NC, halve (in whole panels) until there are ~2 tasks per thread
@@ -350,7 +373,8 @@ void gemm(const Gemm& g) {
   long nt = std::min<long>((g.N + isa.nr - 1) / isa.nr * isa.nr, NC / isa.nr * isa.nr);
   auto count = [&](long mt_, long nt_) { return g.batch * ((g.M + mt_ - 1) / mt_) * ((g.N + nt_ - 1) / nt_); };
   const double flops = 2.0 * double(g.batch) * double(g.M) * double(g.N) * double(g.K);
-  const long want = flops < 2e5 ? 1 : 2L * threads;
+  // ~2 tasks per thread, but none much under ~3 MFLOP (≈ 50 µs): waking threads costs ~10 µs
+  const long want = std::max<long>(1, std::min<long>(2L * threads, long(flops / 3e6)));
   while (count(mt, nt) < want) {
     if (nt >= mt && nt > isa.nr) nt = std::max<long>(isa.nr, (nt / 2 + isa.nr - 1) / isa.nr * isa.nr);
     else if (mt > isa.mr) mt = std::max<long>(isa.mr, (mt / 2 + isa.mr - 1) / isa.mr * isa.mr);
@@ -365,7 +389,7 @@ void gemm(const Gemm& g) {
     const long m0 = im * mt, n0 = in * nt;
     tile(g, isa, bi, m0, std::min(mt, g.M - m0), n0, std::min(nt, g.N - n0));
   };
-  if (flops < 2e5) {
+  if (want == 1) {
     for (long t = 0; t < n; t++) task(t);
   } else {
     gPool->run(n, task);
