@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { PeftError } from './errors';
 import { ensureWasmKernels } from './kernels/wasm';
+import { setBackendFastPaths } from './kernels/registry';
 
 export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 export const BACKEND_ORDER: BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
@@ -127,6 +128,9 @@ async function tryBackend(name: BackendName, allowSoftwareGpu: boolean, nativeWa
         if (!(await tf.setBackend('wasm'))) return { ok: false, reason: 'the wasm backend failed to initialise' };
         if (!isNode) return { ok: true, reason: 'WebAssembly (SIMD) CPU backend' };
         const native = await tryNative(nativeWanted);
+        // core's wasm fast paths only lay matmul operands out for XNNPACK's plain kernel; the native matmul
+        // takes transposed operands at full speed, so the plain tfjs compositions are faster there
+        setBackendFastPaths('wasm', !native.installed);
         return {
           ok: true,
           reason: native.installed ? `WebAssembly (SIMD) + native matmul (${native.isa}, ${native.threads} threads)` : `WebAssembly (SIMD) CPU backend (native matmul off: ${native.reason})`,

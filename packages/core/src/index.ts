@@ -44,6 +44,7 @@ export {
   defineOp,
   registerFastPath,
   setFastPathsEnabled,
+  setBackendFastPaths,
   checkConformance,
   listOps,
   type Op,

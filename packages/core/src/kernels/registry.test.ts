@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { checkConformance, defineOp, registerFastPath } from './registry';
+import { checkConformance, defineOp, registerFastPath, setBackendFastPaths } from './registry';
 import { loraLinearOp } from './ops';
 
 describe('kernel registry', () => {
@@ -39,6 +39,14 @@ describe('kernel registry', () => {
     expect(calls).toBeGreaterThan(0);
     expect(report.ok).toBe(true);
     expect(report.forwardMaxAbsDiff).toBeLessThan(1e-6);
+    // a backend's fast paths can be parked (the reference runs) and restored
+    const before = calls;
+    setBackendFastPaths(backend, false);
+    scaleAdd({ x: tf.ones([2]), y: tf.ones([2]) }, { alpha: 1 });
+    expect(calls).toBe(before);
+    setBackendFastPaths(backend, true);
+    scaleAdd({ x: tf.ones([2]), y: tf.ones([2]) }, { alpha: 1 });
+    expect(calls).toBe(before + 1);
 
     const broken = defineOp<{ x: tf.Tensor; y: tf.Tensor }, { alpha: number }>({
       name: 'peftjs.test.Broken',

@@ -49,6 +49,8 @@ interface OpState {
   fast: Map<string, FastPath<TensorInputs, OpAttrs>>;
   /** Kernel names registered for this op (one per set of present inputs). */
   variants: Set<string>;
+  /** Fast paths switched off per backend (setBackendFastPaths). */
+  parked: Map<string, FastPath<TensorInputs, OpAttrs>>;
 }
 
 const ops = new Map<string, OpState>();
@@ -128,7 +130,7 @@ function registerVariantGradient(state: OpState, name: string, present: string[]
 
 export function defineOp<I extends TensorInputs, A extends OpAttrs>(def: OpDefinition<I, A>): Op<I, A> {
   if (ops.has(def.name)) throw new PeftError('REGISTRY', `kernel op "${def.name}" is already defined`);
-  const state: OpState = { def: def as unknown as OpDefinition<TensorInputs, OpAttrs>, fast: new Map(), variants: new Set() };
+  const state: OpState = { def: def as unknown as OpDefinition<TensorInputs, OpAttrs>, fast: new Map(), variants: new Set(), parked: new Map() };
   ops.set(def.name, state);
   const call = ((inputs: I, attrs: A) => {
     const backend = tf.getBackend();
@@ -159,6 +161,24 @@ export function registerFastPath<I extends TensorInputs, A extends OpAttrs>(op: 
     registerVariantKernel(name, fast.backendName, f);
   }
   ensureVariant(state, [...state.def.inputNames]);
+}
+
+/**
+ * Parks (or restores) every fast path registered for one backend, e.g. the wasm layout fast paths once a
+ * native matmul handles transposed operands itself. The ops then run their references there.
+ */
+export function setBackendFastPaths(backendName: string, on: boolean): void {
+  for (const state of ops.values()) {
+    const fast = state.fast.get(backendName) ?? state.parked.get(backendName);
+    if (!fast) continue;
+    if (on) {
+      state.parked.delete(backendName);
+      state.fast.set(backendName, fast);
+    } else {
+      state.fast.delete(backendName);
+      state.parked.set(backendName, fast);
+    }
+  }
 }
 
 export function listOps(): { name: string; fastPaths: string[] }[] {
