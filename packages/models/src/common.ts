@@ -70,8 +70,8 @@ export class TiedLinear extends Linear {
 }
 
 /**
- * Runs a model constructor in an engine scope, so the init tensors core's layers create (and never
- * dispose) are freed; the variables built from them keep their data.
+ * Runs a model constructor in an engine scope, so any temporary tensor made while building it is freed;
+ * the variables built from them keep their data.
  */
 export function constructScoped<T>(build: () => T): T {
   tf.engine().startScope();
