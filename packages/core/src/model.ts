@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { Module } from './nn/module';
+import { PeftError } from './errors';
 import type { Embedding } from './nn/layers';
 
 /** A batch of token ids or an int32 tensor [B, T]. */
@@ -142,9 +143,9 @@ export function isPreTrainedModel(m: unknown): m is PreTrainedModel {
 export function toIdsTensor(x: IdsLike, what = 'inputIds'): tf.Tensor {
   if (x instanceof tf.Tensor) return x.dtype === 'int32' ? x : x.toInt();
   if (!Array.isArray(x) || !x.every(Array.isArray)) {
-    throw new TypeError(`${what} must be number[][] or an int32 tf.Tensor2D`);
+    throw new PeftError('INVALID_ARGUMENT', `${what} must be number[][] or an int32 tf.Tensor2D`);
   }
   const len = x[0]?.length ?? 0;
-  if (!x.every((r) => r.length === len)) throw new TypeError(`${what}: every row must have the same length (pad the batch)`);
+  if (!x.every((r) => r.length === len)) throw new PeftError('INVALID_ARGUMENT', `${what}: every row must have the same length (pad the batch)`);
   return tf.tensor2d(x as number[][], [x.length, len], 'int32');
 }
