@@ -23,6 +23,15 @@ export interface NativeBinding {
     aStride: number, bStride: number,
     aOffsets?: Float64Array, bOffsets?: Float64Array,
   ): void;
+  /** out[i] = a[·] op b[·] (op 0 add, 1 sub, 2 mul) over out.length, viewed as rows of C; each operand's
+   * mode says how it is indexed: 0 full (i), 1 scalar (0), 2 a row of C (i % C), 3 one per row (i / C). */
+  binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, C: number, aMode: number, bMode: number): void;
+  /** out = op(x) over out.length: op 0 copy, 1 exp. */
+  unary(op: number, x: Float32Array, out: Float32Array): void;
+  /** out[b][c][r][d] = x[b][r][c][d]. */
+  transpose(x: Float32Array, out: Float32Array, B: number, R: number, C: number, D: number): void;
+  /** out[r] = sum (op 0) or max (op 1) of x[r][0..C). */
+  reduce(op: number, x: Float32Array, out: Float32Array, R: number, C: number): void;
   info(): NativeInfo;
   setThreads(n: number): NativeInfo;
   setIsa(isa: NativeIsa | 'auto'): NativeInfo;
@@ -53,6 +62,9 @@ export interface InstallOptions {
   threads?: number;
   /** Force a micro-kernel (default PEFTJS_NATIVE_ISA, else the best the CPU has). */
   isa?: NativeIsa | 'auto';
+  /** Which wasm kernels to replace (default PEFTJS_NATIVE_KERNELS, a comma-separated list, else all of
+   * NATIVE_KERNELS but OPT_IN_KERNELS). A different list than the installed one reinstalls. */
+  kernels?: readonly string[];
 }
 
 const env = (k: string): string | undefined => process.env[k];
@@ -160,14 +172,17 @@ function nativeMatMul(be: WasmBackend, a: tf.TensorInfo, b: tf.TensorInfo, trans
   return out;
 }
 
-let original: { batchMatMul?: tf.KernelConfig; fused?: tf.KernelConfig } | undefined;
+/** The wasm kernels replaced, by name, to fall back to and to put back. */
+let original: Map<string, tf.KernelConfig> | undefined;
+let installedKey = '';
+const fallback = (name: string, args: KernelArgs): tf.TensorInfo => original!.get(name)!.kernelFunc(args as never) as tf.TensorInfo;
 
 function batchMatMulKernel(args: KernelArgs): tf.TensorInfo {
   const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
   const { transposeA, transposeB } = (args.attrs ?? {}) as { transposeA?: boolean; transposeB?: boolean };
   const out = nativeMatMul(args.backend as WasmBackend, a, b, !!transposeA, !!transposeB);
   if (out) return out;
-  return original!.batchMatMul!.kernelFunc(args as never) as tf.TensorInfo;
+  return fallback('BatchMatMul', args);
 }
 
 /** tfjs's fused matmul (tf.fused.matMul, layers' Dense): the product natively, then bias and linear/relu in JS. */
@@ -195,7 +210,151 @@ function fusedMatMulKernel(args: KernelArgs): tf.TensorInfo {
       return out;
     }
   }
-  return original!.fused!.kernelFunc(args as never) as tf.TensorInfo;
+  return fallback('_FusedMatMul', args);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Element-wise and reduction kernels: float32 only, from MIN_ELEMENTS up (below, waking threads costs more
+// than the loop); everything else goes to the original kernel.
+
+/** Smallest output (or input, for reductions) the element-wise kernels take on. */
+export const MIN_ELEMENTS = 32768;
+
+const size = (shape: number[]): number => tf.util.sizeFromShape(shape);
+const f32 = (...ts: tf.TensorInfo[]): boolean => ts.every((t) => t.dtype === 'float32');
+
+function unaryKernel(name: string, op: number) {
+  return (args: KernelArgs): tf.TensorInfo => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const n = size(x.shape);
+    const castOk = name !== 'Cast' || (args.attrs as { dtype?: string } | undefined)?.dtype === 'float32';
+    if (!binding || !castOk || !f32(x) || n < MIN_ELEMENTS) return fallback(name, args);
+    const be = args.backend as WasmBackend;
+    const out = be.makeOutput(x.shape, 'float32');
+    binding.unary(op, heapView(be, x, n), heapView(be, out, n));
+    return out;
+  };
+}
+
+/** How an operand of `shape` is read against the broadcast output `out`: [mode, C] (see NativeBinding.binary),
+ * C = 0 when any C fits; undefined when the pattern is not one of these. */
+function operandMode(shape: number[], out: number[]): [number, number] | undefined {
+  const n = size(out);
+  const own = size(shape);
+  if (own === n) return [0, 0];
+  if (own === 1) return [1, 0];
+  const s = [...new Array<number>(out.length - shape.length).fill(1), ...shape];
+  const k = s.findIndex((d) => d !== 1); // first real axis
+  const j = s.length - [...s].reverse().findIndex((d) => d !== 1); // one past the last real axis
+  // a trailing block that matches the output's: a row of C, repeated
+  if (j === s.length && s.slice(k).every((d, i) => d === out[k + i]) && s.slice(0, k).every((d) => d === 1)) return [2, own];
+  // a leading block that matches the output's, then 1s: one value per row of C = n / own
+  if (k === 0 && s.slice(0, j).every((d, i) => d === out[i]) && s.slice(j).every((d) => d === 1)) return [3, n / own];
+  return undefined;
+}
+
+function binaryKernel(name: string, op: number) {
+  return (args: KernelArgs): tf.TensorInfo => {
+    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    if (!binding || !f32(a, b)) return fallback(name, args);
+    let outShape: number[];
+    try {
+      outShape = tf.broadcast_util.assertAndGetBroadcastShape(a.shape, b.shape);
+    } catch {
+      return fallback(name, args);
+    }
+    const n = size(outShape);
+    if (n < MIN_ELEMENTS) return fallback(name, args);
+    const am = operandMode(a.shape, outShape);
+    const bm = operandMode(b.shape, outShape);
+    if (!am || !bm || (am[1] && bm[1] && am[1] !== bm[1])) return fallback(name, args);
+    const C = am[1] || bm[1] || n;
+    const be = args.backend as WasmBackend;
+    const out = be.makeOutput(outShape, 'float32');
+    binding.binary(op, heapView(be, a, size(a.shape)), heapView(be, b, size(b.shape)), heapView(be, out, n), C, am[0], bm[0]);
+    return out;
+  };
+}
+
+/** perm as a swap of two adjacent groups of axes: [B, R, C, D] with out[b][c][r][d] = x[b][r][c][d]. */
+function swapGroups(shape: number[], perm: number[]): [number, number, number, number] | undefined {
+  // axes of size 1 move freely: drop them
+  const keep = shape.map((d, i) => (d === 1 ? -1 : i)).filter((i) => i >= 0);
+  const rank = new Map(keep.map((a, i) => [a, i]));
+  const p = perm.filter((a) => shape[a] !== 1).map((a) => rank.get(a)!);
+  const dims = keep.map((a) => shape[a]);
+  let lo = 0;
+  while (lo < p.length && p[lo] === lo) lo++;
+  if (lo === p.length) return undefined; // no-op perms: the original (a clone)
+  let hi = p.length;
+  while (p[hi - 1] === hi - 1) hi--;
+  const q = p[lo];
+  const len = hi - q; // the block [q, hi) comes first, then [lo, q)
+  for (let i = 0; i < hi - lo; i++) if (p[lo + i] !== (i < len ? q + i : lo + i - len)) return undefined;
+  const prod = (x: number[]) => x.reduce((u, v) => u * v, 1);
+  return [prod(dims.slice(0, lo)), prod(dims.slice(lo, q)), prod(dims.slice(q, hi)), prod(dims.slice(hi))];
+}
+
+function transposeKernel(args: KernelArgs): tf.TensorInfo {
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  const { perm } = (args.attrs ?? {}) as { perm?: number[] };
+  const n = size(x.shape);
+  const g = binding && perm && perm.length === x.shape.length && f32(x) && n >= MIN_ELEMENTS ? swapGroups(x.shape, perm) : undefined;
+  if (!g) return fallback('Transpose', args);
+  const be = args.backend as WasmBackend;
+  const out = be.makeOutput(perm!.map((a) => x.shape[a]), 'float32');
+  binding!.transpose(heapView(be, x, n), heapView(be, out, n), ...g);
+  return out;
+}
+
+function reduceKernel(name: 'Sum' | 'Max', op: number) {
+  return (args: KernelArgs): tf.TensorInfo => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const attrs = (args.attrs ?? {}) as { axis?: number | number[]; reductionIndices?: number | number[]; keepDims?: boolean };
+    const n = size(x.shape);
+    if (!binding || !f32(x) || n < MIN_ELEMENTS) return fallback(name, args);
+    const rank = x.shape.length;
+    let axes: number[];
+    try {
+      axes = [...new Set(tf.util.parseAxisParam((name === 'Sum' ? attrs.axis : attrs.reductionIndices) ?? [], x.shape))].sort((u, v) => u - v);
+    } catch {
+      return fallback(name, args);
+    }
+    // trailing axes only ([..., rank-2, rank-1]), over a non-empty block
+    if (axes.length === 0 || axes.some((a, i) => a !== rank - axes.length + i)) return fallback(name, args);
+    const outShape = x.shape.slice(0, rank - axes.length);
+    const C = n / size(outShape);
+    const be = args.backend as WasmBackend;
+    const out = be.makeOutput(attrs.keepDims ? tf.backend_util.expandShapeToKeepDim(outShape, axes) : outShape, 'float32');
+    binding.reduce(op, heapView(be, x, n), heapView(be, out, size(outShape)), size(outShape), C);
+    return out;
+  };
+}
+
+/** The kernels installed, by tfjs kernel name. */
+const kernels: Record<string, (args: KernelArgs) => tf.TensorInfo> = {
+  BatchMatMul: batchMatMulKernel,
+  _FusedMatMul: fusedMatMulKernel,
+  Exp: unaryKernel('Exp', 1),
+  Identity: unaryKernel('Identity', 0),
+  Cast: unaryKernel('Cast', 0),
+  Add: binaryKernel('Add', 0),
+  Sub: binaryKernel('Sub', 1),
+  Multiply: binaryKernel('Multiply', 2),
+  Transpose: transposeKernel,
+  Sum: reduceKernel('Sum', 0),
+  Max: reduceKernel('Max', 1),
+};
+
+/** Every kernel the addon can take over from the wasm backend. */
+export const NATIVE_KERNELS: readonly string[] = Object.keys(kernels);
+/** Not replaced unless asked for (`kernels`): a threaded copy did not beat tfjs's own end to end (2 cores). */
+export const OPT_IN_KERNELS: readonly string[] = ['Identity', 'Cast'];
+
+function enabledKernels(opts: InstallOptions): string[] {
+  const fromEnv = env('PEFTJS_NATIVE_KERNELS')?.split(',').map((k) => k.trim()).filter(Boolean);
+  const want = opts.kernels ?? fromEnv ?? NATIVE_KERNELS.filter((k) => !OPT_IN_KERNELS.includes(k));
+  return NATIVE_KERNELS.filter((k) => want.includes(k));
 }
 
 function replaceKernel(name: string, kernelFunc: (args: KernelArgs) => tf.TensorInfo): tf.KernelConfig | undefined {
@@ -213,7 +372,8 @@ function status(installed: boolean, reason: string): NativeStatus {
 }
 
 /**
- * Replaces the wasm backend's BatchMatMul and _FusedMatMul kernels with the native matmul (idempotent;
+ * Replaces the wasm backend's BatchMatMul and _FusedMatMul kernels with the native matmul, and its hottest
+ * element-wise / reduction kernels (NATIVE_KERNELS) with multi-threaded native loops (idempotent;
  * a second call only applies new options). Import '@tensorflow/tfjs-backend-wasm' first. Returns what
  * was done and why; never throws for a missing addon. PEFTJS_NATIVE=0 turns it off.
  */
@@ -230,19 +390,26 @@ export function installNativeKernels(opts: InstallOptions = {}): NativeStatus {
   } catch (e) {
     return status(false, (e as Error).message);
   }
+  const wanted = enabledKernels(opts);
+  if (original && installedKey !== wanted.join()) uninstallNativeKernels();
   if (!original) {
     if (!tf.getKernel('BatchMatMul', 'wasm')) return status(false, "the wasm backend's kernels are not registered (import '@tensorflow/tfjs-backend-wasm' first)");
-    original = { batchMatMul: replaceKernel('BatchMatMul', batchMatMulKernel), fused: replaceKernel('_FusedMatMul', fusedMatMulKernel) };
+    original = new Map();
+    for (const [name, f] of Object.entries(kernels)) {
+      if (!wanted.includes(name)) continue;
+      const orig = replaceKernel(name, f);
+      if (orig) original.set(name, orig);
+    }
+    installedKey = wanted.join();
   }
   const i = nb.info();
   return status(true, `native matmul (${i.isa}, ${i.threads} thread${i.threads === 1 ? '' : 's'})`);
 }
 
-/** Puts the wasm backend's own BatchMatMul and _FusedMatMul back. */
+/** Puts the wasm backend's own kernels back. */
 export function uninstallNativeKernels(): void {
   if (!original) return;
-  for (const [name, cfg] of [['BatchMatMul', original.batchMatMul], ['_FusedMatMul', original.fused]] as const) {
-    if (!cfg) continue;
+  for (const [name, cfg] of original) {
     tf.unregisterKernel(name, 'wasm');
     tf.registerKernel(cfg);
   }

@@ -7,6 +7,7 @@
 #include <node_api.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -397,6 +398,229 @@ void gemm(const Gemm& g0) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Element-wise and reduction kernels (float32, on the same pool): copy, exp, add/sub/mul with simple
+// broadcasting, a grouped transpose, sum/max over trailing axes. Memory-bound loops are auto-vectorised
+// (the AVX-512 / AVX2 copies are the same template code compiled with a target attribute); exp is an
+// explicit AVX-512 Cephes-style polynomial (≈ 1 ulp), std::exp elsewhere.
+
+constexpr long EW_CHUNK = 32768;  // elements per task
+
+// Splits [0, n) into tasks of ≥ EW_CHUNK elements (rounded to `align`), f(begin, end) on the pool.
+template <class F>
+void parallelRange(long n, long align, F&& f) {
+  if (n <= 0) return;
+  const int threads = gPool->threads();
+  long chunk = std::max<long>(EW_CHUNK, (n + 4L * threads - 1) / (4L * threads));
+  chunk = (chunk + align - 1) / align * align;
+  const long tasks = (n + chunk - 1) / chunk;
+  if (tasks == 1) {
+    f(0L, n);
+    return;
+  }
+  gPool->run(tasks, [&](long t) { f(t * chunk, std::min(n, (t + 1) * chunk)); });
+}
+
+enum BinOp { kAdd = 0, kSub = 1, kMul = 2 };
+enum Mode { mFull = 0, mScalar = 1, mRow = 2, mCol = 3 };  // operand index: i, 0, i % C, i / C
+
+template <int OP, bool AS, bool BS>
+__attribute__((always_inline)) inline void binLoop(const float* __restrict a, const float* __restrict b, float* __restrict o, long len) {
+  const float a0 = *a, b0 = *b;
+  for (long i = 0; i < len; i++) {
+    const float x = AS ? a0 : a[i], y = BS ? b0 : b[i];
+    o[i] = OP == kAdd ? x + y : OP == kSub ? x - y : x * y;
+  }
+}
+
+template <int OP>
+__attribute__((always_inline)) inline void binSeg(const float* a, bool as, const float* b, bool bs, float* o, long len) {
+  if (as && bs) binLoop<OP, true, true>(a, b, o, len);
+  else if (as) binLoop<OP, true, false>(a, b, o, len);
+  else if (bs) binLoop<OP, false, true>(a, b, o, len);
+  else binLoop<OP, false, false>(a, b, o, len);
+}
+
+struct Bin {
+  int op;
+  const float *a, *b;
+  float* o;
+  long n, C;
+  int am, bm;
+};
+
+// out[i] for i in [i0, i1), a row segment (of C) at a time
+template <int OP>
+__attribute__((always_inline)) inline void binRange(const Bin& g, long i0, long i1) {
+  for (long i = i0; i < i1;) {
+    const long r = i / g.C, c = i % g.C;
+    const long len = std::min(i1 - i, g.C - c);
+    auto ptr = [&](const float* x, int m, bool& s) -> const float* {
+      s = m == mScalar || m == mCol;
+      return m == mFull ? x + i : m == mScalar ? x : m == mRow ? x + c : x + r;
+    };
+    bool as, bs;
+    const float* pa = ptr(g.a, g.am, as);
+    const float* pb = ptr(g.b, g.bm, bs);
+    binSeg<OP>(pa, as, pb, bs, g.o + i, len);
+    i += len;
+  }
+}
+
+__attribute__((always_inline)) inline void binAny(const Bin& g, long i0, long i1) {
+  if (g.op == kAdd) binRange<kAdd>(g, i0, i1);
+  else if (g.op == kSub) binRange<kSub>(g, i0, i1);
+  else binRange<kMul>(g, i0, i1);
+}
+static void binBase(const Bin& g, long i0, long i1) { binAny(g, i0, i1); }
+#if PEFTJS_X86
+__attribute__((target("avx2"))) static void binAvx2(const Bin& g, long i0, long i1) { binAny(g, i0, i1); }
+__attribute__((target("avx512f"))) static void binAvx512(const Bin& g, long i0, long i1) { binAny(g, i0, i1); }
+#endif
+
+using BinFn = void (*)(const Bin&, long, long);
+BinFn binFn() {
+#if PEFTJS_X86
+  if (gIsa == &kAvx512) return binAvx512;
+  if (gIsa == &kAvx2) return binAvx2;
+#endif
+  return binBase;
+}
+
+void binary(const Bin& g) {
+  const BinFn f = binFn();
+  parallelRange(g.n, 16, [&](long i0, long i1) { f(g, i0, i1); });
+}
+
+// exp
+static void expBase(const float* x, float* o, long n) {
+  for (long i = 0; i < n; i++) o[i] = std::exp(x[i]);
+}
+#if PEFTJS_X86
+__attribute__((target("avx512f"))) static inline __m512 exp512(__m512 x) {
+  // exp(x) = 2^k · exp(r), k = round(x·log2 e), r = x − k·ln 2 (in two parts), exp(r) by a degree-6 polynomial
+  const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.f)), _mm512_set1_ps(89.f));
+  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), xc);
+  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  __m512 y = _mm512_scalef_ps(p, k);  // 2^k · p: overflows to inf, underflows through subnormals to 0
+  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  return _mm512_mask_mov_ps(y, nan, x);
+}
+__attribute__((target("avx512f"))) static void expAvx512(const float* x, float* o, long n) {
+  long i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(o + i, exp512(_mm512_loadu_ps(x + i)));
+  if (i < n) {
+    const __mmask16 m = __mmask16((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(o + i, m, exp512(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+#endif
+
+void unary(int op, const float* x, float* o, long n) {
+  if (op == 0) {  // copy
+    parallelRange(n, 16, [&](long i0, long i1) { std::memcpy(o + i0, x + i0, sizeof(float) * size_t(i1 - i0)); });
+    return;
+  }
+  auto f = expBase;
+#if PEFTJS_X86
+  if (gIsa == &kAvx512) f = expAvx512;
+#endif
+  parallelRange(n, 16, [&](long i0, long i1) { f(x + i0, o + i0, i1 - i0); });
+}
+
+// out[b][c][r][d] = x[b][r][c][d]: swaps two adjacent groups of axes (2-D transpose: B = D = 1)
+void transpose(const float* x, float* o, long B, long R, long C, long D) {
+  constexpr long T = 32;  // tile
+  const long tr = (R + T - 1) / T, tc = (C + T - 1) / T;
+  const long tasks = B * tr * tc;
+  const long per = std::max<long>(1, EW_CHUNK / std::max<long>(1, T * T * D));  // tiles per task
+  auto run = [&](long t0, long t1) {
+    for (long t = t0; t < t1; t++) {
+      const long b = t / (tr * tc), q = t % (tr * tc);
+      const long r0 = (q / tc) * T, c0 = (q % tc) * T;
+      const long r1 = std::min(R, r0 + T), c1 = std::min(C, c0 + T);
+      const float* xb = x + b * R * C * D;
+      float* ob = o + b * R * C * D;
+      if (D == 1) {
+        for (long c = c0; c < c1; c++)
+          for (long r = r0; r < r1; r++) ob[c * R + r] = xb[r * C + c];
+      } else {
+        for (long c = c0; c < c1; c++)
+          for (long r = r0; r < r1; r++) std::memcpy(ob + (c * R + r) * D, xb + (r * C + c) * D, sizeof(float) * size_t(D));
+      }
+    }
+  };
+  const long ntasks = (tasks + per - 1) / per;
+  if (ntasks == 1) run(0, tasks);
+  else gPool->run(ntasks, [&](long i) { run(i * per, std::min(tasks, (i + 1) * per)); });
+}
+
+// o[r] = Σ / max of x[r][0..C)
+template <int OP>
+__attribute__((always_inline)) inline void reduceRows(const float* x, float* o, long r0, long r1, long C) {
+  for (long r = r0; r < r1; r++) {
+    const float* v = x + r * C;
+    if (OP == 0) {
+      // 16 float lanes, combined in double: at least as accurate as a sequential float sum
+      float acc[16] = {};
+      long c = 0;
+      for (; c + 16 <= C; c += 16)
+        for (int j = 0; j < 16; j++) acc[j] += v[c + j];
+      double s = 0;
+      for (int j = 0; j < 16; j++) s += acc[j];
+      for (; c < C; c++) s += v[c];
+      o[r] = float(s);
+    } else {
+      float acc[16];
+      for (int j = 0; j < 16; j++) acc[j] = -INFINITY;
+      long c = 0;
+      bool nan = false;
+      for (; c + 16 <= C; c += 16)
+        for (int j = 0; j < 16; j++) {
+          const float y = v[c + j];
+          nan |= y != y;
+          acc[j] = acc[j] > y ? acc[j] : y;
+        }
+      float m = -INFINITY;
+      for (int j = 0; j < 16; j++) m = m > acc[j] ? m : acc[j];
+      for (; c < C; c++) {
+        nan |= v[c] != v[c];
+        m = m > v[c] ? m : v[c];
+      }
+      o[r] = nan ? NAN : m;
+    }
+  }
+}
+__attribute__((always_inline)) inline void reduceAny(int op, const float* x, float* o, long r0, long r1, long C) {
+  if (op == 0) reduceRows<0>(x, o, r0, r1, C);
+  else reduceRows<1>(x, o, r0, r1, C);
+}
+static void reduceBase(int op, const float* x, float* o, long r0, long r1, long C) { reduceAny(op, x, o, r0, r1, C); }
+#if PEFTJS_X86
+__attribute__((target("avx2"))) static void reduceAvx2(int op, const float* x, float* o, long r0, long r1, long C) { reduceAny(op, x, o, r0, r1, C); }
+__attribute__((target("avx512f"))) static void reduceAvx512(int op, const float* x, float* o, long r0, long r1, long C) { reduceAny(op, x, o, r0, r1, C); }
+#endif
+
+void reduce(int op, const float* x, float* o, long R, long C) {
+  auto f = reduceBase;
+#if PEFTJS_X86
+  if (gIsa == &kAvx512) f = reduceAvx512;
+  else if (gIsa == &kAvx2) f = reduceAvx2;
+#endif
+  const long rowsPer = std::max<long>(1, EW_CHUNK / std::max<long>(1, C));
+  const long tasks = (R + rowsPer - 1) / rowsPer;
+  if (tasks == 1) f(op, x, o, 0, R, C);
+  else gPool->run(tasks, [&](long t) { f(op, x, o, t * rowsPer, std::min(R, (t + 1) * rowsPer), C); });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Node-API surface.
 
 #define CHECK(call)                                                       \
@@ -490,6 +714,82 @@ napi_value Gemm_(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+bool getInts(napi_env env, napi_value* argv, int n, int64_t* out) {
+  for (int i = 0; i < n; i++)
+    if (napi_get_value_int64(env, argv[i], &out[i]) != napi_ok || out[i] < 0) return false;
+  return true;
+}
+
+// binary(op, a, b, out, C, aMode, bMode): out[i] = a[·] op b[·] over out.length, modes as in Mode
+napi_value Binary_(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  float *a, *b, *o;
+  size_t la, lb, lo;
+  int64_t v[3];
+  int32_t op;
+  if (argc < 7 || napi_get_value_int32(env, argv[0], &op) != napi_ok || op < 0 || op > 2) return throwErr(env, "binary expects (op 0..2, a, b, out, C, aMode, bMode)");
+  if (!getF32(env, argv[1], &a, &la) || !getF32(env, argv[2], &b, &lb) || !getF32(env, argv[3], &o, &lo)) return throwErr(env, "a, b and out must be Float32Arrays");
+  if (!getInts(env, argv + 4, 3, v) || v[0] < 1 || v[1] > 3 || v[2] > 3) return throwErr(env, "C must be ≥ 1, modes 0..3");
+  const long n = long(lo), C = long(v[0]);
+  if (n % C != 0) return throwErr(env, "out.length must be a multiple of C");
+  auto need = [&](int m) -> long { return m == mFull ? n : m == mScalar ? 1 : m == mRow ? C : n / C; };
+  if (n > 0 && (long(la) < need(int(v[1])) || long(lb) < need(int(v[2])))) return throwErr(env, "an operand is too small for its mode");
+  const Bin g{op, a, b, o, n, C, int(v[1]), int(v[2])};
+  std::lock_guard<std::mutex> l(gCallMutex);
+  binary(g);
+  return nullptr;
+}
+
+// unary(op, x, out): op 0 copy, 1 exp; over out.length
+napi_value Unary_(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  float *x, *o;
+  size_t lx, lo;
+  int32_t op;
+  if (argc < 3 || napi_get_value_int32(env, argv[0], &op) != napi_ok || op < 0 || op > 1) return throwErr(env, "unary expects (op 0..1, x, out)");
+  if (!getF32(env, argv[1], &x, &lx) || !getF32(env, argv[2], &o, &lo) || lx < lo) return throwErr(env, "x and out must be Float32Arrays, x at least as long as out");
+  std::lock_guard<std::mutex> l(gCallMutex);
+  unary(op, x, o, long(lo));
+  return nullptr;
+}
+
+// transpose(x, out, B, R, C, D): out[b][c][r][d] = x[b][r][c][d]
+napi_value Transpose_(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  float *x, *o;
+  size_t lx, lo;
+  int64_t v[4];
+  if (argc < 6 || !getF32(env, argv[0], &x, &lx) || !getF32(env, argv[1], &o, &lo) || !getInts(env, argv + 2, 4, v)) return throwErr(env, "transpose expects (x, out, B, R, C, D)");
+  const int64_t total = v[0] * v[1] * v[2] * v[3];
+  if (int64_t(lx) < total || int64_t(lo) < total) return throwErr(env, "x or out is too small for B × R × C × D");
+  std::lock_guard<std::mutex> l(gCallMutex);
+  if (total > 0) transpose(x, o, long(v[0]), long(v[1]), long(v[2]), long(v[3]));
+  return nullptr;
+}
+
+// reduce(op, x, out, R, C): op 0 sum, 1 max of each of R rows of C
+napi_value Reduce_(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  float *x, *o;
+  size_t lx, lo;
+  int32_t op;
+  int64_t v[2];
+  if (argc < 5 || napi_get_value_int32(env, argv[0], &op) != napi_ok || op < 0 || op > 1) return throwErr(env, "reduce expects (op 0..1, x, out, R, C)");
+  if (!getF32(env, argv[1], &x, &lx) || !getF32(env, argv[2], &o, &lo) || !getInts(env, argv + 3, 2, v) || v[1] < 1) return throwErr(env, "x, out must be Float32Arrays, R ≥ 0, C ≥ 1");
+  if (int64_t(lx) < v[0] * v[1] || int64_t(lo) < v[0]) return throwErr(env, "x or out is too small for R × C");
+  std::lock_guard<std::mutex> l(gCallMutex);
+  reduce(op, x, o, long(v[0]), long(v[1]));
+  return nullptr;
+}
+
 napi_value makeInfo(napi_env env) {
   napi_value o, v;
   CHECK(napi_create_object(env, &o));
@@ -563,6 +863,10 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_add_env_cleanup_hook(env, cleanup, nullptr);
   napi_property_descriptor props[] = {
       {"gemm", nullptr, Gemm_, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"binary", nullptr, Binary_, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"unary", nullptr, Unary_, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"transpose", nullptr, Transpose_, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"reduce", nullptr, Reduce_, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info_, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, SetThreads_, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setIsa", nullptr, SetIsa_, nullptr, nullptr, nullptr, napi_default, nullptr},
