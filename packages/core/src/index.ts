@@ -88,6 +88,7 @@ export {
   forwardWithPrefix,
   splitPrefix,
   prefixMaskWithOnes,
+  assertEncoderReproduces,
   type PromptLearningFields,
   type PrefixLayer,
 } from './prompt_learning';

@@ -178,3 +178,14 @@ export function splitPrefix(flat: tf.Tensor, batch: number, numLayers: number, h
   }
   return out;
 }
+
+/**
+ * Checks that a prompt encoder restored from peftjs's encoder checkpoint reproduces the saved
+ * `prompt_embeddings` (the two files of one save agree).
+ */
+export function assertEncoderReproduces(encoderOut: tf.Tensor, saved: tf.Tensor, source: string): void {
+  const [diff, scale] = tf.tidy(() => [tf.max(tf.abs(tf.sub(encoderOut, saved))).dataSync()[0], tf.max(tf.abs(saved)).dataSync()[0]]);
+  if (diff > 1e-4 * scale + 1e-6) {
+    throw new PeftError('INVALID_FILE', `${source}: the prompt encoder's weights do not reproduce "prompt_embeddings" (max diff ${diff}); the two files come from different saves`);
+  }
+}

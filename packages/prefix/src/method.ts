@@ -1,15 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
-import { PEFT_METHOD_SPEC_VERSION, PeftError, forwardWithPrefix, preparePromptLearningConfig, splitPrefix, type PeftMethod } from '@peftjs/core';
+import { PEFT_METHOD_SPEC_VERSION, PeftError, assertEncoderReproduces, forwardWithPrefix, preparePromptLearningConfig, splitPrefix, type PeftMethod } from '@peftjs/core';
 import { PrefixTuningConfig } from './config';
 import { PrefixEncoder } from './encoder';
-
-/** Checks that an encoder loaded from peftjs's checkpoint reproduces the saved prefix. */
-export function assertSameOutput(encoderOut: tf.Tensor, saved: tf.Tensor, source: string): void {
-  const [diff, scale] = tf.tidy(() => [tf.max(tf.abs(tf.sub(encoderOut, saved))).dataSync()[0], tf.max(tf.abs(saved)).dataSync()[0]]);
-  if (diff > 1e-4 * scale + 1e-6) {
-    throw new PeftError('INVALID_FILE', `${source}: the prompt encoder's weights do not reproduce "prompt_embeddings" (max diff ${diff}); the two files come from different saves`);
-  }
-}
 
 export const prefixTuningMethod: PeftMethod<PrefixTuningConfig> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
@@ -61,7 +53,7 @@ export const prefixTuningMethod: PeftMethod<PrefixTuningConfig> = {
       if (e.projection && encoderState) {
         e.loadState(encoderState, source.replace(/adapter_model\.safetensors$/, 'peftjs_prompt_encoder.safetensors'));
         const out = e.output();
-        assertSameOutput(out, t, source);
+        assertEncoderReproduces(out, t, source);
         out.dispose();
         return;
       }

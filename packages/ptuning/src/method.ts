@@ -1,14 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
-import { PEFT_METHOD_SPEC_VERSION, PeftError, forwardWithVirtualTokens, preparePromptLearningConfig, type PeftMethod } from '@peftjs/core';
+import { PEFT_METHOD_SPEC_VERSION, PeftError, assertEncoderReproduces, forwardWithVirtualTokens, preparePromptLearningConfig, type PeftMethod } from '@peftjs/core';
 import { PromptEncoderConfig } from './config';
 import { PromptEncoder } from './encoder';
-
-function assertSameOutput(encoderOut: tf.Tensor, saved: tf.Tensor, source: string): void {
-  const [diff, scale] = tf.tidy(() => [tf.max(tf.abs(tf.sub(encoderOut, saved))).dataSync()[0], tf.max(tf.abs(saved)).dataSync()[0]]);
-  if (diff > 1e-4 * scale + 1e-6) {
-    throw new PeftError('INVALID_FILE', `${source}: the prompt encoder's weights do not reproduce "prompt_embeddings" (max diff ${diff}); the two files come from different saves`);
-  }
-}
 
 export const pTuningMethod: PeftMethod<PromptEncoderConfig> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
@@ -56,7 +49,7 @@ export const pTuningMethod: PeftMethod<PromptEncoderConfig> = {
       if (e.kind !== 'table' && encoderState) {
         e.loadState(encoderState, source.replace(/adapter_model\.safetensors$/, 'peftjs_prompt_encoder.safetensors'));
         const out = e.output();
-        assertSameOutput(out, t, source);
+        assertEncoderReproduces(out, t, source);
         out.dispose();
         return;
       }
