@@ -158,7 +158,11 @@ class Pool {
     for (auto& t : workers_) t.join();
     workers_.clear();
     stop_ = false;
-    for (int i = 1; i < total; i++) workers_.emplace_back([this] { loop(); });
+    // A worker must start from the generation current now, not the one it reads once it runs: a run()
+    // that begins before a new thread is scheduled would otherwise be skipped by it, and run() would
+    // wait forever for its share (seen as a hung CI run on a loaded 2-core machine).
+    const unsigned long start = gen_;
+    for (int i = 1; i < total; i++) workers_.emplace_back([this, start] { loop(start); });
   }
   void run(long n, const std::function<void(long)>& f) {
     if (n <= 0) return;
@@ -185,12 +189,7 @@ class Pool {
   void work() {
     for (long i; (i = next_.fetch_add(1)) < ntasks_;) (*job_)(i);
   }
-  void loop() {
-    unsigned long seen = 0;
-    {
-      std::lock_guard<std::mutex> l(m_);
-      seen = gen_;
-    }
+  void loop(unsigned long seen) {
     for (;;) {
       {
         std::unique_lock<std::mutex> l(m_);
