@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { PeftError } from './errors';
 import { ensureWasmKernels } from './kernels/wasm';
 import { setBackendFastPaths } from './kernels/registry';
+import { MATMUL_LAYOUT } from './kernels/cpu';
 
 export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 export const BACKEND_ORDER: BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
@@ -130,7 +131,7 @@ async function tryBackend(name: BackendName, allowSoftwareGpu: boolean, nativeWa
         const native = await tryNative(nativeWanted);
         // core's wasm fast paths only lay matmul operands out for XNNPACK's plain kernel; the native matmul
         // takes transposed operands at full speed, so the plain tfjs compositions are faster there
-        setBackendFastPaths('wasm', !native.installed);
+        setBackendFastPaths('wasm', !native.installed, MATMUL_LAYOUT);
         return {
           ok: true,
           reason: native.installed ? `WebAssembly (SIMD) + native matmul (${native.isa}, ${native.threads} threads)` : `WebAssembly (SIMD) CPU backend (native matmul off: ${native.reason})`,

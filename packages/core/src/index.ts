@@ -40,6 +40,7 @@ export {
   type SafetensorsFile,
   type TensorToWrite,
 } from './io/safetensors';
+export { MATMUL_LAYOUT } from './kernels/cpu';
 export {
   defineOp,
   registerFastPath,

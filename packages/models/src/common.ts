@@ -317,9 +317,10 @@ export function prepareInputs(
 
   let mask: tf.Tensor | null = null;
   if (seqLen > 1) {
-    const rows = tf.range(pastLength, total, 1, 'int32').reshape([seqLen, 1]);
-    const cols = tf.range(0, total, 1, 'int32').reshape([1, total]);
-    const causal = tf.lessEqual(cols, rows).toFloat().reshape([1, 1, seqLen, total]);
+    // query i (at position pastLength + i) sees keys 0..pastLength + i; built here, not by a compare kernel
+    const vals = new Float32Array(seqLen * total);
+    for (let i = 0; i < seqLen; i++) vals.fill(1, i * total, i * total + pastLength + i + 1);
+    const causal = tf.tensor4d(vals, [1, 1, seqLen, total]);
     mask = keep ? tf.mul(causal, keep.reshape([batch, 1, 1, total])) : causal;
   } else if (keep) {
     mask = keep.reshape([batch, 1, 1, total]);

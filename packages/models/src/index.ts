@@ -17,5 +17,5 @@ export {
   type ClassificationFields,
 } from './config';
 export { MASK_MIN, ParamSource, TiedLinear, attention, causalLMLoss, tokenCrossEntropy, setAttentionCustomGrad, type ModelForwardInputs } from './common';
-export { RopeTables, applyRope, ropeInvFreq } from './rope';
+export { RopeTables, applyRope, ropeInvFreq, ropeOp } from './rope';
 export { sampleToken, positionsFromMask } from './generate';

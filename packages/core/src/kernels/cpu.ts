@@ -117,6 +117,9 @@ function batchedPlain(backend: unknown, a: Info, b: Info): Info {
 const t2 = (x: tf.Tensor): tf.Tensor2D => x.reshape([-1, x.shape[x.shape.length - 1] as number]) as tf.Tensor2D;
 
 /** Registers the wasm and cpu fast paths of peftjs.Linear and peftjs.LoraLinear. */
+/** The tag of these fast paths: `setBackendFastPaths('wasm', false, MATMUL_LAYOUT)` parks them. */
+export const MATMUL_LAYOUT = 'matmul-layout';
+
 export function registerCpuFastPaths(
   linearOp: Op<{ x: tf.Tensor; weight: tf.Tensor; bias?: tf.Tensor }, Record<string, never>>,
   loraLinearOp: Op<{ base: tf.Tensor; x: tf.Tensor; loraA: tf.Tensor; loraB: tf.Tensor }, { scaling: number }>,
@@ -125,6 +128,7 @@ export function registerCpuFastPaths(
   for (const backendName of ['wasm', 'cpu']) {
     registerFastPath(batchMatMulOp, {
       backendName,
+      tags: [MATMUL_LAYOUT],
       kernelFunc: ({ inputs, backend }) => batchedPlain(backend, inputs.a, inputs.b),
       gradient: (dy, { a, b }) => {
         const swap = (t: tf.Tensor) => {
@@ -148,6 +152,7 @@ export function registerCpuFastPaths(
 
     registerFastPath(linearOp, {
       backendName,
+      tags: [MATMUL_LAYOUT],
       kernelFunc: ({ inputs, backend }) => linearForward(backend, inputs.x, inputs.weight, inputs.bias),
       gradient: (dy, { x, weight, bias }) => {
         const dy2 = () => t2(dy);
@@ -163,6 +168,7 @@ export function registerCpuFastPaths(
 
     registerFastPath(loraLinearOp, {
       backendName,
+      tags: [MATMUL_LAYOUT],
       kernelFunc: ({ inputs, attrs, backend }) => {
         const { base, x, loraA, loraB } = inputs;
         const x2 = as2d(x);

@@ -33,6 +33,8 @@ export interface FastPath<I extends TensorInputs, A extends OpAttrs> {
    * Defaults to the vector-Jacobian product of the reference.
    */
   gradient?: (dy: tf.Tensor, inputs: I, attrs: A) => Partial<Record<keyof I & string, tf.Tensor | (() => tf.Tensor)>>;
+  /** Labels for switching groups of fast paths off together (setBackendFastPaths' `tag`). */
+  tags?: readonly string[];
 }
 
 export interface Op<I extends TensorInputs, A extends OpAttrs> {
@@ -164,13 +166,15 @@ export function registerFastPath<I extends TensorInputs, A extends OpAttrs>(op: 
 }
 
 /**
- * Parks (or restores) every fast path registered for one backend, e.g. the wasm layout fast paths once a
- * native matmul handles transposed operands itself. The ops then run their references there.
+ * Parks (or restores) the fast paths registered for one backend — all of them, or those carrying `tag` —,
+ * e.g. the wasm matmul layout fast paths once a native matmul handles transposed operands itself. The
+ * ops then run their references there.
  */
-export function setBackendFastPaths(backendName: string, on: boolean): void {
+export function setBackendFastPaths(backendName: string, on: boolean, tag?: string): void {
   for (const state of ops.values()) {
     const fast = state.fast.get(backendName) ?? state.parked.get(backendName);
     if (!fast) continue;
+    if (tag !== undefined && !fast.tags?.includes(tag)) continue;
     if (on) {
       state.parked.delete(backendName);
       state.fast.set(backendName, fast);

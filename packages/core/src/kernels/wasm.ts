@@ -1,14 +1,71 @@
 import * as tf from '@tensorflow/tfjs';
 
 /**
- * Kernels a transformer's training needs that the tfjs wasm backend (4.22) lacks or gets wrong, written
- * in JS on the backend's memory:
+ * Kernels a transformer's training needs that the tfjs wasm backend (4.22) lacks, gets wrong or runs far
+ * below what the copy costs, written in JS on the backend's memory:
  * - UnsortedSegmentSum: missing, and it is the gradient of gather, so no embedding could train on wasm.
  * - OneHot with a float32 dtype: wasm writes the integer bit patterns into a float buffer (1 reads as 1.4e-45).
+ * - Identity, and Cast to the same dtype: wasm copies the buffer (≈ 70 ms of a 500 ms LoRA step on
+ *   tiny-llama: tfjs's gradients clone and cast freely). They share the data, as the cpu backend's do
+ *   (tfjs kernels never write into an input; the buffer is reference-counted, as Reshape's already is).
+ * - GatherV2 along axis 0 (an embedding lookup, the loss's label pick): wasm's generic gather took ≈ 18 ms
+ *   for 1,024 rows of 256 floats; whole rows are copied here.
  */
 interface WasmLikeBackend {
   readSync(dataId: object): ArrayLike<number>;
   write(values: Float32Array | Int32Array, shape: number[], dtype: tf.DataType): object;
+}
+
+interface WasmHeapBackend extends WasmLikeBackend {
+  incRef(dataId: object): void;
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(info: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+}
+
+type KernelArgs = { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown };
+
+/** The same data under a new tensor (reference-counted). */
+function shareData(backend: unknown, x: tf.TensorInfo, dtype: tf.DataType = x.dtype): tf.TensorInfo {
+  (backend as WasmHeapBackend).incRef(x.dataId);
+  return { dataId: x.dataId, shape: [...x.shape], dtype };
+}
+
+function identity({ inputs, backend }: KernelArgs, fallback: tf.KernelFunc, args: KernelArgs): tf.TensorInfo {
+  const { x } = inputs as { x: tf.TensorInfo };
+  if (x.dtype === 'string') return fallback(args as never) as tf.TensorInfo;
+  return shareData(backend, x);
+}
+
+function cast(args: KernelArgs, fallback: tf.KernelFunc): tf.TensorInfo {
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  const { dtype } = args.attrs as { dtype: tf.DataType };
+  if (dtype === x.dtype && dtype !== 'string') return shareData(args.backend, x);
+  return fallback(args as never) as tf.TensorInfo;
+}
+
+function gatherRows(args: KernelArgs, fallback: tf.KernelFunc): tf.TensorInfo {
+  const be = args.backend as WasmHeapBackend;
+  const { x, indices } = args.inputs as { x: tf.TensorInfo; indices: tf.TensorInfo };
+  const { axis, batchDims } = args.attrs as { axis: number; batchDims: number };
+  const ax = axis < 0 ? axis + x.shape.length : axis;
+  if (ax !== 0 || (batchDims ?? 0) !== 0 || x.shape.length === 0 || (x.dtype !== 'float32' && x.dtype !== 'int32')) return fallback(args as never) as tf.TensorInfo;
+  const rows = x.shape[0];
+  const inner = tf.util.sizeFromShape(x.shape.slice(1));
+  const idx = be.readSync(indices.dataId);
+  for (let i = 0; i < idx.length; i++) {
+    const v = idx[i];
+    if (!(v >= 0 && v <= rows - 1)) throw new Error(`GatherV2: the index value ${v} is not in [0, ${rows - 1}]`);
+  }
+  const out = be.makeOutput([...indices.shape, ...x.shape.slice(1)], x.dtype);
+  // views after makeOutput: allocating may grow (and so detach) the heap
+  const src = be.typedArrayFromHeap(x);
+  const dst = be.typedArrayFromHeap(out);
+  if (inner === 1) {
+    for (let i = 0; i < idx.length; i++) dst[i] = src[idx[i]];
+  } else {
+    for (let i = 0; i < idx.length; i++) dst.set(src.subarray(idx[i] * inner, idx[i] * inner + inner), i * inner);
+  }
+  return out;
 }
 
 function unsortedSegmentSum({ inputs, attrs, backend }: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): tf.TensorInfo {
@@ -53,4 +110,14 @@ export function ensureWasmKernels(): void {
   if (!has('UnsortedSegmentSum')) tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSum as tf.KernelFunc });
   if (has('OneHot')) tf.unregisterKernel('OneHot', 'wasm');
   tf.registerKernel({ kernelName: 'OneHot', backendName: 'wasm', kernelFunc: oneHot as tf.KernelFunc });
+  const wrap = (name: string, f: (args: KernelArgs, fallback: tf.KernelFunc, original: KernelArgs) => tf.TensorInfo) => {
+    const k = tf.getKernel(name, 'wasm');
+    if (!k) return;
+    const fallback = k.kernelFunc;
+    tf.unregisterKernel(name, 'wasm');
+    tf.registerKernel({ ...k, kernelFunc: ((args: KernelArgs) => f(args, fallback, args)) as tf.KernelFunc });
+  };
+  wrap('Identity', (args, fallback) => identity(args, fallback, args));
+  wrap('Cast', cast);
+  wrap('GatherV2', gatherRows);
 }
