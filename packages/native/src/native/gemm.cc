@@ -239,7 +239,7 @@ struct Buf {
   }
   ~Buf() { std::free(p); }
 };
-thread_local Buf tA, tB;
+Buf gPackA, gPackB;  // whole packed operands of the current product (one product at a time: gCallMutex)
 
 // A(i, k) = a[i*si + k*sk]; packs rows [0, mc) × k [0, kc) into MR-row panels, zero-padded.
 void packA(const float* a, long si, long sk, long mc, long kc, int MR, float* out) {
@@ -281,12 +281,21 @@ void packB(const float* b, long sk, long sj, long kc, long nc, int NR, float* ou
         for (long j = nr; j < NR; j++) o[j] = 0.f;
       }
     } else {  // transposed B: stored [N, K]; column j of B is row j of the stored operand
-      for (long j = 0; j < nr; j++) {
-        const float* src = b + (j0 + j) * sj;
-        for (long k = 0; k < kc; k++) out[k * NR + j] = src[k * sk];
+      // in blocks of 16 k: 16 contiguous reads per row, writes within a 16 × NR block (in L1)
+      for (long k0 = 0; k0 < kc; k0 += 16) {
+        const long kb = std::min<long>(16, kc - k0);
+        for (long j = 0; j < nr; j++) {
+          const float* src = b + (j0 + j) * sj + k0 * sk;
+          float* o = out + k0 * NR + j;
+          if (sk == 1) {
+            for (long k = 0; k < kb; k++) o[k * NR] = src[k];
+          } else {
+            for (long k = 0; k < kb; k++) o[k * NR] = src[k * sk];
+          }
+        }
+        for (long j = nr; j < NR; j++)
+          for (long k = 0; k < kb; k++) out[(k0 + k) * NR + j] = 0.f;
       }
-      for (long j = nr; j < NR; j++)
-        for (long k = 0; k < kc; k++) out[k * NR + j] = 0.f;
     }
     out += kc * NR;
   }
@@ -301,32 +310,33 @@ struct Gemm {
   bool ct = false;  // C stored transposed (the problem was swapped: Cᵀ = op(B)ᵀ·op(A)ᵀ); see gemm()
 };
 
-// One task: batch entry bi, rows [m0, m0+mc), columns [n0, n0+nc), over all of K.
-void tile(const Gemm& g, const Isa& isa, long bi, long m0, long mc, long n0, long nc) {
+// Packed operands of one chunk of a product: batch entries [b0, b0+nb), rows [m0, m0+Mp), columns
+// [n0, n0+Np) (Mp, Np whole panels). Per batch entry, k-blocks of KC (the last may be shorter), each
+// holding the chunk's rows (columns) as MR- (NR-) wide panels of that block's kc.
+struct Packing {
+  long b0, m0, n0, Mp, Np, K;
+  float* Ap;
+  float* Bp;
+  float* a(long bi, long k0, long kc, long i, int MR) const { return Ap + (bi - b0) * Mp * K + k0 * Mp + ((i - m0) / MR) * kc * MR; }
+  float* b(long bi, long k0, long kc, long j, int NR) const { return Bp + (bi - b0) * Np * K + k0 * Np + ((j - n0) / NR) * kc * NR; }
+};
+
+// One task: batch entry bi, rows [m0, m0+mc), columns [n0, n0+nc), over all of K, from the packed operands.
+void tile(const Gemm& g, const Isa& isa, const Packing& pk, long bi, long m0, long mc, long n0, long nc) {
   const int MR = isa.mr, NR = isa.nr;
-  const float* a = g.a + g.aoff[bi];
-  const float* b = g.b + g.boff[bi];
   float* c = g.c + bi * g.M * g.N;
   // C(r, s) at c[r*rs + s*cs]: row-major, or column-major for a swapped problem
   const long rs = g.ct ? 1 : g.N, cs = g.ct ? g.M : 1;
-  // A is [M, K] (or stored [K, M] when transposed); B is [K, N] (or stored [N, K])
-  const long asi = g.ta ? 1 : g.K, ask = g.ta ? g.M : 1;
-  const long bsk = g.tb ? 1 : g.N, bsj = g.tb ? g.K : 1;
-  const long mcp = (mc + MR - 1) / MR * MR, ncp = (nc + NR - 1) / NR * NR;
-  float* Ap = tA.get(size_t(mcp) * KC);
-  float* Bp = tB.get(size_t(ncp) * KC);
   alignas(64) float tmp[32 * 32];
   for (long k0 = 0; k0 < g.K; k0 += KC) {
     const long kc = std::min(KC, g.K - k0);
     const bool acc = k0 > 0;
-    packB(b + k0 * bsk + n0 * bsj, bsk, bsj, kc, nc, NR, Bp);
-    packA(a + m0 * asi + k0 * ask, asi, ask, mc, kc, MR, Ap);
     for (long j0 = 0; j0 < nc; j0 += NR) {
       const long nr = std::min<long>(NR, nc - j0);
-      const float* bp = Bp + (j0 / NR) * kc * NR;
+      const float* bp = pk.b(bi, k0, kc, n0 + j0, NR);
       for (long i0 = 0; i0 < mc; i0 += MR) {
         const long mr = std::min<long>(MR, mc - i0);
-        const float* ap = Ap + (i0 / MR) * kc * MR;
+        const float* ap = pk.a(bi, k0, kc, m0 + i0, MR);
         float* cc = c + (m0 + i0) * rs + (n0 + j0) * cs;
         if (mr == MR && nr == NR && !g.ct) {
           isa.ukr(kc, ap, bp, cc, g.N, acc);
@@ -345,6 +355,64 @@ void tile(const Gemm& g, const Isa& isa, long bi, long m0, long mc, long n0, lon
 
 // The share of a padded tile that is real work along one dimension.
 double fill(long n, int r) { return double(n) / double((n + r - 1) / r * r); }
+
+// Packed floats kept for one chunk (64 MB): a product whose operands are larger runs in chunks of rows,
+// columns and batch entries, each packed once and shared by all its tiles.
+// PEFTJS_NATIVE_PACK_BUDGET (floats, read once when the addon loads) overrides it: the tests make it small.
+long PACK_BUDGET = 1L << 24;
+
+long roundUp(long n, long r) { return (n + r - 1) / r * r; }
+
+// Packs one chunk's operands (in parallel, by panel), then computes its tiles (in parallel).
+void chunk(const Gemm& g, const Isa& isa, Packing& pk, long nb, long mc, long nc) {
+  const int MR = isa.mr, NR = isa.nr;
+  const int threads = gPool->threads();
+  // A is [M, K] (or stored [K, M] when transposed); B is [K, N] (or stored [N, K])
+  const long asi = g.ta ? 1 : g.K, ask = g.ta ? g.M : 1;
+  const long bsk = g.tb ? 1 : g.N, bsj = g.tb ? g.K : 1;
+  const long pa = pk.Mp / MR, pb = pk.Np / NR;  // panels per batch entry
+  auto packTask = [&](long t) {
+    const long bi = pk.b0 + t / (pa + pb), r = t % (pa + pb);
+    for (long k0 = 0; k0 < g.K; k0 += KC) {
+      const long kc = std::min(KC, g.K - k0);
+      if (r < pa) {
+        const long i0 = pk.m0 + r * MR;
+        packA(g.a + g.aoff[bi] + i0 * asi + k0 * ask, asi, ask, std::min<long>(MR, pk.m0 + mc - i0), kc, MR, pk.a(bi, k0, kc, i0, MR));
+      } else {
+        const long j0 = pk.n0 + (r - pa) * NR;
+        packB(g.b + g.boff[bi] + k0 * bsk + j0 * bsj, bsk, bsj, kc, std::min<long>(NR, pk.n0 + nc - j0), NR, pk.b(bi, k0, kc, j0, NR));
+      }
+    }
+  };
+  // tiles: start at MC × NC, halve (in whole panels) until there are ~2 tasks per thread
+  long mt = std::min<long>(pk.Mp, MC / MR * MR);
+  long nt = std::min<long>(pk.Np, NC / NR * NR);
+  auto count = [&](long mt_, long nt_) { return nb * ((mc + mt_ - 1) / mt_) * ((nc + nt_ - 1) / nt_); };
+  const double flops = 2.0 * double(nb) * double(mc) * double(nc) * double(g.K);
+  // ~2 tasks per thread, but none much under ~3 MFLOP (≈ 50 µs): waking threads costs ~10 µs
+  const long want = std::max<long>(1, std::min<long>(2L * threads, long(flops / 3e6)));
+  while (count(mt, nt) < want) {
+    if (nt >= mt && nt > NR) nt = std::max<long>(NR, roundUp(nt / 2, NR));
+    else if (mt > MR) mt = std::max<long>(MR, roundUp(mt / 2, MR));
+    else if (nt > NR) nt = std::max<long>(NR, roundUp(nt / 2, NR));
+    else break;
+  }
+  const long tm = (mc + mt - 1) / mt, tn = (nc + nt - 1) / nt;
+  const long n = nb * tm * tn;
+  auto task = [&](long t) {
+    const long bi = pk.b0 + t / (tm * tn), r = t % (tm * tn);
+    const long m0 = pk.m0 + (r / tn) * mt, n0 = pk.n0 + (r % tn) * nt;
+    tile(g, isa, pk, bi, m0, std::min(mt, pk.m0 + mc - m0), n0, std::min(nt, pk.n0 + nc - n0));
+  };
+  const long packs = nb * (pa + pb);
+  if (want == 1) {
+    for (long t = 0; t < packs; t++) packTask(t);
+    for (long t = 0; t < n; t++) task(t);
+  } else {
+    gPool->run(packs, packTask);
+    gPool->run(n, task);
+  }
+}
 
 void gemm(const Gemm& g0) {
   const Isa& isa = *gIsa;
@@ -367,32 +435,28 @@ void gemm(const Gemm& g0) {
     g.boff = g0.aoff;
     g.ct = true;
   }
-  const int threads = gPool->threads();
-  // tiles: start at MC × NC, halve (in whole panels) until there are ~2 tasks per thread
-  long mt = std::min<long>((g.M + isa.mr - 1) / isa.mr * isa.mr, MC / isa.mr * isa.mr);
-  long nt = std::min<long>((g.N + isa.nr - 1) / isa.nr * isa.nr, NC / isa.nr * isa.nr);
-  auto count = [&](long mt_, long nt_) { return g.batch * ((g.M + mt_ - 1) / mt_) * ((g.N + nt_ - 1) / nt_); };
-  const double flops = 2.0 * double(g.batch) * double(g.M) * double(g.N) * double(g.K);
-  // ~2 tasks per thread, but none much under ~3 MFLOP (≈ 50 µs): waking threads costs ~10 µs
-  const long want = std::max<long>(1, std::min<long>(2L * threads, long(flops / 3e6)));
-  while (count(mt, nt) < want) {
-    if (nt >= mt && nt > isa.nr) nt = std::max<long>(isa.nr, (nt / 2 + isa.nr - 1) / isa.nr * isa.nr);
-    else if (mt > isa.mr) mt = std::max<long>(isa.mr, (mt / 2 + isa.mr - 1) / isa.mr * isa.mr);
-    else if (nt > isa.nr) nt = std::max<long>(isa.nr, (nt / 2 + isa.nr - 1) / isa.nr * isa.nr);
-    else break;
+  const int MR = isa.mr, NR = isa.nr;
+  // Both operands are packed once per chunk and shared by its tiles (packing per tile re-read B once per
+  // row-tile and A once per column-tile: a third of the time on a training step's shapes). Chunks keep
+  // the packed copies under PACK_BUDGET: columns, then rows, then batch entries.
+  long mcw = roundUp(g.M, MR), ncw = roundUp(g.N, NR);
+  while ((mcw + ncw) * g.K > PACK_BUDGET && (ncw > NR || mcw > MR)) {
+    if (ncw >= mcw && ncw > NR) ncw = std::max<long>(NR, roundUp(ncw / 2, NR));
+    else mcw = std::max<long>(MR, roundUp(mcw / 2, MR));
   }
-  const long tm = (g.M + mt - 1) / mt, tn = (g.N + nt - 1) / nt;
-  const long n = g.batch * tm * tn;
-  auto task = [&](long t) {
-    const long bi = t / (tm * tn), r = t % (tm * tn);
-    const long im = r / tn, in = r % tn;
-    const long m0 = im * mt, n0 = in * nt;
-    tile(g, isa, bi, m0, std::min(mt, g.M - m0), n0, std::min(nt, g.N - n0));
-  };
-  if (want == 1) {
-    for (long t = 0; t < n; t++) task(t);
-  } else {
-    gPool->run(n, task);
+  const long bg = std::max<long>(1, std::min<long>(g.batch, PACK_BUDGET / ((mcw + ncw) * g.K)));
+  float* Ap = gPackA.get(size_t(bg * mcw * g.K));
+  float* Bp = gPackB.get(size_t(bg * ncw * g.K));
+  for (long b0 = 0; b0 < g.batch; b0 += bg) {
+    const long nb = std::min(bg, g.batch - b0);
+    for (long m0 = 0; m0 < g.M; m0 += mcw) {
+      const long mc = std::min(mcw, g.M - m0);
+      for (long n0 = 0; n0 < g.N; n0 += ncw) {
+        const long nc = std::min(ncw, g.N - n0);
+        Packing pk{b0, m0, n0, roundUp(mc, MR), roundUp(nc, NR), g.K, Ap, Bp};
+        chunk(g, isa, pk, nb, mc, nc);
+      }
+    }
   }
 }
 
@@ -856,6 +920,7 @@ napi_value Init(napi_env env, napi_value exports) {
     if (!gPool) {
       gPool = new Pool();
       gIsa = bestIsa();
+      if (const char* b = std::getenv("PEFTJS_NATIVE_PACK_BUDGET")) PACK_BUDGET = std::max(1L, std::atol(b));
     }
     gEnvs++;
   }
