@@ -32,7 +32,7 @@ const probe = spawnSync(cxx, ['--version'], { encoding: 'utf8' });
 if (probe.error || probe.status !== 0) skip(`no C++ compiler (${cxx}); install g++ or set CXX`);
 
 mkdirSync(dirname(out), { recursive: true });
-const args = ['-O3', '-std=c++17', '-shared', '-fPIC', '-pthread', '-fvisibility=hidden', '-DNODE_GYP_MODULE_NAME=peftjs_native', `-I${include}`, src, '-o', out];
+const args = ['-O3', '-std=c++17', '-ffp-contract=off', '-shared', '-fPIC', '-pthread', '-fvisibility=hidden', '-DNODE_GYP_MODULE_NAME=peftjs_native', `-I${include}`, src, '-o', out];
 const t = Date.now();
 const r = spawnSync(cxx, args, { encoding: 'utf8' });
 if (r.status !== 0) {

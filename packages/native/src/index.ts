@@ -32,6 +32,8 @@ export interface NativeBinding {
   transpose(x: Float32Array, out: Float32Array, B: number, R: number, C: number, D: number): void;
   /** out[r] = sum (op 0) or max (op 1) of x[r][0..C). */
   reduce(op: number, x: Float32Array, out: Float32Array, R: number, C: number): void;
+  /** The `peftjs.Rope` op: out = x·cos + cat(x2, x1)·sin, x [B, H, T, D], tables [1 or B, 1, T, D]. */
+  rope(x: Float32Array, cos: Float32Array, sin: Float32Array, out: Float32Array, B: number, H: number, T: number, D: number, perBatch: boolean): void;
   info(): NativeInfo;
   setThreads(n: number): NativeInfo;
   setIsa(isa: NativeIsa | 'auto'): NativeInfo;
@@ -331,6 +333,26 @@ function reduceKernel(name: 'Sum' | 'Max', op: number) {
   };
 }
 
+/**
+ * `peftjs.Rope` (@peftjs/models' RoPE op, a kernel-registry op): its CPU fast path is one pass in JS; this is
+ * the same arithmetic threaded. Taken over only when the op's kernel is registered on wasm before the
+ * install (importing @peftjs/models does that; initBackend runs after imports).
+ */
+function ropeKernel(args: KernelArgs): tf.TensorInfo {
+  const { x, cos, sin } = args.inputs as { x: tf.TensorInfo; cos: tf.TensorInfo; sin: tf.TensorInfo };
+  const n = size(x.shape);
+  const [b, h, t, d] = x.shape;
+  const cb = cos.shape[0];
+  const ok = binding && f32(x, cos, sin) && n >= MIN_ELEMENTS && x.shape.length === 4 && d % 2 === 0 && cos.shape.length === 4 &&
+    tf.util.arraysEqual(cos.shape, sin.shape) && (cb === 1 || cb === b) && cos.shape[1] === 1 && cos.shape[2] === t && cos.shape[3] === d;
+  if (!ok) return fallback('peftjs.Rope', args);
+  const be = args.backend as WasmBackend;
+  const out = be.makeOutput(x.shape, 'float32');
+  const tn = size(cos.shape);
+  binding!.rope(heapView(be, x, n), heapView(be, cos, tn), heapView(be, sin, tn), heapView(be, out, n), b, h, t, d, cb !== 1);
+  return out;
+}
+
 /** The kernels installed, by tfjs kernel name. */
 const kernels: Record<string, (args: KernelArgs) => tf.TensorInfo> = {
   BatchMatMul: batchMatMulKernel,
@@ -344,11 +366,13 @@ const kernels: Record<string, (args: KernelArgs) => tf.TensorInfo> = {
   Transpose: transposeKernel,
   Sum: reduceKernel('Sum', 0),
   Max: reduceKernel('Max', 1),
+  'peftjs.Rope': ropeKernel,
 };
 
 /** Every kernel the addon can take over from the wasm backend. */
 export const NATIVE_KERNELS: readonly string[] = Object.keys(kernels);
-/** Not replaced unless asked for (`kernels`): a threaded copy did not beat tfjs's own end to end (2 cores). */
+/** Not replaced unless asked for (`kernels`): threaded copies; @peftjs/core's wasm Identity and same-dtype
+ * Cast share the data instead, which beats any copy. */
 export const OPT_IN_KERNELS: readonly string[] = ['Identity', 'Cast'];
 
 function enabledKernels(opts: InstallOptions): string[] {
@@ -414,6 +438,11 @@ export function uninstallNativeKernels(): void {
     tf.registerKernel(cfg);
   }
   original = undefined;
+}
+
+/** The tfjs kernels (by name) the addon has taken over on wasm now. */
+export function installedNativeKernels(): string[] {
+  return original ? [...original.keys()] : [];
 }
 
 /** Whether the native kernels are installed now, with the addon's ISA and threads. */

@@ -77,7 +77,11 @@ function unsortedSegmentSum({ inputs, attrs, backend }: { inputs: tf.NamedTensor
   const n = ids.length;
   const inner = n === 0 ? 0 : xv.length / n;
   const shape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
-  const out = x.dtype === 'int32' ? new Int32Array(numSegments * inner) : new Float32Array(numSegments * inner);
+  const heap = typeof (backend as WasmHeapBackend).makeOutput === 'function';
+  // on wasm the sums go straight into the output's memory (no second buffer to copy in)
+  const info = heap ? (backend as WasmHeapBackend).makeOutput(shape, x.dtype) : undefined;
+  const out = info ? (backend as WasmHeapBackend).typedArrayFromHeap(info) : x.dtype === 'int32' ? new Int32Array(numSegments * inner) : new Float32Array(numSegments * inner);
+  if (info) out.fill(0);
   for (let i = 0; i < n; i++) {
     const seg = ids[i];
     if (seg < 0 || seg >= numSegments) continue; // as TensorFlow: out-of-range ids are dropped
@@ -85,7 +89,8 @@ function unsortedSegmentSum({ inputs, attrs, backend }: { inputs: tf.NamedTensor
     const s = i * inner;
     for (let j = 0; j < inner; j++) out[o + j] += xv[s + j];
   }
-  return { dataId: be.write(out, shape, x.dtype), shape, dtype: x.dtype };
+  if (info) return info;
+  return { dataId: be.write(out as Float32Array | Int32Array, shape, x.dtype), shape, dtype: x.dtype };
 }
 
 function oneHot({ inputs, attrs, backend }: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): tf.TensorInfo {

@@ -598,6 +598,31 @@ void unary(int op, const float* x, float* o, long n) {
   parallelRange(n, 16, [&](long i0, long i1) { f(x + i0, o + i0, i1 - i0); });
 }
 
+// Rotary position embedding (the `peftjs.Rope` op): x [B, H, T, D], tables [1 or B, 1, T, D];
+// o = x·cos + cat(x2, x1)·sinSigned, each product rounded to float32 before the sum (as the tfjs
+// reference: two multiplies and an add; the build turns FMA contraction off).
+void rope(const float* x, const float* c, const float* s, float* o, long B, long H, long T, long D, bool perBatch) {
+  const long half = D / 2;
+  parallelRange(B * H * T * D, D, [&](long e0, long e1) {
+    for (long r = e0 / D; r < e1 / D; r++) {
+      const long bi = r / (H * T), ti = r % T;
+      const long t = (perBatch ? bi * T * D : 0) + ti * D;
+      const float* xr = x + r * D;
+      float* orow = o + r * D;
+      const float* cr = c + t;
+      const float* sr = s + t;
+      for (long j = 0; j < half; j++) {
+        const float p = xr[j] * cr[j], q = xr[j + half] * sr[j];
+        orow[j] = p + q;
+      }
+      for (long j = half; j < D; j++) {
+        const float p = xr[j] * cr[j], q = xr[j - half] * sr[j];
+        orow[j] = p + q;
+      }
+    }
+  });
+}
+
 // out[b][c][r][d] = x[b][r][c][d]: swaps two adjacent groups of axes (2-D transpose: B = D = 1)
 void transpose(const float* x, float* o, long B, long R, long C, long D) {
   constexpr long T = 32;  // tile
@@ -836,6 +861,25 @@ napi_value Transpose_(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// rope(x, cos, sin, out, B, H, T, D, perBatch)
+napi_value Rope_(napi_env env, napi_callback_info info) {
+  size_t argc = 9;
+  napi_value argv[9];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  float *x, *c, *s, *o;
+  size_t lx, lc, ls, lo;
+  int64_t v[4];
+  bool perBatch = false;
+  if (argc < 9 || !getF32(env, argv[0], &x, &lx) || !getF32(env, argv[1], &c, &lc) || !getF32(env, argv[2], &s, &ls) || !getF32(env, argv[3], &o, &lo) ||
+      !getInts(env, argv + 4, 4, v) || napi_get_value_bool(env, argv[8], &perBatch) != napi_ok || v[3] % 2 != 0)
+    return throwErr(env, "rope expects (x, cos, sin, out, B, H, T, D even, perBatch)");
+  const int64_t total = v[0] * v[1] * v[2] * v[3], table = (perBatch ? v[0] : 1) * v[2] * v[3];
+  if (int64_t(lx) < total || int64_t(lo) < total || int64_t(lc) < table || int64_t(ls) < table) return throwErr(env, "x, out, cos or sin is too small for B × H × T × D");
+  std::lock_guard<std::mutex> l(gCallMutex);
+  if (total > 0) rope(x, c, s, o, long(v[0]), long(v[1]), long(v[2]), long(v[3]), perBatch);
+  return nullptr;
+}
+
 // reduce(op, x, out, R, C): op 0 sum, 1 max of each of R rows of C
 napi_value Reduce_(napi_env env, napi_callback_info info) {
   size_t argc = 5;
@@ -931,6 +975,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"unary", nullptr, Unary_, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"transpose", nullptr, Transpose_, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"reduce", nullptr, Reduce_, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rope", nullptr, Rope_, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info_, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, SetThreads_, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setIsa", nullptr, SetIsa_, nullptr, nullptr, nullptr, napi_default, nullptr},
