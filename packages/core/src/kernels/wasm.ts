@@ -30,10 +30,10 @@ function shareData(backend: unknown, x: tf.TensorInfo, dtype: tf.DataType = x.dt
   return { dataId: x.dataId, shape: [...x.shape], dtype };
 }
 
-function identity({ inputs, backend }: KernelArgs, fallback: tf.KernelFunc, args: KernelArgs): tf.TensorInfo {
-  const { x } = inputs as { x: tf.TensorInfo };
+function identity(args: KernelArgs, fallback: tf.KernelFunc): tf.TensorInfo {
+  const { x } = args.inputs as { x: tf.TensorInfo };
   if (x.dtype === 'string') return fallback(args as never) as tf.TensorInfo;
-  return shareData(backend, x);
+  return shareData(args.backend, x);
 }
 
 function cast(args: KernelArgs, fallback: tf.KernelFunc): tf.TensorInfo {
@@ -115,14 +115,15 @@ export function ensureWasmKernels(): void {
   if (!has('UnsortedSegmentSum')) tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSum as tf.KernelFunc });
   if (has('OneHot')) tf.unregisterKernel('OneHot', 'wasm');
   tf.registerKernel({ kernelName: 'OneHot', backendName: 'wasm', kernelFunc: oneHot as tf.KernelFunc });
-  const wrap = (name: string, f: (args: KernelArgs, fallback: tf.KernelFunc, original: KernelArgs) => tf.TensorInfo) => {
+  // wrapped, keeping the original's setup (it binds its wasm function when the backend initialises) for the fallback
+  const wrap = (name: string, f: (args: KernelArgs, fallback: tf.KernelFunc) => tf.TensorInfo) => {
     const k = tf.getKernel(name, 'wasm');
     if (!k) return;
     const fallback = k.kernelFunc;
     tf.unregisterKernel(name, 'wasm');
-    tf.registerKernel({ ...k, kernelFunc: ((args: KernelArgs) => f(args, fallback, args)) as tf.KernelFunc });
+    tf.registerKernel({ ...k, kernelFunc: ((args: KernelArgs) => f(args, fallback)) as tf.KernelFunc });
   };
-  wrap('Identity', (args, fallback) => identity(args, fallback, args));
+  wrap('Identity', identity);
   wrap('Cast', cast);
   wrap('GatherV2', gatherRows);
 }
