@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { checkConformance, setFastPathsEnabled } from '@peftjs/core';
+import { checkConformance } from '@peftjs/core';
 import { ropeOp } from '@peftjs/models';
+import { expectFastPathExact } from '../../../tools/testing/ops';
 
 // The fused RoPE fast path (wasm, cpu) against its tfjs reference: the same float32 roundings, so the
 // forward must be bit-identical; gradients for x, cos and sin too (cos / sin broadcast over batch or not).
@@ -20,14 +21,8 @@ describe.skipIf(!fast)(`peftjs.Rope fast path on ${backend}${fast ? '' : ' (skip
       const r = await checkConformance(ropeOp, make, {}, { rtol: 1e-6 });
       expect(r.ok, JSON.stringify(r)).toBe(true);
       const inputs = make();
-      const y = ropeOp(inputs, {});
-      setFastPathsEnabled(false);
-      const ref = ropeOp(inputs, {});
-      setFastPathsEnabled(true);
-      const [got, want] = [await y.data(), await ref.data()];
-      const bad = got.findIndex((v, i) => !Object.is(v, want[i]));
-      expect(bad, `first difference at ${bad}: ${got[bad]} vs ${want[bad]}`).toBe(-1);
-      tf.dispose([y, ref, ...Object.values(inputs)]);
+      await expectFastPathExact(ropeOp, inputs, {}, `x [${xs}]`);
+      tf.dispose(Object.values(inputs));
     });
   }
 

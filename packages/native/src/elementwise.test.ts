@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
+import { expectFastPathExact } from '../../../tools/testing/ops';
 import { installNativeKernels, installedNativeKernels, MIN_ELEMENTS, nativeStatus, NATIVE_KERNELS, OPT_IN_KERNELS, uninstallNativeKernels } from './index';
 
 // The native element-wise / reduction kernels on the wasm backend against tfjs's cpu backend: broadcasting
@@ -174,7 +175,7 @@ describe(`native element-wise kernels on wasm against the cpu backend${why}`, ()
 describe(`native peftjs.Rope on wasm${why}`, () => {
   it.skipIf(skip)('takes over the op registered by @peftjs/models and equals its reference bit for bit, gradients included', async () => {
     const { ropeOp } = await import('@peftjs/models');
-    const { checkConformance, setFastPathsEnabled } = await import('@peftjs/core');
+    const { checkConformance } = await import('@peftjs/core');
     uninstallNativeKernels();
     installNativeKernels(); // the op's kernel exists now (imported above)
     expect(installedNativeKernels()).toContain('peftjs.Rope');
@@ -183,14 +184,8 @@ describe(`native peftjs.Rope on wasm${why}`, () => {
       for (const [xs, cs] of [[[8, 4, 128, 64], [1, 1, 128, 64]], [[3, 2, 97, 130], [3, 1, 97, 130]], [[2, 4, 1, 64], [1, 1, 1, 64]]]) {
         const make = () => ({ x: tf.randomNormal(xs, 0, 2, 'float32', 1), cos: tf.randomUniform(cs, -1, 1, 'float32', 2), sin: tf.randomUniform(cs, -1, 1, 'float32', 3) });
         const inputs = make();
-        const y = ropeOp(inputs, {});
-        setFastPathsEnabled(false);
-        const ref = ropeOp(inputs, {});
-        setFastPathsEnabled(true);
-        const [got, want] = [await y.data(), await ref.data()];
-        const bad = got.findIndex((v, i) => !Object.is(v, want[i]));
-        expect(bad, `x [${xs}]: first difference at ${bad}: ${got[bad]} vs ${want[bad]}`).toBe(-1);
-        tf.dispose([y, ref, ...Object.values(inputs)]);
+        await expectFastPathExact(ropeOp, inputs, {}, `x [${xs}], ${threads} thread(s)`);
+        tf.dispose(Object.values(inputs));
         const r = await checkConformance(ropeOp, make, {}, { rtol: 1e-6 });
         expect(r.ok, JSON.stringify(r)).toBe(true);
       }

@@ -1,0 +1,22 @@
+import * as tf from '@tensorflow/tfjs';
+import { expect } from 'vitest';
+import { setFastPathsEnabled, type Op, type OpAttrs, type TensorInputs } from '@peftjs/core';
+
+/**
+ * Runs a registry op through its fast path on the current backend and through its reference, and expects the
+ * two outputs to be bit-identical (the first differing index is reported; no diff of the whole array).
+ */
+export async function expectFastPathExact<I extends TensorInputs, A extends OpAttrs>(op: Op<I, A>, inputs: I, attrs: A, what = ''): Promise<void> {
+  const y = op(inputs, attrs);
+  setFastPathsEnabled(false);
+  let ref: tf.Tensor;
+  try {
+    ref = op(inputs, attrs);
+  } finally {
+    setFastPathsEnabled(true);
+  }
+  const [got, want] = [await y.data(), await ref.data()];
+  const bad = got.findIndex((v, i) => !Object.is(v, want[i]));
+  expect(bad, `${what}: first difference at ${bad}: ${got[bad]} vs ${want[bad]}`).toBe(-1);
+  tf.dispose([y, ref]);
+}
