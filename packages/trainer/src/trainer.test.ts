@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { PeftError, getPeftModel, parseSafetensors, rawToArray, TaskType, type PeftModel } from '@peftjs/core';
 import { LoraConfig } from '@peftjs/lora';
-import { Trainer, type Example } from './index';
+import { Trainer, type Example, type NamedParams, type Optimizer } from './index';
 import { randomExamples, tinyLlama } from './__fixtures__/tiny';
 
 const tmp = mkdtempSync(join(tmpdir(), 'peftjs-trainer-'));
@@ -169,6 +169,86 @@ describe('Trainer', () => {
     expect(tc.state.logHistory.filter((e) => e.learningRate !== undefined).map((e) => e.loss)).toEqual(
       ta.state.logHistory.filter((e) => e.learningRate !== undefined).map((e) => e.loss),
     );
+  });
+
+  it('trains with a user optimizer from optimizerFactory, and checkpoints and resumes its state exactly', async () => {
+    // sign-momentum SGD: m ← 0.5·m + g; p ← p − lr·sign(m); state: one moment per parameter
+    class SignMomentum implements Optimizer {
+      readonly name = 'sign-momentum';
+      stepCount = 0;
+      private readonly m: Map<string, tf.Variable>;
+      constructor(private readonly params: NamedParams) {
+        this.m = new Map(params.map(([n, p]) => [n, tf.variable(tf.zerosLike(p), false)]));
+      }
+      step(grads: Record<string, tf.Tensor>, lr: number): void {
+        tf.tidy(() => {
+          for (const [n, p] of this.params) {
+            const g = grads[n];
+            if (!g) continue;
+            const m = this.m.get(n)!;
+            m.assign(tf.add(tf.mul(m, 0.5), g));
+            p.assign(tf.sub(p, tf.mul(tf.sign(m), lr)));
+          }
+        });
+        this.stepCount++;
+      }
+      stateTensors() {
+        return Object.fromEntries([...this.m].map(([n, v]) => [`m.${n}`, v as tf.Tensor]));
+      }
+      stateJson() {
+        return { name: this.name, step: this.stepCount };
+      }
+      loadState(tensors: Record<string, tf.Tensor>, json: Record<string, unknown>) {
+        if (json.name !== this.name) throw new Error(`saved by ${String(json.name)}`);
+        for (const [n, v] of this.m) v.assign(tensors[`m.${n}`]);
+        this.stepCount = Number(json.step);
+      }
+      dispose() {
+        tf.dispose([...this.m.values()]);
+      }
+    }
+    const made: SignMomentum[] = [];
+    const optimizerFactory = (params: NamedParams) => {
+      const o = new SignMomentum(params);
+      made.push(o);
+      return o;
+    };
+    const lr = 1e-3;
+    const args = { maxSteps: 6, perDeviceTrainBatchSize: 2, learningRate: lr, lrSchedulerType: 'constant' as const, maxGradNorm: 0, saveSteps: 3, progressBar: false as const, metricsLog: false, seed: 4, shuffle: false };
+    const data = randomExamples(12, 9);
+
+    // one step: every adapter entry moves by exactly ±lr or not at all (sign of the first gradient)
+    const one = lora();
+    for (const [k, v] of one.adapterTensorMap('default')) if (k.includes('lora_B')) v.assign(tf.randomNormal(v.shape, 0, 0.1, 'float32', 5));
+    const before = adapterValues(one);
+    await new Trainer({ model: one, args: { ...args, maxSteps: 1, saveStrategy: 'no' as const, outputDir: outDir() }, trainDataset: data, optimizerFactory }).train();
+    expect(made.length).toBe(1);
+    const after = adapterValues(one);
+    let moved = 0;
+    for (const k of Object.keys(before)) {
+      for (let i = 0; i < before[k].length; i++) {
+        const d = Math.abs(after[k][i] - before[k][i]);
+        if (d > 0) moved++;
+        expect(d === 0 || Math.abs(d - lr) <= 1e-6 * Math.max(1, Math.abs(before[k][i])), `${k}[${i}] moved by ${d}`).toBe(true);
+      }
+    }
+    expect(moved).toBeGreaterThan(0);
+
+    // 6 steps straight vs 3 steps, a fresh Trainer resuming from checkpoint-3 with a fresh optimizer
+    const full = lora();
+    await new Trainer({ model: full, args: { ...args, saveStrategy: 'no' as const, outputDir: outDir() }, trainDataset: data, optimizerFactory }).train();
+    const dir = outDir();
+    await new Trainer({ model: lora(), args: { ...args, maxSteps: 6, outputDir: dir }, trainDataset: data, optimizerFactory, callbacks: [{ onStepEnd: (_a, s, c) => void (s.globalStep === 3 && (c.shouldTrainingStop = true)) }] }).train();
+    const resumed = new Trainer({ model: lora(), args: { ...args, outputDir: dir, resumeFromCheckpoint: join(dir, 'checkpoint-3') }, trainDataset: data, optimizerFactory });
+    await resumed.train();
+    expect(made.at(-1)!.stepCount).toBe(6); // the moments and step count came back from the checkpoint
+    const a = adapterValues(full);
+    const c = adapterValues(resumed.model as PeftModel);
+    expect(maxRelDiff(c, a)).toBe(0);
+
+    // a resumed run with another optimizer than the one that wrote the checkpoint says so
+    await expect(new Trainer({ model: lora(), args: { ...args, outputDir: dir, resumeFromCheckpoint: join(dir, 'checkpoint-3') }, trainDataset: data }).train()).rejects.toThrow(/sign-momentum/);
+    expect(() => new Trainer({ model: lora(), args: { ...args, outputDir: outDir() }, trainDataset: data, optimizerFactory: 3 as never })).toThrow(/optimizerFactory must be a function/);
   });
 
   it('full fine-tuning checkpoints (config.json + model.safetensors) resume exactly; epoch strategies save and evaluate per epoch', async () => {

@@ -95,6 +95,13 @@ export interface TrainerOptions {
   padTokenId?: number;
   computeMetrics?: (p: EvalPrediction) => Record<string, number> | Promise<Record<string, number>>;
   callbacks?: TrainerCallback[];
+  /**
+   * Makes the optimizer instead of `args.optim` (HF's `optimizers` / `optimizer_cls_and_kwargs`): called at the
+   * start of every train() with the trainable parameters by name. Any `Optimizer` (see AdamW and SGD) works,
+   * checkpoints and resuming included: its stateTensors / stateJson go into the checkpoint and loadState reads
+   * them back. The learning rate it is given each step still comes from the args' schedule.
+   */
+  optimizerFactory?: (params: NamedParams, args: TrainingArguments) => Optimizer;
   /** Warnings (non-finite loss …); default console.warn. */
   onWarning?: (message: string) => void;
   fs?: FileSystem;
@@ -154,6 +161,7 @@ export class Trainer {
   state: TrainerState;
   optimizer?: Optimizer;
   lrScheduler?: LrScheduler;
+  private readonly optimizerFactory?: TrainerOptions['optimizerFactory'];
   private readonly warn: (m: string) => void;
   private readonly fs: FileSystem;
   private interrupted: string | null = null;
@@ -174,6 +182,8 @@ export class Trainer {
     this.dataCollator = opts.dataCollator ?? dataCollatorWithPadding({ padTokenId: pad });
     this.computeMetrics = opts.computeMetrics;
     this.callbacks = opts.callbacks ?? [];
+    if (opts.optimizerFactory !== undefined && typeof opts.optimizerFactory !== 'function') throw new PeftError('INVALID_ARGUMENT', 'Trainer: optimizerFactory must be a function (params, args) => Optimizer');
+    this.optimizerFactory = opts.optimizerFactory;
     this.warn = opts.onWarning ?? ((m) => console.warn(m));
     this.fs = opts.fs ?? getFileSystem();
     this.state = this.freshState(0, this.args.numTrainEpochs);
@@ -213,6 +223,13 @@ export class Trainer {
     const params = this.trainableParameters();
     if (!params.length) throw new PeftError('INVALID_ARGUMENT', 'Trainer: the model has no trainable parameters (loaded with isTrainable: false?)');
     const a = this.args;
+    if (this.optimizerFactory) {
+      const made = this.optimizerFactory(params, a);
+      if (!made || typeof made.step !== 'function' || typeof made.stateTensors !== 'function' || typeof made.loadState !== 'function') {
+        throw new PeftError('INVALID_ARGUMENT', 'Trainer: optimizerFactory must return an Optimizer (name, step, stepCount, stateTensors, stateJson, loadState, dispose)');
+      }
+      return (this.optimizer = made);
+    }
     this.optimizer =
       a.optim === 'sgd'
         ? new SGD(params, { momentum: a.sgdMomentum, weightDecay: a.weightDecay })
