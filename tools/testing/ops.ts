@@ -20,3 +20,12 @@ export async function expectFastPathExact<I extends TensorInputs, A extends OpAt
   expect(bad, `${what}: first difference at ${bad}: ${got[bad]} vs ${want[bad]}`).toBe(-1);
   tf.dispose([y, ref]);
 }
+
+/** Runs `step` once to warm up, then `repeats` more times, expecting tf.memory()'s tensor count and bytes unchanged. */
+export function expectFlatMemory(step: () => void, repeats = 5): void {
+  step();
+  const { numTensors, numBytes } = tf.memory();
+  for (let i = 0; i < repeats; i++) step();
+  expect(tf.memory().numTensors).toBe(numTensors);
+  expect(tf.memory().numBytes).toBe(numBytes);
+}

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { expectFastPathExact } from '../../../tools/testing/ops';
-import { installNativeKernels, installedNativeKernels, MIN_ELEMENTS, nativeStatus, NATIVE_KERNELS, OPT_IN_KERNELS, uninstallNativeKernels } from './index';
+import { installNativeKernels, installedNativeKernels, MIN_ELEMENTS, nativeStatus, NATIVE_KERNELS, uninstallNativeKernels } from './index';
 
 // The native element-wise / reduction kernels on the wasm backend against tfjs's cpu backend: broadcasting
 // patterns, odd sizes, sizes below (the original kernel) and above MIN_ELEMENTS. Skipped without the addon.
@@ -60,15 +60,13 @@ describe(`native element-wise kernels on wasm against the cpu backend${why}`, ()
   });
 
   for (const threads of [1, 3]) {
-    it.skipIf(skip)(`Exp, Identity, Cast (below and above the threshold, odd sizes, ${threads} thread(s))`, async () => {
-      installNativeKernels({ threads, kernels: NATIVE_KERNELS }); // Identity and Cast are opt-in
+    it.skipIf(skip)(`Exp (below and above the threshold, odd sizes, ${threads} thread(s))`, async () => {
+      installNativeKernels({ threads });
       for (const shape of [[7], [big - 1], [big + 13], [1024, 4096 + 3], [3, 5, 4099]]) {
         await compare((x) => tf.exp(x), [shape], 2e-6, 20, 'exp');
         await compare((x) => tf.exp(tf.mul(x, 5)), [shape], 2e-6, 20, 'exp wide');
-        await compare((x) => x.clone(), [shape], 0, 1, 'clone');
-        await compare((x) => tf.cast(tf.cast(x, 'int32'), 'float32'), [shape], 0, 100, 'cast');
       }
-      installNativeKernels({ threads: first.threads, kernels: NATIVE_KERNELS.filter((k) => !OPT_IN_KERNELS.includes(k)) });
+      installNativeKernels({ threads: first.threads });
     });
   }
 

@@ -65,7 +65,7 @@ export interface InstallOptions {
   /** Force a micro-kernel (default PEFTJS_NATIVE_ISA, else the best the CPU has). */
   isa?: NativeIsa | 'auto';
   /** Which wasm kernels to replace (default PEFTJS_NATIVE_KERNELS, a comma-separated list, else all of
-   * NATIVE_KERNELS but OPT_IN_KERNELS). A different list than the installed one reinstalls. */
+   * NATIVE_KERNELS). A different list than the installed one reinstalls. */
   kernels?: readonly string[];
 }
 
@@ -229,8 +229,7 @@ function unaryKernel(name: string, op: number) {
   return (args: KernelArgs): tf.TensorInfo => {
     const { x } = args.inputs as { x: tf.TensorInfo };
     const n = size(x.shape);
-    const castOk = name !== 'Cast' || (args.attrs as { dtype?: string } | undefined)?.dtype === 'float32';
-    if (!binding || !castOk || !f32(x) || n < MIN_ELEMENTS) return fallback(name, args);
+    if (!binding || !f32(x) || n < MIN_ELEMENTS) return fallback(name, args);
     const be = args.backend as WasmBackend;
     const out = be.makeOutput(x.shape, 'float32');
     binding.unary(op, heapView(be, x, n), heapView(be, out, n));
@@ -358,8 +357,6 @@ const kernels: Record<string, (args: KernelArgs) => tf.TensorInfo> = {
   BatchMatMul: batchMatMulKernel,
   _FusedMatMul: fusedMatMulKernel,
   Exp: unaryKernel('Exp', 1),
-  Identity: unaryKernel('Identity', 0),
-  Cast: unaryKernel('Cast', 0),
   Add: binaryKernel('Add', 0),
   Sub: binaryKernel('Sub', 1),
   Multiply: binaryKernel('Multiply', 2),
@@ -371,13 +368,10 @@ const kernels: Record<string, (args: KernelArgs) => tf.TensorInfo> = {
 
 /** Every kernel the addon can take over from the wasm backend. */
 export const NATIVE_KERNELS: readonly string[] = Object.keys(kernels);
-/** Not replaced unless asked for (`kernels`): threaded copies; @peftjs/core's wasm Identity and same-dtype
- * Cast share the data instead, which beats any copy. */
-export const OPT_IN_KERNELS: readonly string[] = ['Identity', 'Cast'];
 
 function enabledKernels(opts: InstallOptions): string[] {
   const fromEnv = env('PEFTJS_NATIVE_KERNELS')?.split(',').map((k) => k.trim()).filter(Boolean);
-  const want = opts.kernels ?? fromEnv ?? NATIVE_KERNELS.filter((k) => !OPT_IN_KERNELS.includes(k));
+  const want = opts.kernels ?? fromEnv ?? NATIVE_KERNELS;
   return NATIVE_KERNELS.filter((k) => want.includes(k));
 }
 

@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { batchMatMulOp, checkConformance, initBackend, linearOp, loraLinearOp } from '@peftjs/core';
 import { installNativeKernels, loadNative, nativeStatus, uninstallNativeKernels, type NativeIsa } from './index';
+import { expectFlatMemory } from '../../../tools/testing/ops';
 
 // The native BatchMatMul on the wasm backend against tfjs's cpu backend: forward and gradients, every
 // micro-kernel this CPU has, odd sizes, batches with broadcasting. Skipped when the addon is not built.
@@ -169,12 +170,7 @@ describe(`native BatchMatMul on wasm against the cpu backend${why}`, () => {
       const g = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.matMul(x, y, false, false)))([a, b]);
       tf.dispose(g);
     };
-    step();
-    const before = tf.memory().numTensors;
-    const bytes = tf.memory().numBytes;
-    for (let i = 0; i < 5; i++) step();
-    expect(tf.memory().numTensors).toBe(before);
-    expect(tf.memory().numBytes).toBe(bytes);
+    expectFlatMemory(step);
 
     const heap0 = be.wasm.HEAPU8.buffer.byteLength;
     const big: tf.Tensor[] = [];

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { checkConformance } from './registry';
 import { batchMatMulOp, linearOp, loraLinearOp } from './ops';
+import { expectFlatMemory } from '../../../../tools/testing/ops';
 
 // The wasm/cpu fast paths of the linear ops against their references: outputs and every gradient.
 describe(`CPU fast paths on ${tf.getBackend()}`, () => {
@@ -58,12 +59,7 @@ describe(`CPU fast paths on ${tf.getBackend()}`, () => {
       }, [w, a, b]);
       tf.dispose([value, ...Object.values(grads)]);
     };
-    step();
-    const before = tf.memory().numTensors;
-    const bytes = tf.memory().numBytes;
-    for (let i = 0; i < 5; i++) step();
-    expect(tf.memory().numTensors).toBe(before);
-    expect(tf.memory().numBytes).toBe(bytes);
+    expectFlatMemory(step);
     tf.dispose([x, w, a, b]);
   });
 });
