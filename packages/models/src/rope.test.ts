@@ -16,14 +16,16 @@ describe.skipIf(!fast)(`peftjs.Rope fast path on ${backend}${fast ? '' : ' (skip
     ['one position (decoding)', [2, 4, 1, 64], [1, 1, 1, 64]],
   ];
   for (const [what, xs, cs] of cases) {
-    it(`${what}: x [${xs}], cos/sin [${cs}]`, async () => {
-      const make = () => ({ x: tf.randomNormal(xs, 0, 2, 'float32', 1), cos: tf.randomUniform(cs, -1, 1, 'float32', 2), sin: tf.randomUniform(cs, -1, 1, 'float32', 3) });
-      const r = await checkConformance(ropeOp, make, {}, { rtol: 1e-6 });
-      expect(r.ok, JSON.stringify(r)).toBe(true);
-      const inputs = make();
-      await expectFastPathExact(ropeOp, inputs, {}, `x [${xs}]`);
-      tf.dispose(Object.values(inputs));
-    });
+    for (const transpose of [false, true]) {
+      it(`${what}${transpose ? ', transposed (the gradient\'s form)' : ''}: x [${xs}], cos/sin [${cs}]`, async () => {
+        const make = () => ({ x: tf.randomNormal(xs, 0, 2, 'float32', 1), cos: tf.randomUniform(cs, -1, 1, 'float32', 2), sin: tf.randomUniform(cs, -1, 1, 'float32', 3) });
+        const r = await checkConformance(ropeOp, make, { transpose }, { rtol: 1e-6 });
+        expect(r.ok, JSON.stringify(r)).toBe(true);
+        const inputs = make();
+        await expectFastPathExact(ropeOp, inputs, { transpose }, `x [${xs}]`);
+        tf.dispose(Object.values(inputs));
+      });
+    }
   }
 
   it('rejects shapes it cannot rotate, naming them', () => {

@@ -126,14 +126,16 @@ function reduceTo(g: tf.Tensor, like: tf.Tensor): tf.Tensor {
 
 /**
  * `peftjs.Rope`: x·cos + cat(x2, x1)·sinSigned for x [B, H, T, D], cos and sinSigned [1 or B, 1, T, D]
- * (HF's apply_rotary_pos_emb with rotate_half's sign folded into the table). The reference is tfjs ops; the
- * CPU fast path (wasm, cpu) does it in one pass, forward and backward, where tfjs runs split, concat, two
- * multiplies and an add each way (≈ 45 ms of a 500 ms tiny-llama LoRA step on wasm).
+ * (HF's apply_rotary_pos_emb with rotate_half's sign folded into the table); with `transpose`, its
+ * transpose x·cos + swap(x·sinSigned), which is the gradient's. The reference is tfjs ops; the CPU fast
+ * path (wasm, cpu) does either in one pass, where tfjs runs split, concat, two multiplies and an add each
+ * way (≈ 45 ms of a 500 ms tiny-llama LoRA step on wasm).
  */
-export const ropeOp = defineOp<RopeInputs, Record<string, never>>({
+export const ropeOp = defineOp<RopeInputs, { transpose?: boolean }>({
   name: 'peftjs.Rope',
   inputNames: ['x', 'cos', 'sin'],
-  reference: ({ x, cos, sin }) => tf.add(tf.mul(x, cos), tf.mul(swapHalves(x), sin)),
+  reference: ({ x, cos, sin }, { transpose }) =>
+    transpose ? tf.add(tf.mul(x, cos), swapHalves(tf.mul(x, sin))) : tf.add(tf.mul(x, cos), tf.mul(swapHalves(x), sin)),
   describe: 'x [B, H, T, D], cos / sin [1|B, 1, T, D]',
 });
 
@@ -144,7 +146,7 @@ interface HeapBackend {
   write(values: Float32Array, shape: number[], dtype: tf.DataType): object;
 }
 
-function ropeKernel({ inputs, backend }: { inputs: RopeInputs; backend: unknown }): tf.TensorInfo {
+function ropeKernel({ inputs, attrs, backend }: { inputs: RopeInputs; attrs: { transpose?: boolean }; backend: unknown }): tf.TensorInfo {
   const be = backend as HeapBackend;
   const x = inputs.x as unknown as tf.TensorInfo;
   const cos = inputs.cos as unknown as tf.TensorInfo;
@@ -163,6 +165,10 @@ function ropeKernel({ inputs, backend }: { inputs: RopeInputs; backend: unknown 
   const out = wasm ? be.typedArrayFromHeap!(outInfo!) : new Float32Array(xv.length);
   const half = d / 2;
   const rowsPerTable = t * d;
+  // the sin entry paired with x[j + half] (out[j]) and with x[j] (out[j + half]): the same index as the
+  // output, or, transposed, the partner's
+  const sLo = attrs.transpose ? half : 0;
+  const sHi = attrs.transpose ? -half : 0;
   for (let bi = 0; bi < b; bi++) {
     const tableBase = cb === 1 ? 0 : bi * rowsPerTable;
     for (let hi = 0; hi < h; hi++) {
@@ -172,8 +178,8 @@ function ropeKernel({ inputs, backend }: { inputs: RopeInputs; backend: unknown 
         const c = tableBase + ti * d;
         // each product rounded to float32, then the sum: the reference's rounding exactly
         for (let j = 0; j < half; j++) {
-          out[o + j] = Math.fround(xv[o + j] * cv[c + j]) + Math.fround(xv[o + j + half] * sv[c + j]);
-          out[o + j + half] = Math.fround(xv[o + j + half] * cv[c + j + half]) + Math.fround(xv[o + j] * sv[c + j + half]);
+          out[o + j] = Math.fround(xv[o + j] * cv[c + j]) + Math.fround(xv[o + j + half] * sv[c + j + sLo]);
+          out[o + j + half] = Math.fround(xv[o + j + half] * cv[c + j + half]) + Math.fround(xv[o + j] * sv[c + j + half + sHi]);
         }
       }
     }
@@ -186,11 +192,11 @@ for (const backendName of ['wasm', 'cpu']) {
   registerFastPath(ropeOp, {
     backendName,
     kernelFunc: ropeKernel,
-    gradient: (dy, { x, cos, sin }) => ({
-      // d/dx of x·c + swap(x)·s is dy·c + swap(dy·s) = the same rotation of dy with swap(s) for s
-      x: () => ropeOp({ x: dy, cos, sin: swapHalves(sin) }, {}),
+    gradient: (dy, { x, cos, sin }, { transpose }) => ({
+      // the op is linear in x: its gradient is the transposed op applied to dy (and the transpose's, the op)
+      x: () => ropeOp({ x: dy, cos, sin }, { transpose: !transpose }),
       cos: () => reduceTo(tf.mul(dy, x), cos),
-      sin: () => reduceTo(tf.mul(dy, swapHalves(x)), sin),
+      sin: () => reduceTo(transpose ? tf.mul(swapHalves(dy), x) : tf.mul(dy, swapHalves(x)), sin),
     }),
   });
 }

@@ -181,11 +181,13 @@ describe(`native peftjs.Rope on wasm${why}`, () => {
       installNativeKernels({ threads });
       for (const [xs, cs] of [[[8, 4, 128, 64], [1, 1, 128, 64]], [[3, 2, 97, 130], [3, 1, 97, 130]], [[2, 4, 1, 64], [1, 1, 1, 64]]]) {
         const make = () => ({ x: tf.randomNormal(xs, 0, 2, 'float32', 1), cos: tf.randomUniform(cs, -1, 1, 'float32', 2), sin: tf.randomUniform(cs, -1, 1, 'float32', 3) });
-        const inputs = make();
-        await expectFastPathExact(ropeOp, inputs, {}, `x [${xs}], ${threads} thread(s)`);
-        tf.dispose(Object.values(inputs));
-        const r = await checkConformance(ropeOp, make, {}, { rtol: 1e-6 });
-        expect(r.ok, JSON.stringify(r)).toBe(true);
+        for (const transpose of [false, true]) {
+          const inputs = make();
+          await expectFastPathExact(ropeOp, inputs, { transpose }, `x [${xs}], ${threads} thread(s), transpose ${transpose}`);
+          tf.dispose(Object.values(inputs));
+          const r = await checkConformance(ropeOp, make, { transpose }, { rtol: 1e-6 });
+          expect(r.ok, JSON.stringify(r)).toBe(true);
+        }
       }
     }
     installNativeKernels({ threads: first.threads });

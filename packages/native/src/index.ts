@@ -32,8 +32,9 @@ export interface NativeBinding {
   transpose(x: Float32Array, out: Float32Array, B: number, R: number, C: number, D: number): void;
   /** out[r] = sum (op 0) or max (op 1) of x[r][0..C). */
   reduce(op: number, x: Float32Array, out: Float32Array, R: number, C: number): void;
-  /** The `peftjs.Rope` op: out = x·cos + cat(x2, x1)·sin, x [B, H, T, D], tables [1 or B, 1, T, D]. */
-  rope(x: Float32Array, cos: Float32Array, sin: Float32Array, out: Float32Array, B: number, H: number, T: number, D: number, perBatch: boolean): void;
+  /** The `peftjs.Rope` op: out = x·cos + cat(x2, x1)·sin (transposed: x·cos + swap(x·sin)), x [B, H, T, D],
+   * tables [1 or B, 1, T, D]. */
+  rope(x: Float32Array, cos: Float32Array, sin: Float32Array, out: Float32Array, B: number, H: number, T: number, D: number, perBatch: boolean, transposed: boolean): void;
   info(): NativeInfo;
   setThreads(n: number): NativeInfo;
   setIsa(isa: NativeIsa | 'auto'): NativeInfo;
@@ -348,7 +349,7 @@ function ropeKernel(args: KernelArgs): tf.TensorInfo {
   const be = args.backend as WasmBackend;
   const out = be.makeOutput(x.shape, 'float32');
   const tn = size(cos.shape);
-  binding!.rope(heapView(be, x, n), heapView(be, cos, tn), heapView(be, sin, tn), heapView(be, out, n), b, h, t, d, cb !== 1);
+  binding!.rope(heapView(be, x, n), heapView(be, cos, tn), heapView(be, sin, tn), heapView(be, out, n), b, h, t, d, cb !== 1, !!(args.attrs as { transpose?: boolean } | undefined)?.transpose);
   return out;
 }
 

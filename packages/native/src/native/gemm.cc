@@ -599,10 +599,13 @@ void unary(int op, const float* x, float* o, long n) {
 }
 
 // Rotary position embedding (the `peftjs.Rope` op): x [B, H, T, D], tables [1 or B, 1, T, D];
-// o = x·cos + cat(x2, x1)·sinSigned, each product rounded to float32 before the sum (as the tfjs
-// reference: two multiplies and an add; the build turns FMA contraction off).
-void rope(const float* x, const float* c, const float* s, float* o, long B, long H, long T, long D, bool perBatch) {
+// o = x·cos + cat(x2, x1)·sinSigned, or transposed x·cos + swap(x·sinSigned) (the gradient's), each product
+// rounded to float32 before the sum (as the tfjs reference: two multiplies and an add; the build turns FMA
+// contraction off).
+void rope(const float* x, const float* c, const float* s, float* o, long B, long H, long T, long D, bool perBatch, bool transposed) {
   const long half = D / 2;
+  // the sin entry for out[j] (j < half) and out[j] (j ≥ half): the output's index, or transposed the partner's
+  const long sLo = transposed ? half : 0, sHi = transposed ? -half : 0;
   parallelRange(B * H * T * D, D, [&](long e0, long e1) {
     for (long r = e0 / D; r < e1 / D; r++) {
       const long bi = r / (H * T), ti = r % T;
@@ -612,11 +615,11 @@ void rope(const float* x, const float* c, const float* s, float* o, long B, long
       const float* cr = c + t;
       const float* sr = s + t;
       for (long j = 0; j < half; j++) {
-        const float p = xr[j] * cr[j], q = xr[j + half] * sr[j];
+        const float p = xr[j] * cr[j], q = xr[j + half] * sr[j + sLo];
         orow[j] = p + q;
       }
       for (long j = half; j < D; j++) {
-        const float p = xr[j] * cr[j], q = xr[j - half] * sr[j];
+        const float p = xr[j] * cr[j], q = xr[j - half] * sr[j + sHi];
         orow[j] = p + q;
       }
     }
@@ -861,22 +864,23 @@ napi_value Transpose_(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// rope(x, cos, sin, out, B, H, T, D, perBatch)
+// rope(x, cos, sin, out, B, H, T, D, perBatch, transposed)
 napi_value Rope_(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value argv[9];
+  size_t argc = 10;
+  napi_value argv[10];
   CHECK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   float *x, *c, *s, *o;
   size_t lx, lc, ls, lo;
   int64_t v[4];
-  bool perBatch = false;
-  if (argc < 9 || !getF32(env, argv[0], &x, &lx) || !getF32(env, argv[1], &c, &lc) || !getF32(env, argv[2], &s, &ls) || !getF32(env, argv[3], &o, &lo) ||
-      !getInts(env, argv + 4, 4, v) || napi_get_value_bool(env, argv[8], &perBatch) != napi_ok || v[3] % 2 != 0)
-    return throwErr(env, "rope expects (x, cos, sin, out, B, H, T, D even, perBatch)");
+  bool perBatch = false, transposed = false;
+  if (argc < 10 || !getF32(env, argv[0], &x, &lx) || !getF32(env, argv[1], &c, &lc) || !getF32(env, argv[2], &s, &ls) || !getF32(env, argv[3], &o, &lo) ||
+      !getInts(env, argv + 4, 4, v) || napi_get_value_bool(env, argv[8], &perBatch) != napi_ok ||
+      napi_get_value_bool(env, argv[9], &transposed) != napi_ok || v[3] % 2 != 0)
+    return throwErr(env, "rope expects (x, cos, sin, out, B, H, T, D even, perBatch, transposed)");
   const int64_t total = v[0] * v[1] * v[2] * v[3], table = (perBatch ? v[0] : 1) * v[2] * v[3];
   if (int64_t(lx) < total || int64_t(lo) < total || int64_t(lc) < table || int64_t(ls) < table) return throwErr(env, "x, out, cos or sin is too small for B × H × T × D");
   std::lock_guard<std::mutex> l(gCallMutex);
-  if (total > 0) rope(x, c, s, o, long(v[0]), long(v[1]), long(v[2]), long(v[3]), perBatch);
+  if (total > 0) rope(x, c, s, o, long(v[0]), long(v[1]), long(v[2]), long(v[3]), perBatch, transposed);
   return nullptr;
 }
 
