@@ -119,7 +119,8 @@ async function tryBackend(name: BackendName, allowSoftwareGpu: boolean, nativeWa
         if (summary.isSoftware && !allowSoftwareGpu) {
           return { ok: false, reason: `WebGPU adapter is software (${summary.description || summary.device}), slower than wasm; pass allowSoftwareGpu to use it`, adapter: summary };
         }
-        await dynamicImport('@tensorflow/tfjs-backend-webgpu');
+        const mod = await dynamicImport('@tensorflow/tfjs-backend-webgpu');
+        registerWebgpuBackend(mod, adapter);
         if (!(await tf.setBackend('webgpu'))) return { ok: false, reason: 'the tfjs webgpu backend failed to initialise', adapter: summary };
         return { ok: true, reason: `WebGPU adapter ${summary.vendor || '?'} ${summary.description || summary.device}${summary.isSoftware ? ' (software, as asked)' : ''}`, adapter: summary };
       }
@@ -146,6 +147,46 @@ async function tryBackend(name: BackendName, allowSoftwareGpu: boolean, nativeWa
   } catch (e) {
     return { ok: false, reason: `${name}: ${(e as Error).message}` };
   }
+}
+
+/** Optional device features our WGSL kernels use when the adapter has them (tfjs asks only for timestamps). */
+const WANTED_GPU_FEATURES = ['timestamp-query', 'subgroups', 'bgra8unorm-storage'];
+
+/**
+ * Registers tfjs's webgpu backend on a device we request ourselves, so that our kernels get what the
+ * adapter offers beyond tfjs's own request: the `subgroups` feature and the adapter's limits on storage
+ * buffers per shader stage (multi-output kernels bind up to 10) and workgroup storage. Done once per
+ * adapter; an already-initialised webgpu backend is kept.
+ */
+let registeredFor: unknown;
+function registerWebgpuBackend(mod: any, adapter: any): void {
+  if (registeredFor === adapter || !mod?.WebGPUBackend) return;
+  if (tf.engine().registry['webgpu'] && registeredFor !== undefined) return;
+  registeredFor = adapter;
+  tf.removeBackend('webgpu');
+  tf.registerBackend(
+    'webgpu',
+    async () => {
+      const requiredFeatures = WANTED_GPU_FEATURES.filter((f) => adapter.features.has(f));
+      const l = adapter.limits;
+      const requiredLimits: Record<string, number> = {};
+      for (const k of [
+        'maxComputeWorkgroupStorageSize',
+        'maxComputeWorkgroupsPerDimension',
+        'maxStorageBufferBindingSize',
+        'maxBufferSize',
+        'maxComputeWorkgroupSizeX',
+        'maxComputeWorkgroupSizeY',
+        'maxComputeInvocationsPerWorkgroup',
+        'maxStorageBuffersPerShaderStage',
+      ]) {
+        if (typeof l[k] === 'number') requiredLimits[k] = l[k];
+      }
+      const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
+      return new mod.WebGPUBackend(device, adapter.info);
+    },
+    3,
+  );
 }
 
 let current: BackendReport | undefined;

@@ -1,0 +1,197 @@
+import * as tf from '@tensorflow/tfjs';
+import { PeftError } from '../../errors';
+
+/**
+ * Runs hand-written WGSL on tfjs's webgpu backend, in its command stream: the same command encoder and
+ * compute pass as tfjs's own programs, its buffer pool, its deferred disposal, and its timestamp
+ * queries (so `tf.profile` and `backend.time` report these kernels' GPU time by name).
+ *
+ * Unlike tfjs's `runWebGPUProgram` a kernel here has any number of outputs, may update existing tensors
+ * in place (`read_write` bindings), and owns its whole WGSL source (no generated header).
+ *
+ * Binding order in the shader, all in `@group(0)`: outputs first (binding 0…), then inputs, then — when
+ * `uniforms` are given — one uniform buffer at the last binding. Every binding must be used by the
+ * shader (pipelines use the 'auto' layout, which drops unused bindings).
+ *
+ * Nothing here imports `@tensorflow/tfjs-backend-webgpu`: the backend object comes from the kernel call
+ * (or `tf.backend()`), so core keeps webgpu optional.
+ */
+
+export type UniformType = 'int32' | 'uint32' | 'float32';
+export interface Uniform {
+  type: UniformType;
+  data: number[];
+}
+
+export interface WgslKernel {
+  /** Pipeline cache key: must change whenever `code()` would. */
+  key: string;
+  /** The whole WGSL module, entry point `main`. Called once per key and device. */
+  code: () => string;
+}
+
+export interface NewOutput {
+  shape: number[];
+  dtype: tf.DataType;
+}
+
+export interface DispatchArgs {
+  /** Read-only inputs (uploaded to the GPU first when they live on the CPU). */
+  inputs: tf.TensorInfo[];
+  /**
+   * Outputs: a `{ shape, dtype }` allocates a new tensor; an existing TensorInfo is written in place
+   * (bind it `read_write`; it must not also be an input: WebGPU forbids aliasing a writable binding).
+   */
+  outputs: (NewOutput | tf.TensorInfo)[];
+  /** Uniform fields in declaration order (WGSL struct layout rules are applied: vec2 8-byte, vec3/4 16). */
+  uniforms?: Uniform[];
+  /** Workgroup counts [x, y, z]; use `dispatch1d` for a flat problem. */
+  workgroups: [number, number, number];
+  /** Name shown by profiles (defaults to the kernel key's first word). */
+  name?: string;
+}
+
+/** The parts of tfjs-webgpu's WebGPUBackend this module touches (stable across tfjs 4.x). */
+interface WebGPUBackendLike {
+  device: GPUDevice;
+  queue: GPUQueue;
+  tensorMap: { get(dataId: object): { resource?: unknown; dtype: tf.DataType; shape: number[] } | undefined; has(dataId: object): boolean };
+  commandEncoder: GPUCommandEncoder | null;
+  computePassEncoder: GPUComputePassEncoder | null;
+  dispatchCountInPass: number;
+  commandQueueOwnedIds: WeakSet<object>;
+  activeTimers: { name: string; query: Promise<number> }[] | null;
+  supportTimestampQuery: boolean;
+  querySet: GPUQuerySet | null;
+  querySetCount: number;
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: unknown): tf.TensorInfo;
+  uploadToGPU(dataId: object): void;
+  makeUniforms(u: Uniform[]): GPUBindingResource;
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
+  submitQueue(): void;
+  getQueryTime(): Promise<number>;
+}
+
+/** The webgpu backend object, checked: `backend` from a kernel call, else the active backend. */
+export function webgpuBackend(backend?: unknown): WebGPUBackendLike {
+  const b = (backend ?? tf.backend()) as Partial<WebGPUBackendLike>;
+  if (!b || !b.device || !b.tensorMap || typeof b.makeUniforms !== 'function') {
+    throw new PeftError('BACKEND', `a WGSL kernel needs the webgpu backend (active: ${tf.getBackend()})`);
+  }
+  return b as WebGPUBackendLike;
+}
+
+const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
+const checkShaders = () => typeof process !== 'undefined' && process.env?.PEFTJS_WGSL_CHECK === '1';
+
+function pipelineFor(device: GPUDevice, kernel: WgslKernel): GPUComputePipeline {
+  let cache = pipelines.get(device);
+  if (!cache) pipelines.set(device, (cache = new Map()));
+  let p = cache.get(kernel.key);
+  if (p) return p;
+  const code = kernel.code();
+  const check = checkShaders();
+  if (check) device.pushErrorScope('validation');
+  const module = device.createShaderModule({ code, label: kernel.key });
+  p = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: kernel.key });
+  if (check) {
+    void module.getCompilationInfo().then((info) => {
+      for (const m of info.messages) if (m.type === 'error') console.error(`WGSL ${kernel.key}:${m.lineNum}:${m.linePos}: ${m.message}`);
+    });
+    void device.popErrorScope().then((e) => e && console.error(`WGSL ${kernel.key}: ${e.message}\n${code}`));
+  }
+  cache.set(kernel.key, p);
+  return p;
+}
+
+/** Deferred-submit batch size, as tfjs-webgpu's WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE flag. */
+function submitBatchSize(): number {
+  try {
+    return Number(tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE')) || 15;
+  } catch {
+    return 15;
+  }
+}
+
+const isNew = (o: NewOutput | tf.TensorInfo): o is NewOutput => !('dataId' in o);
+
+/** Bytes per element of a tfjs dtype as the webgpu backend stores it (bool and int32 as 32-bit). */
+export function gpuBytesPerElement(dtype: tf.DataType): number {
+  if (dtype === 'complex64') return 8;
+  return 4;
+}
+
+/**
+ * Records one dispatch of `kernel` in tfjs's command stream and returns the outputs (new ones are
+ * owned by the caller: return them from a kernelFunc, or wrap with `tf.engine().makeTensorFromTensorInfo`).
+ */
+export function runWgsl(backendArg: unknown, kernel: WgslKernel, args: DispatchArgs): tf.TensorInfo[] {
+  const b = webgpuBackend(backendArg);
+  const outputs = args.outputs.map((o) => (isNew(o) ? b.makeTensorInfo(o.shape, o.dtype) : o));
+  const empty = outputs.some((o) => tf.util.sizeFromShape(o.shape) === 0) || args.workgroups.some((w) => w === 0);
+  for (const o of outputs) b.uploadToGPU(o.dataId);
+  if (empty) return outputs;
+  for (const i of args.inputs) b.uploadToGPU(i.dataId);
+  const limit = b.device.limits.maxComputeWorkgroupsPerDimension;
+  if (args.workgroups.some((w) => w > limit)) {
+    throw new PeftError('BACKEND', `${kernel.key}: dispatch [${args.workgroups}] exceeds the device's ${limit} workgroups per dimension`);
+  }
+  const pipeline = pipelineFor(b.device, kernel);
+  const bufferOf = (t: tf.TensorInfo): GPUBindingResource => {
+    const d = b.tensorMap.get(t.dataId);
+    if (!d || !d.resource) throw new PeftError('BACKEND', `${kernel.key}: a tensor has no GPU buffer`);
+    return { buffer: d.resource as GPUBuffer };
+  };
+  const entries: GPUBindGroupEntry[] = [...outputs, ...args.inputs].map((t, i) => ({ binding: i, resource: bufferOf(t) }));
+  if (args.uniforms?.length) entries.push({ binding: entries.length, resource: b.makeUniforms(args.uniforms.map((u) => ({ type: u.type, data: [...u.data] }))) });
+  for (const t of [...outputs, ...args.inputs]) b.commandQueueOwnedIds.add(t.dataId);
+  const bindGroup = b.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+
+  const timed = b.activeTimers != null;
+  b.ensureCommandEncoderReady();
+  if (timed && b.supportTimestampQuery) {
+    b.endComputePassEncoder();
+    if (b.querySet == null) b.querySet = b.device.createQuerySet({ type: 'timestamp', count: b.querySetCount });
+    b.computePassEncoder = b.commandEncoder!.beginComputePass({
+      timestampWrites: { querySet: b.querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+    });
+  } else if (!b.computePassEncoder) {
+    b.computePassEncoder = b.commandEncoder!.beginComputePass({});
+  }
+  const pass = b.computePassEncoder!;
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, bindGroup);
+  pass.dispatchWorkgroups(args.workgroups[0], args.workgroups[1], args.workgroups[2]);
+  b.dispatchCountInPass++;
+  if (timed || b.dispatchCountInPass >= submitBatchSize()) {
+    b.endComputePassEncoder();
+    if (timed) b.activeTimers!.push({ name: args.name ?? kernel.key.split(/[\s:(]/)[0], query: b.getQueryTime() });
+    else b.submitQueue();
+  }
+  return outputs;
+}
+
+/**
+ * Workgroup counts for `n` independent items at `perWorkgroup` items a workgroup, folded into x and y
+ * when x would pass 65,535. In WGSL recover the flat workgroup index as
+ * `wid.x + wid.y * nwg.x` (`@builtin(workgroup_id) wid`, `@builtin(num_workgroups) nwg`), and skip
+ * indices ≥ n.
+ */
+export function dispatch1d(n: number, perWorkgroup: number, maxPerDim = 65535): [number, number, number] {
+  const groups = Math.ceil(n / perWorkgroup);
+  if (groups <= maxPerDim) return [groups, 1, 1];
+  const y = Math.ceil(groups / maxPerDim);
+  return [Math.ceil(groups / y), y, 1];
+}
+
+/** Wraps TensorInfos returned by runWgsl as tensors the engine tracks (for use outside a kernelFunc). */
+export function toTensor(info: tf.TensorInfo): tf.Tensor {
+  return tf.engine().makeTensorFromTensorInfo(info);
+}
+
+/** The GPU features of the webgpu device tfjs uses (e.g. 'subgroups', 'timestamp-query'). */
+export function deviceFeatures(backend?: unknown): Set<string> {
+  const b = webgpuBackend(backend);
+  return new Set([...(b.device.features as unknown as Iterable<string>)]);
+}
