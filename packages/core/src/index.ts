@@ -96,3 +96,5 @@ export {
 export { initBackend, backendReport, summarizeAdapter, BACKEND_ORDER, type BackendName, type BackendReport, type GpuAdapterSummary, type InitBackendOptions } from './backend';
 export { ensureWasmKernels } from './kernels/wasm';
 export { createProgressBar, formatDuration, type ProgressBar, type ProgressStream } from './progress';
+export { runWgsl, dispatch1d, webgpuBackend, deviceFeatures, toTensor, type WgslKernel, type DispatchArgs, type Uniform } from './kernels/webgpu/runner';
+export { GpuProfiler, profileGpu, formatGpuProfile, webgpuBytes, type GpuProfile, type KernelTime } from './kernels/webgpu/profile';
