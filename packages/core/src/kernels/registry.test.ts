@@ -64,6 +64,47 @@ describe('kernel registry', () => {
     expect((await checkConformance(broken, make, { alpha: 0.5 })).ok).toBe(false);
   });
 
+  it('a fast path with an aux output: the op returns the first, the gradient gets the saved ones, nothing leaks', async () => {
+    const backend = tf.getBackend();
+    // y = exp(x); the fast path also returns exp(x) as an aux output and its gradient reads it (dy·aux)
+    const expOp = defineOp<{ x: tf.Tensor }, Record<string, never>>({
+      name: 'peftjs.test.ExpAux',
+      inputNames: ['x'],
+      reference: ({ x }) => tf.exp(x),
+      outputsToSave: [false, true],
+    });
+    let gradSaw: (tf.Tensor | undefined)[] = [];
+    registerFastPath(expOp, {
+      backendName: backend,
+      kernelFunc: ({ inputs, backend: b }) => {
+        const be = b as any;
+        const xv = be.readSync(inputs.x.dataId) as Float32Array;
+        const e = xv.map((v) => Math.exp(v));
+        const mk = (vals: Float32Array) => ({ dataId: be.write(vals, inputs.x.shape, 'float32'), shape: inputs.x.shape, dtype: 'float32' as const });
+        return [mk(e), mk(Float32Array.from(e))];
+      },
+      gradient: (dy, _inputs, _attrs, outputs) => {
+        gradSaw = outputs;
+        return { x: () => tf.mul(dy, outputs[1]!) };
+      },
+    });
+    const x = tf.tensor1d([0, 1, -1]);
+    const before = tf.memory().numTensors;
+    const y = expOp({ x }, {});
+    expect(y.shape).toEqual([3]);
+    expect(tf.memory().numTensors).toBe(before + 1);
+    y.dispose();
+    const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(expOp({ x }, {}), tf.tensor1d([1, 2, 3]))))(x);
+    expect(gradSaw.length).toBe(2);
+    expect(gradSaw[0]).toBeUndefined();
+    const gv = await g.data();
+    [1, 2 * Math.E, 3 / Math.E].forEach((v, i) => expect(gv[i]).toBeCloseTo(v, 5));
+    g.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+    expect((await checkConformance(expOp, () => ({ x: tf.randomNormal([4, 3]) }), {})).ok).toBe(true);
+    x.dispose();
+  });
+
   it('LoRA linear reference: base + s·(x·Aᵀ)·Bᵀ', () => {
     const x = tf.randomNormal([2, 3, 5]);
     const A = tf.randomNormal([2, 5]);

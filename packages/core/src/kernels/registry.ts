@@ -20,19 +20,26 @@ export interface OpDefinition<I extends TensorInputs, A extends OpAttrs> {
   reference: (inputs: I, attrs: A) => tf.Tensor;
   /** Shapes for the conformance helper's random inputs. */
   describe?: string;
+  /**
+   * Outputs of the fast paths saved for their gradients, by output index (tfjs's `outputsToSave`). A
+   * fast path's kernelFunc may return `[out, ...aux]` (e.g. attention's per-row logsumexp): the op call
+   * still returns `out` alone (the aux outputs are disposed), and the gradient receives the saved ones.
+   */
+  outputsToSave?: boolean[];
 }
 
 export interface FastPath<I extends TensorInputs, A extends OpAttrs> {
   backendName: string;
   /** Runs on the backend's data; receives the backend instance as tfjs kernels do. */
-  kernelFunc: (args: { inputs: I; attrs: A; backend: unknown }) => tf.TensorInfo;
+  kernelFunc: (args: { inputs: I; attrs: A; backend: unknown }) => tf.TensorInfo | tf.TensorInfo[];
   /**
    * The gradient of the fast path: dy and the saved inputs → one gradient per present input, either a
    * tensor or a thunk computing it. Thunks are evaluated only for inputs a gradient is asked for (tfjs
    * prunes inputs off the path to the sources: a frozen base weight costs nothing).
-   * Defaults to the vector-Jacobian product of the reference.
+   * Defaults to the vector-Jacobian product of the reference. `outputs` are the forward's outputs named
+   * in the definition's `outputsToSave` (by output index; undefined where not saved or not returned).
    */
-  gradient?: (dy: tf.Tensor, inputs: I, attrs: A) => Partial<Record<keyof I & string, tf.Tensor | (() => tf.Tensor)>>;
+  gradient?: (dy: tf.Tensor, inputs: I, attrs: A, outputs: (tf.Tensor | undefined)[]) => Partial<Record<keyof I & string, tf.Tensor | (() => tf.Tensor)>>;
   /** Labels for switching groups of fast paths off together (setBackendFastPaths' `tag`). */
   tags?: readonly string[];
 }
@@ -110,21 +117,29 @@ function registerVariantKernel(name: string, backendName: string, fast: FastPath
 
 function registerVariantGradient(state: OpState, name: string, present: string[]): void {
   const def = state.def;
+  const outputsToSave = def.outputsToSave ?? [];
   tf.registerGradient({
     kernelName: name,
     inputsToSave: [...present],
-    gradFunc: (dy, saved, attrs) => {
+    ...(outputsToSave.length ? { outputsToSave: [...outputsToSave] } : {}),
+    gradFunc: (dys, saved, attrs) => {
       const inputs: TensorInputs = {};
       present.forEach((n, i) => (inputs[n] = saved[i]));
+      // a kernel with several outputs gets one dy per output (zeros for the aux ones): the op's output is the first
+      const dy = (Array.isArray(dys) ? dys[0] : dys) as tf.Tensor;
+      const nOut = Array.isArray(dys) ? dys.length : 1;
+      const outputs: (tf.Tensor | undefined)[] = [];
+      let next = present.length;
+      for (let i = 0; i < nOut; i++) outputs.push(outputsToSave[i] ? (saved[next++] as tf.Tensor) : undefined);
       const own = state.fast.get(tf.getBackend())?.gradient;
       if (own) {
-        const g = own(dy as tf.Tensor, inputs, attrs as unknown as OpAttrs) as Record<string, tf.Tensor | (() => tf.Tensor)>;
+        const g = own(dy, inputs, attrs as unknown as OpAttrs, outputs) as Record<string, tf.Tensor | (() => tf.Tensor)>;
         return Object.fromEntries(present.map((n) => {
           const v = g[n];
           return [n, typeof v === 'function' ? v : () => v];
         }));
       }
-      const g = vjpOfReference(def, present, inputs, attrs as unknown as OpAttrs, dy as tf.Tensor);
+      const g = vjpOfReference(def, present, inputs, attrs as unknown as OpAttrs, dy);
       return Object.fromEntries(present.map((n) => [n, () => g[n]]));
     },
   });
@@ -140,7 +155,11 @@ export function defineOp<I extends TensorInputs, A extends OpAttrs>(def: OpDefin
       const present: Record<string, tf.Tensor> = {};
       for (const n of def.inputNames) if (inputs[n]) present[n] = inputs[n]!;
       const kernel = ensureVariant(state, Object.keys(present));
-      return tf.engine().runKernel(kernel, present as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+      const out = tf.engine().runKernel(kernel, present as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as tf.Tensor | tf.Tensor[];
+      if (!Array.isArray(out)) return out;
+      // aux outputs: what the gradient needs is saved (a clone) on the tape; the caller gets the first
+      tf.dispose(out.slice(1));
+      return out[0];
     }
     return def.reference(inputs, attrs);
   }) as Op<I, A>;
