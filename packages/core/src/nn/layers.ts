@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Module, type Layer } from './module';
 import { linearOp, linear2d } from '../kernels/ops';
+import { rmsNormOp } from '../kernels/webgpu/norm';
 import { nextSeed } from './random';
 
 /** Kaiming-uniform with a = √5, PyTorch's default for Linear weights: U(-1/√fanIn, 1/√fanIn). */
@@ -91,10 +92,9 @@ export class RMSNorm extends Module implements Layer {
     this.registerParameter('weight', tf.ones([dim]), true, true);
   }
   forward(x: tf.Tensor): tf.Tensor {
-    return tf.tidy(() => {
-      const variance = tf.mean(tf.square(x), -1, true);
-      return tf.mul(this.param('weight'), tf.mul(x, tf.rsqrt(tf.add(variance, this.eps))));
-    });
+    // peftjs.RmsNorm: its reference is this layer's former composition (wasm/cpu run it unchanged);
+    // webgpu runs one WGSL dispatch forward and one for dx
+    return tf.tidy(() => rmsNormOp({ x, weight: this.param('weight') }, { eps: this.eps }));
   }
 }
 
