@@ -56,6 +56,7 @@ export {
   type OpAttrs,
 } from './kernels/registry';
 export { linearOp, loraLinearOp, batchMatMulOp, linear2d, stopGradient } from './kernels/ops';
+export { rmsNormOp } from './kernels/webgpu/norm';
 export { z } from 'zod';
 export {
   TaskType,
