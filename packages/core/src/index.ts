@@ -96,6 +96,7 @@ export {
 } from './prompt_learning';
 export { initBackend, backendReport, summarizeAdapter, BACKEND_ORDER, type BackendName, type BackendReport, type GpuAdapterSummary, type InitBackendOptions } from './backend';
 export { ensureWasmKernels } from './kernels/wasm';
+export { gpuMemory, createPeakMemoryTracker, trackPeakMemory, type GpuMemory, type PeakMemoryTracker } from './memory';
 export { createProgressBar, formatDuration, type ProgressBar, type ProgressStream } from './progress';
 export { runWgsl, dispatch1d, webgpuBackend, deviceFeatures, toTensor, type WgslKernel, type DispatchArgs, type Uniform } from './kernels/webgpu/runner';
 export { GpuProfiler, profileGpu, formatGpuProfile, webgpuBytes, type GpuProfile, type KernelTime } from './kernels/webgpu/profile';

@@ -184,11 +184,13 @@ async function generateTexts(
   return out;
 }
 
-function argmaxRows(logits: tf.Tensor): number[] {
+async function argmaxRows(logits: tf.Tensor): Promise<number[]> {
   const am = tf.tidy(() => tf.argMax(logits, -1));
-  const v = Array.from(am.dataSync());
-  am.dispose();
-  return v;
+  try {
+    return Array.from(await am.data()); // asynchronous: no stall (and no error) on a GPU backend
+  } finally {
+    am.dispose();
+  }
 }
 
 async function classify(model: EvalModel, tokenizer: EvalTokenizer, data: EvalExample[], opts: EvaluateOptions): Promise<{ preds: Label[]; golds: Label[] }> {
@@ -225,7 +227,7 @@ async function classify(model: EvalModel, tokenizer: EvalTokenizer, data: EvalEx
       if (out.logits.rank !== 2) throw metricError(`model.forward logits: expected [batch, classes], got [${out.logits.shape.join(', ')}]`);
       const C = out.logits.shape[1]!;
       if (labels && labels.length !== C) throw metricError(`labels: ${labels.length} names for ${C} classes of the model's logits`);
-      for (const c of argmaxRows(out.logits)) preds.push(labels ? labels[c] : c);
+      for (const c of await argmaxRows(out.logits)) preds.push(labels ? labels[c] : c);
     } finally {
       out.logits.dispose();
       out.loss?.dispose();

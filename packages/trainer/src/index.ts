@@ -10,7 +10,20 @@ export {
   type SchedulerType,
   type IntervalStrategy,
 } from './args';
-export { AdamW, SGD, clipGradNorm, type Optimizer, type AdamWOptions, type SgdOptions, type NamedParams } from './optimizer';
+export {
+  AdamW,
+  SGD,
+  clipGradNorm,
+  clipGradNormOnDevice,
+  clipByNorm,
+  gradNormTensor,
+  type Optimizer,
+  type StepOptions,
+  type AdamWOptions,
+  type AdamWStepScalars,
+  type SgdOptions,
+  type NamedParams,
+} from './optimizer';
 export { LrScheduler, lrLambda, resolveWarmupSteps, type SchedulerState } from './schedule';
 export {
   dataCollatorWithPadding,

@@ -14,11 +14,13 @@ import {
   setRngState,
   stableJson,
   tensorsToSafetensors,
+  createPeakMemoryTracker,
   type FileSystem,
+  type PeakMemoryTracker,
 } from '@peftjs/core';
 import { bestMetricKey, greaterIsBetter, resolveTrainingArguments, type TrainingArguments, type TrainingArgumentsInput } from './args';
 import { countLabelTokens, dataCollatorWithPadding, epochOrder, type Batch, type DataCollator, type Example } from './data';
-import { AdamW, SGD, clipGradNorm, type NamedParams, type Optimizer } from './optimizer';
+import { AdamW, SGD, clipByNorm, clipGradNormOnDevice, gradNormTensor, type NamedParams, type Optimizer } from './optimizer';
 import { LrScheduler, resolveWarmupSteps, type SchedulerState } from './schedule';
 import { createTrainProgress, type ProgressSink } from './progress';
 
@@ -31,6 +33,10 @@ export interface LogEntry {
   gradNorm?: number;
   tokensPerSecond?: number;
   numInputTokensSeen?: number;
+  /** On a GPU backend: the peak GPU bytes in use sampled over the steps since the last log (after forward, backward, update). */
+  gpuPeakBytes?: number;
+  /** On a GPU backend: the bytes the backend's buffer pool holds (free buffers included) at the last sample. */
+  gpuAllocatedBytes?: number;
   [key: string]: number | undefined;
 }
 
@@ -128,6 +134,26 @@ export const CHECKPOINT_FILES = {
 export const METRICS_LOG = 'metrics.jsonl';
 
 const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
+
+/** One optimizer step whose loss and norm are read (values) or still on the device (device: the k micro-batch losses, then the norm). */
+interface StepRecord {
+  step: number;
+  tokens: number;
+  noLabels?: boolean;
+  k?: number;
+  values?: number[];
+  device?: tf.Tensor;
+}
+
+/** The step's loss: the micro-batch losses summed in float64 in order (what reading them one by one gave). */
+function sumLosses(values: number[], k: number): number {
+  let s = 0;
+  for (let i = 0; i < k; i++) s += values[i];
+  return s;
+}
+
+/** Backends whose reads are cheap (host memory): read every step there, as before; elsewhere read lazily. */
+const HOST_BACKENDS = new Set(['cpu', 'wasm', 'tensorflow']);
 const dynamicImport = (name: string): Promise<any> => import(/* @vite-ignore */ name);
 
 const yieldToEventLoop = (): Promise<void> =>
@@ -167,6 +193,12 @@ export class Trainer {
   private interrupted: string | null = null;
   private progress: ProgressSink = createTrainProgress(false);
   private bestSnapshot: Map<string, tf.Tensor> | null = null;
+  /** Steps not yet read (lazy mode). */
+  private pending: StepRecord[] = [];
+  private lastLoss: number | undefined;
+  private lastGradNorm = NaN;
+  private totals = { lossSum: 0, count: 0 };
+  private memory: PeakMemoryTracker = createPeakMemoryTracker();
 
   constructor(opts: TrainerOptions) {
     if (!(opts.model instanceof PeftModel) && !(opts.model instanceof PreTrainedModel)) {
@@ -299,8 +331,14 @@ export class Trainer {
     const t0 = Date.now();
     const startStep = this.state.globalStep;
     const startTokens = this.state.numInputTokensSeen;
-    let totalLossSum = 0;
-    let totalLossCount = 0;
+    this.totals = { lossSum: 0, count: 0 };
+    this.pending = [];
+    this.lastLoss = undefined;
+    this.lastGradNorm = NaN;
+    this.memory = createPeakMemoryTracker();
+    let runPeakBytes = 0;
+    // GPU backends: losses, norms and non-finite flags stay on the device until a log / eval / save point
+    const lazy = !HOST_BACKENDS.has(tf.getBackend());
     let windowStart = Date.now();
     let windowTokens = 0;
 
@@ -318,26 +356,23 @@ export class Trainer {
             micro.push(this.dataCollator(idx.map((i) => data[i])));
           }
           const lr = this.lrScheduler.lr;
-          const { loss, gradNorm, tokens } = this.trainingStep(micro, vars, varNames, optimizer, lr);
+          const rec = await this.trainingStep(micro, vars, varNames, optimizer, lr, lazy);
+          this.pending.push(rec);
+          if (!lazy) await this.settleSteps();
+          const tokens = rec.tokens;
           this.lrScheduler.step();
           this.state.globalStep++;
           this.state.epoch = epoch + (s + 1) / stepsPerEpoch;
           this.state.dataPosition = s + 1 < stepsPerEpoch ? { epoch, stepInEpoch: s + 1 } : { epoch: epoch + 1, stepInEpoch: 0 };
           this.state.numInputTokensSeen += tokens;
           windowTokens += tokens;
-          if (Number.isFinite(loss)) {
-            this.state.loggingWindow.lossSum += loss;
-            this.state.loggingWindow.count++;
-            totalLossSum += loss;
-            totalLossCount++;
-          }
           const step = this.state.globalStep;
           const elapsed = (Date.now() - t0) / 1000;
           const tokPerSec = (this.state.numInputTokensSeen - startTokens) / Math.max(elapsed, 1e-9);
           this.progress.update({
             step,
             total: maxSteps,
-            loss: Number.isFinite(loss) ? loss : undefined,
+            loss: this.lastLoss, // eager: this step's; lazy: the latest read
             lr,
             tokensPerSecond: tokPerSec,
             etaSeconds: ((maxSteps - step) * elapsed) / Math.max(1, step - startStep),
@@ -358,17 +393,24 @@ export class Trainer {
           }
           await this.fire('onStepEnd', control);
 
+          if (control.shouldLog || control.shouldEvaluate || control.shouldSave || control.shouldTrainingStop || this.interrupted || epochEnd) await this.settleSteps();
           if (control.shouldLog) {
             const now = Date.now();
             const entry: LogEntry = {
               step,
               epoch: round(this.state.epoch),
               loss: this.state.loggingWindow.count ? this.state.loggingWindow.lossSum / this.state.loggingWindow.count : NaN,
-              gradNorm,
+              gradNorm: this.lastGradNorm,
               learningRate: lr,
               tokensPerSecond: windowTokens / Math.max((now - windowStart) / 1000, 1e-9),
               numInputTokensSeen: this.state.numInputTokensSeen,
             };
+            if (this.memory.onGpu) {
+              entry.gpuPeakBytes = this.memory.peakBytes;
+              entry.gpuAllocatedBytes = this.memory.allocatedBytes;
+              runPeakBytes = Math.max(runPeakBytes, this.memory.peakBytes);
+              this.memory.reset();
+            }
             this.state.loggingWindow = { lossSum: 0, count: 0 };
             windowStart = now;
             windowTokens = 0;
@@ -383,7 +425,10 @@ export class Trainer {
           await yieldToEventLoop();
         }
       }
+      await this.settleSteps();
     } finally {
+      tf.dispose(this.pending.map((r) => r.device).filter((t): t is tf.Tensor => t !== undefined));
+      this.pending = [];
       removeSignals();
       this.progress.done();
     }
@@ -407,8 +452,9 @@ export class Trainer {
       trainSamplesPerSecond: ((this.state.globalStep - startStep) * args.perDeviceTrainBatchSize * gas) / Math.max(runtime, 1e-9),
       trainStepsPerSecond: (this.state.globalStep - startStep) / Math.max(runtime, 1e-9),
       trainTokensPerSecond: (this.state.numInputTokensSeen - startTokens) / Math.max(runtime, 1e-9),
-      trainLoss: totalLossCount ? totalLossSum / totalLossCount : NaN,
+      trainLoss: this.totals.count ? this.totals.lossSum / this.totals.count : NaN,
     };
+    if (this.memory.onGpu) metrics.trainGpuPeakBytes = Math.max(runPeakBytes, this.memory.peakBytes);
     const summary: LogEntry = { step: this.state.globalStep, epoch: round(this.state.epoch), ...metrics };
     await this.log(summary, control, false);
     await this.fire('onTrainEnd', control);
@@ -419,59 +465,147 @@ export class Trainer {
    * One optimizer step over micro-batches: gradients of Σᵢ lossᵢ·nᵢ/N (nᵢ label tokens of micro-batch i,
    * N of all), so k micro-batches equal one step on their concatenation. A non-finite loss or gradient
    * norm skips the update (with a warning) and counts towards maxNonFiniteSteps.
+   *
+   * Eager (cpu, wasm): the losses and the norm are read before the update, which is decided and clipped
+   * in JS exactly as torch does. Lazy (GPU backends): nothing is read; the clip scale is a tensor, the
+   * update is gated on the device by "loss and norm finite", and the losses and norm stay on the device
+   * in the returned record until `settleSteps` reads them.
    */
-  private trainingStep(micro: Batch[], vars: tf.Variable[], varNames: Map<string, string>, optimizer: Optimizer, lr: number): { loss: number; gradNorm: number; tokens: number } {
+  private async trainingStep(micro: Batch[], vars: tf.Variable[], varNames: Map<string, string>, optimizer: Optimizer, lr: number, lazy: boolean): Promise<StepRecord> {
     const counts = micro.map(countLabelTokens);
     const total = counts.reduce((a, b) => a + b, 0);
     const tokens = micro.reduce((a, b) => a + b.inputIds.length * (b.inputIds[0]?.length ?? 0), 0);
+    const step = this.state.globalStep + 1;
     let grads: Record<string, tf.Tensor> | null = null;
-    let lossSum = 0;
-    for (let i = 0; i < micro.length; i++) {
-      if (!counts[i]) continue;
-      const w = counts[i] / total;
-      const { value, grads: g } = tf.variableGrads(() => {
-        const { loss } = this.forward(micro[i], true);
-        if (!loss) throw new PeftError('INVALID_ARGUMENT', 'Trainer: the model returned no loss for a batch with labels');
-        return (w === 1 ? loss : tf.mul(loss, w)) as tf.Scalar;
-      }, vars);
-      lossSum += value.dataSync()[0];
-      value.dispose();
-      const named: Record<string, tf.Tensor> = {};
-      for (const [k, t] of Object.entries(g)) named[varNames.get(k) ?? k] = t;
-      if (!grads) grads = named;
-      else {
-        const acc: Record<string, tf.Tensor> = grads;
-        for (const [k, t] of Object.entries(named)) {
-          const prev = acc[k];
-          acc[k] = prev ? tf.add(prev, t) : t;
-          if (prev) tf.dispose([prev, t]);
+    const losses: tf.Scalar[] = [];
+    const mem = this.memory;
+    try {
+      for (let i = 0; i < micro.length; i++) {
+        if (!counts[i]) continue;
+        const w = counts[i] / total;
+        const { value, grads: g } = tf.variableGrads(() => {
+          const { loss } = this.forward(micro[i], true);
+          if (!loss) throw new PeftError('INVALID_ARGUMENT', 'Trainer: the model returned no loss for a batch with labels');
+          mem.sample(); // after the forward pass: the activations kept for backward are all alive
+          return (w === 1 ? loss : tf.mul(loss, w)) as tf.Scalar;
+        }, vars);
+        mem.sample(); // after backward
+        losses.push(value);
+        const named: Record<string, tf.Tensor> = {};
+        for (const [k, t] of Object.entries(g)) named[varNames.get(k) ?? k] = t;
+        if (!grads) grads = named;
+        else {
+          const acc: Record<string, tf.Tensor> = grads;
+          for (const [k, t] of Object.entries(named)) {
+            const prev = acc[k];
+            acc[k] = prev ? tf.add(prev, t) : t;
+            if (prev) tf.dispose([prev, t]);
+          }
         }
       }
-    }
-    if (!grads) {
-      return this.skipStep(NaN, NaN, 'no label tokens in the batch (every label is -100)', tokens);
-    }
-    const loss = lossSum;
-    let clipped: Record<string, tf.Tensor> = grads;
-    let gradNorm = NaN;
-    try {
-      if (!Number.isFinite(loss)) return this.skipStep(loss, NaN, `loss is ${loss}`, tokens);
-      const c = clipGradNorm(grads, this.args.maxGradNorm);
-      clipped = c.grads;
-      gradNorm = c.norm;
-      if (!Number.isFinite(gradNorm)) return this.skipStep(loss, gradNorm, `gradient norm is ${gradNorm}`, tokens);
-      optimizer.step(clipped, lr);
-      this.state.nonFiniteSteps = 0;
-      return { loss, gradNorm, tokens };
+      if (!grads) return { step, tokens, noLabels: true };
+      const k = losses.length;
+      if (!lazy) {
+        const packed = tf.tidy(() => tf.concat([...losses.map((l) => l.reshape([1])), gradNormTensor(grads!).reshape([1])]));
+        const vals = await packed.data();
+        packed.dispose();
+        const rec: StepRecord = { step, tokens, values: Array.from(vals) as number[], k };
+        const loss = sumLosses(rec.values!, k);
+        const norm = rec.values![k];
+        if (Number.isFinite(loss) && Number.isFinite(norm)) {
+          const clipped = clipByNorm(grads, norm, this.args.maxGradNorm);
+          try {
+            optimizer.step(clipped, lr);
+          } finally {
+            if (clipped !== grads) tf.dispose(Object.values(clipped));
+          }
+          mem.sample(); // after the update
+        }
+        return rec;
+      }
+      const { norm, grads: clipped } = clipGradNormOnDevice(grads, this.args.maxGradNorm);
+      try {
+        const finite = tf.tidy(() => tf.logicalAnd(tf.all(tf.isFinite(tf.stack(losses))), tf.isFinite(norm)) as tf.Scalar);
+        try {
+          if (optimizer.supportsApply) optimizer.step(clipped, lr, { apply: finite });
+          else if ((await finite.data())[0]) optimizer.step(clipped, lr); // a third-party optimizer: decide by a read
+        } finally {
+          finite.dispose();
+        }
+        mem.sample(); // after the update
+        const device = tf.tidy(() => tf.concat([...losses.map((l) => l.reshape([1])), norm.reshape([1])]));
+        return { step, tokens, device, k };
+      } finally {
+        norm.dispose();
+        if (clipped !== grads) tf.dispose(Object.values(clipped));
+      }
     } finally {
-      tf.dispose(Object.values(grads));
-      if (clipped !== grads) tf.dispose(Object.values(clipped));
+      tf.dispose(losses);
+      if (grads) tf.dispose(Object.values(grads));
     }
   }
 
-  private skipStep(loss: number, gradNorm: number, why: string, tokens: number): { loss: number; gradNorm: number; tokens: number } {
+  /**
+   * Reads the pending steps' losses and norms (one asynchronous read for all of them) and settles each in
+   * order, exactly as if it had been read at its own step: warnings, the non-finite count and its error,
+   * the logging window and the running totals.
+   */
+  private async settleSteps(): Promise<void> {
+    const pending = this.pending;
+    if (!pending.length) return;
+    this.pending = [];
+    const onDevice = pending.filter((r) => r.device);
+    if (onDevice.length) {
+      let vals: Float32Array | Int32Array | Uint8Array;
+      try {
+        const all = onDevice.length === 1 ? onDevice[0].device! : tf.concat(onDevice.map((r) => r.device!));
+        vals = await all.data();
+        if (all !== onDevice[0].device) all.dispose();
+      } finally {
+        for (const r of onDevice) r.device!.dispose();
+      }
+      let off = 0;
+      for (const r of onDevice) {
+        r.values = Array.from(vals.subarray(off, off + r.k! + 1));
+        r.device = undefined;
+        off += r.k! + 1;
+      }
+      await this.optimizer?.sync?.();
+    }
+    for (const r of pending) this.settle(r);
+  }
+
+  /** A settled step's loss and norm, what the old per-step read gave. */
+  private settle(r: StepRecord): void {
+    let loss: number;
+    let gradNorm: number;
+    if (r.noLabels) {
+      loss = NaN;
+      gradNorm = NaN;
+      this.skipStep(r.step, 'no label tokens in the batch (every label is -100)');
+    } else {
+      loss = sumLosses(r.values!, r.k!);
+      const norm = r.values![r.k!];
+      gradNorm = NaN;
+      if (!Number.isFinite(loss)) this.skipStep(r.step, `loss is ${loss}`);
+      else {
+        gradNorm = norm;
+        if (!Number.isFinite(norm)) this.skipStep(r.step, `gradient norm is ${norm}`);
+        else this.state.nonFiniteSteps = 0;
+      }
+    }
+    this.lastGradNorm = gradNorm;
+    this.lastLoss = Number.isFinite(loss) ? loss : undefined;
+    if (Number.isFinite(loss)) {
+      this.state.loggingWindow.lossSum += loss;
+      this.state.loggingWindow.count++;
+      this.totals.lossSum += loss;
+      this.totals.count++;
+    }
+  }
+
+  private skipStep(step: number, why: string): void {
     this.state.nonFiniteSteps++;
-    const step = this.state.globalStep + 1;
     const n = this.state.nonFiniteSteps;
     if (n >= this.args.maxNonFiniteSteps) {
       throw new PeftError(
@@ -480,7 +614,6 @@ export class Trainer {
       );
     }
     this.warn(`Trainer: step ${step}: ${why}; skipping this update (${n}/${this.args.maxNonFiniteSteps} in a row)`);
-    return { loss, gradNorm, tokens };
   }
 
   private async log(entry: LogEntry, control: TrainerControl, show = true): Promise<void> {

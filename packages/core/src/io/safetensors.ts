@@ -153,12 +153,25 @@ export function rawToArray(t: RawTensor): Float64Array {
       return typed(t.bytes, Float64Array);
     case 'I64':
       return Float64Array.from(typed(t.bytes, BigInt64Array), Number);
-    default: {
-      const x = rawToTensor('', t);
-      const v = Float64Array.from(x.dataSync() as ArrayLike<number>);
-      x.dispose();
-      return v;
-    }
+    // decoded on the host, as rawToTensor decodes them (no tensor, so no read back from a GPU)
+    case 'F32':
+      return Float64Array.from(typed(t.bytes, Float32Array));
+    case 'F16':
+      return Float64Array.from(f16ToF32(t.bytes));
+    case 'BF16':
+      return Float64Array.from(bf16ToF32(t.bytes));
+    case 'I32':
+      return Float64Array.from(typed(t.bytes, Int32Array));
+    case 'I16':
+      return Float64Array.from(typed(t.bytes, Int16Array));
+    case 'I8':
+      return Float64Array.from(typed(t.bytes, Int8Array));
+    case 'U8':
+      return Float64Array.from(t.bytes);
+    case 'BOOL':
+      return Float64Array.from(t.bytes, (b) => (b ? 1 : 0));
+    default:
+      throw new PeftError('INVALID_FILE', `safetensors: unsupported dtype ${String(t.dtype)}`);
   }
 }
 
