@@ -19,3 +19,4 @@ export {
 export { MASK_MIN, ParamSource, TiedLinear, attention, causalLMLoss, tokenCrossEntropy, setAttentionCustomGrad, type ModelForwardInputs } from './common';
 export { RopeTables, applyRope, ropeInvFreq, ropeOp } from './rope';
 export { sampleToken, positionsFromMask } from './generate';
+export { swigluOp, crossEntropyOp } from './ops';

@@ -16,6 +16,7 @@ import {
 import type { ClassificationFields, LlamaConfig } from './config';
 import { CausalLMBase, SeqClsBase, type Backbone } from './heads';
 import { RopeTables, applyRope } from './rope';
+import { swigluOp } from './ops';
 
 /** Per-forward context of the LLaMA layers: the mask plus RoPE tables (q's pre-scaled by 1/√head_dim). */
 interface LlamaContext extends AttentionContext {
@@ -70,7 +71,12 @@ export class LlamaMLP extends Module {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
-    const gate = activate(this.config.hiddenAct, sub(this, 'gate_proj').forward(x));
+    const gateOut = sub(this, 'gate_proj').forward(x);
+    if (this.config.hiddenAct === 'silu') {
+      // peftjs.SwiGLU: silu(gate)·up, one WGSL dispatch on webgpu (the same tfjs composition elsewhere)
+      return sub(this, 'down_proj').forward(swigluOp({ gate: gateOut, up: sub(this, 'up_proj').forward(x) }, {}));
+    }
+    const gate = activate(this.config.hiddenAct, gateOut);
     return sub(this, 'down_proj').forward(tf.mul(gate, sub(this, 'up_proj').forward(x)));
   }
 }
