@@ -4,6 +4,9 @@ import { adamwStepWebgpu, canFuseAdamW, type FusedAdamWParam } from './adamw_web
 
 export type NamedParams = [name: string, variable: tf.Variable][];
 
+/** Backends whose tensors live in host memory (reads are cheap there). */
+export const HOST_BACKENDS: ReadonlySet<string> = new Set(['cpu', 'wasm', 'tensorflow']);
+
 /** Options of one optimizer step. */
 export interface StepOptions {
   /**
@@ -349,7 +352,18 @@ function assignState(params: NamedParams, tensors: Record<string, tf.Tensor>, sl
 export function gradNormTensor(grads: Record<string, tf.Tensor>): tf.Scalar {
   const names = Object.keys(grads);
   if (!names.length) return tf.scalar(0);
-  return tf.tidy(() => tf.sqrt(tf.addN(names.map((n) => tf.sum(tf.square(grads[n]))))) as tf.Scalar);
+  return tf.tidy(() => tf.sqrt(sumAll(names.map((n) => tf.sum(tf.square(grads[n]))))) as tf.Scalar);
+}
+
+/**
+ * tf.addN, in groups of at most 8 inputs off the host backends: tfjs-webgpu's AddN returns wrong sums
+ * for 16 inputs (a binding limit); the cpu and wasm kernels take any number, and keep their exact sums.
+ */
+function sumAll(xs: tf.Tensor[]): tf.Tensor {
+  if (HOST_BACKENDS.has(tf.getBackend()) || xs.length <= 8) return tf.addN(xs);
+  let acc = tf.addN(xs.slice(0, 8));
+  for (let i = 8; i < xs.length; i += 7) acc = tf.addN([acc, ...xs.slice(i, i + 7)]);
+  return acc;
 }
 
 /** Clips by a norm already read: min(1, maxNorm / (norm + 1e-6)) in float64, the grads unchanged when ≥ 1. */

@@ -20,7 +20,7 @@ import {
 } from '@peftjs/core';
 import { bestMetricKey, greaterIsBetter, resolveTrainingArguments, type TrainingArguments, type TrainingArgumentsInput } from './args';
 import { countLabelTokens, dataCollatorWithPadding, epochOrder, type Batch, type DataCollator, type Example } from './data';
-import { AdamW, SGD, clipByNorm, clipGradNormOnDevice, gradNormTensor, type NamedParams, type Optimizer } from './optimizer';
+import { AdamW, HOST_BACKENDS, SGD, clipByNorm, clipGradNormOnDevice, gradNormTensor, type NamedParams, type Optimizer } from './optimizer';
 import { LrScheduler, resolveWarmupSteps, type SchedulerState } from './schedule';
 import { createTrainProgress, type ProgressSink } from './progress';
 
@@ -152,8 +152,7 @@ function sumLosses(values: number[], k: number): number {
   return s;
 }
 
-/** Backends whose reads are cheap (host memory): read every step there, as before; elsewhere read lazily. */
-const HOST_BACKENDS = new Set(['cpu', 'wasm', 'tensorflow']);
+
 const dynamicImport = (name: string): Promise<any> => import(/* @vite-ignore */ name);
 
 const yieldToEventLoop = (): Promise<void> =>
@@ -393,7 +392,7 @@ export class Trainer {
           }
           await this.fire('onStepEnd', control);
 
-          if (control.shouldLog || control.shouldEvaluate || control.shouldSave || control.shouldTrainingStop || this.interrupted || epochEnd) await this.settleSteps();
+          if (control.shouldLog || control.shouldEvaluate || control.shouldSave || control.shouldTrainingStop || this.interrupted) await this.settleSteps();
           if (control.shouldLog) {
             const now = Date.now();
             const entry: LogEntry = {
