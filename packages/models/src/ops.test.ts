@@ -64,6 +64,7 @@ describe.skipIf(!onGpu)('peftjs.CrossEntropy on webgpu', () => {
     { name: 'one row', n: 1, v: 37, labels: () => [5] },
     { name: 'odd V, some -100', n: 6, v: 37, labels: () => [0, -100, 36, 7, -100, 12] },
     { name: 'V of many chunks per thread (V ≫ 256), label at the ends', n: 5, v: 5003, labels: (_, v) => [0, v - 1, -100, 4000, 17] },
+    { name: 'vec4 rows (V % 4 = 0), some -100, label at the ends', n: 7, v: 1028, labels: (_, v) => [0, -100, v - 1, 5, -100, -100, 1000] },
     { name: 'SmolLM vocabulary, 3 rows', n: 3, v: 49152, labels: () => [49151, -100, 123] },
   ];
   for (const c of cases) {
@@ -95,8 +96,7 @@ describe.skipIf(!onGpu)('peftjs.CrossEntropy on webgpu', () => {
     tf.dispose([logits, labels, lr, lf, gf]);
   });
 
-  it('labels outside [0, V): counted in the mean with zero loss and zero gradient (the one-hot route)', async () => {
-    const v = 50;
+  for (const v of [50, 52]) it(`labels outside [0, V): counted in the mean with zero loss and zero gradient (the one-hot route), V ${v}`, async () => {
     const logits = rand([4, v]);
     const labels = tf.tensor1d([3, v + 5, -100, -3], 'int32');
     const [lf, gf] = lossAndGrad(logits, labels, true);
@@ -110,6 +110,7 @@ describe.skipIf(!onGpu)('peftjs.CrossEntropy on webgpu', () => {
     expect(Array.from(g.slice(v)).every((x) => x === 0)).toBe(true);
     tf.dispose([logits, labels, lf, gf, logp]);
   });
+
 
   it('float labels are cast for the fast path; the op checks shapes with a PeftError', async () => {
     const logits = rand([2, 10]);

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { defineOp } from '@peftjs/core';
 import { registerSwiGluWebgpu } from './kernels/swiglu';
-import { registerCrossEntropyWebgpu } from './kernels/ce';
+import { CROSS_ENTROPY_OUTPUTS_TO_SAVE, registerCrossEntropyWebgpu } from './kernels/ce';
 
 /**
  * The models' kernel ops. Each reference is exactly the tfjs composition the models ran before the op
@@ -24,6 +24,8 @@ export const swigluOp = defineOp<{ gate: tf.Tensor; up: tf.Tensor }, Record<stri
 export const crossEntropyOp = defineOp<{ logits: tf.Tensor; labels: tf.Tensor }, Record<string, never>>({
   name: 'peftjs.CrossEntropy',
   inputNames: ['logits', 'labels'],
+  // webgpu's forward also returns the per-row logsumexp and the valid-label count, for its backward
+  outputsToSave: CROSS_ENTROPY_OUTPUTS_TO_SAVE,
   reference: ({ logits, labels }) => {
     const [n, c] = logits.shape as number[];
     const valid = tf.notEqual(labels, -100);
