@@ -37,7 +37,7 @@ export interface PromptLearningHooks<C extends PeftConfig> {
    * Loads HF's saved tensors into an encoder (for inference the encoder may be replaced by the table).
    * `encoderState` holds the tensors of `peftjs_prompt_encoder.safetensors` when that file is present.
    */
-  loadTensors(encoder: Module, tensors: Record<string, tf.Tensor>, config: C, source: string, encoderState?: Record<string, tf.Tensor>): void;
+  loadTensors(encoder: Module, tensors: Record<string, tf.Tensor>, config: C, source: string, encoderState?: Record<string, tf.Tensor>): void | Promise<void>;
   /** The forward with the virtual tokens, for the active adapter. */
   forward(args: { model: PreTrainedModel; encoder: Module; config: C; inputs: ForwardInputs }): ForwardOutput;
 }

@@ -226,11 +226,23 @@ export class PeftModel extends Module {
     }
   }
 
-  /** Adds the adapters' updates into the base weights (forward then skips the adapter math). */
-  mergeAdapter(adapterNames: string[] = this.active, opts: { safeMerge?: boolean } = {}): void {
+  /**
+   * Adds the adapters' updates into the base weights (forward then skips the adapter math). With
+   * `safeMerge` (HF's safe_merge: each merged weight is checked for NaN/Inf before it replaces the base
+   * weight) it returns a Promise, as the check reads the weights asynchronously.
+   */
+  mergeAdapter(adapterNames?: string[], opts?: { safeMerge?: false }): void;
+  mergeAdapter(adapterNames: string[] | undefined, opts: { safeMerge: true }): Promise<void>;
+  mergeAdapter(adapterNames: string[] | undefined, opts: { safeMerge?: boolean }): void | Promise<void>;
+  mergeAdapter(adapterNames: string[] = this.active, opts: { safeMerge?: boolean } = {}): void | Promise<void> {
     this.assertUsable();
     this.assertMergeable(adapterNames);
-    for (const l of this.tunerLayers()) l.merge(adapterNames, opts.safeMerge ?? false);
+    if (opts.safeMerge) {
+      return (async () => {
+        for (const l of this.tunerLayers()) await l.merge(adapterNames, true);
+      })();
+    }
+    for (const l of this.tunerLayers()) l.merge(adapterNames, false);
   }
 
   unmergeAdapter(): void {
@@ -245,7 +257,7 @@ export class PeftModel extends Module {
     const replaceAll = () => {
       for (const [key, m] of targetableModules(model)) {
         if (m instanceof BaseTunerLayer) {
-          if (merge) m.merge(adapterNames, safeMerge);
+          if (merge) m.merge(adapterNames, false);
           else m.unmerge();
           const base = m.getBaseLayer();
           // dispose adapter parameters, keep the base layer's
@@ -269,9 +281,17 @@ export class PeftModel extends Module {
     return model;
   }
 
-  /** Merges the adapters into the base weights and returns the plain base model. */
-  mergeAndUnload(opts: { adapterNames?: string[]; safeMerge?: boolean } = {}): PreTrainedModel {
-    return this.unloadLayers(true, opts.adapterNames ?? this.active, opts.safeMerge ?? false);
+  /** Merges the adapters into the base weights and returns the plain base model (a Promise of it with `safeMerge`, see mergeAdapter). */
+  mergeAndUnload(opts?: { adapterNames?: string[]; safeMerge?: false }): PreTrainedModel;
+  mergeAndUnload(opts: { adapterNames?: string[]; safeMerge: true }): Promise<PreTrainedModel>;
+  mergeAndUnload(opts: { adapterNames?: string[]; safeMerge?: boolean }): PreTrainedModel | Promise<PreTrainedModel>;
+  mergeAndUnload(opts: { adapterNames?: string[]; safeMerge?: boolean } = {}): PreTrainedModel | Promise<PreTrainedModel> {
+    const names = opts.adapterNames ?? this.active;
+    if (opts.safeMerge) {
+      // check-and-merge every layer first; the unload then finds them merged
+      return this.mergeAdapter(names, { safeMerge: true }).then(() => this.unloadLayers(true, names, false));
+    }
+    return this.unloadLayers(true, names, false);
   }
 
   /** Removes every adapter without merging (merged ones are unmerged first) and returns the base model. */
@@ -423,7 +443,7 @@ export class PeftModel extends Module {
           for (const [n, raw] of Object.entries(enc.tensors)) loaded[`${PROMPT_ENCODER_NAME}:${n}`] = encoderState[n] = rawToTensor(n, raw, encPath);
         }
         const hfTensors = Object.fromEntries(Object.entries(loaded).filter(([n]) => !n.startsWith(`${PROMPT_ENCODER_NAME}:`)));
-        method.promptLearning!.loadTensors(this.promptEncoders.get(adapterName)!, hfTensors, config, path, encoderState);
+        await method.promptLearning!.loadTensors(this.promptEncoders.get(adapterName)!, hfTensors, config, path, encoderState);
       }
       const unexpected = names.filter((n) => !map.has(n) && !(n in loaded));
       if (unexpected.length) {

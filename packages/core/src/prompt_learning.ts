@@ -181,10 +181,18 @@ export function splitPrefix(flat: tf.Tensor, batch: number, numLayers: number, h
 
 /**
  * Checks that a prompt encoder restored from peftjs's encoder checkpoint reproduces the saved
- * `prompt_embeddings` (the two files of one save agree).
+ * `prompt_embeddings` (the two files of one save agree). Asynchronous: the two maxima are computed
+ * when called (the inputs may be disposed right after) and read without blocking a GPU backend.
  */
-export function assertEncoderReproduces(encoderOut: tf.Tensor, saved: tf.Tensor, source: string): void {
-  const [diff, scale] = tf.tidy(() => [tf.max(tf.abs(tf.sub(encoderOut, saved))).dataSync()[0], tf.max(tf.abs(saved)).dataSync()[0]]);
+export async function assertEncoderReproduces(encoderOut: tf.Tensor, saved: tf.Tensor, source: string): Promise<void> {
+  const both = tf.tidy(() => tf.stack([tf.max(tf.abs(tf.sub(encoderOut, saved))), tf.max(tf.abs(saved))]));
+  let diff: number;
+  let scale: number;
+  try {
+    [diff, scale] = Array.from(await both.data());
+  } finally {
+    both.dispose();
+  }
   if (diff > 1e-4 * scale + 1e-6) {
     throw new PeftError('INVALID_FILE', `${source}: the prompt encoder's weights do not reproduce "prompt_embeddings" (max diff ${diff}); the two files come from different saves`);
   }

@@ -34,8 +34,15 @@ export abstract class BaseTunerLayer extends Module implements Layer {
   abstract forward(x: tf.Tensor): tf.Tensor;
   /** Names of the adapters this layer holds. */
   abstract adapterNames(): string[];
-  /** Adds `delta` of adapter `name` into the base weight. */
+  /** Adds `delta` of adapter `name` into the base weight (unchecked; `mergeOneChecked` is safe_merge). */
   protected abstract mergeOne(name: string, safeMerge: boolean): void;
+  /**
+   * safe_merge: computes the merged weight, checks it for NaN/Inf with an asynchronous read, and merges
+   * only when it is finite. Layers without a check merge unchecked.
+   */
+  protected async mergeOneChecked(name: string): Promise<void> {
+    this.mergeOne(name, false);
+  }
   protected abstract unmergeOne(name: string): void;
   /** Removes and disposes one adapter's parameters. */
   protected abstract deleteOne(name: string): void;
@@ -48,11 +55,26 @@ export abstract class BaseTunerLayer extends Module implements Layer {
     return this.adapterNames().includes(name);
   }
 
-  /** Merges the given (default: active) adapters into the base weights; already merged ones are skipped. */
-  merge(names: string[] = this.activeAdapters, safeMerge = false): void {
+  /**
+   * Merges the given (default: active) adapters into the base weights; already merged ones are skipped.
+   * With safeMerge it returns a Promise (the finiteness check reads the merged weights asynchronously).
+   */
+  merge(names?: string[], safeMerge?: false): void;
+  merge(names: string[] | undefined, safeMerge: true): Promise<void>;
+  merge(names: string[] | undefined, safeMerge: boolean): void | Promise<void>;
+  merge(names: string[] = this.activeAdapters, safeMerge = false): void | Promise<void> {
+    if (safeMerge) return this.mergeSafely(names);
     for (const n of names) {
       if (!this.has(n) || this.mergedAdapters.includes(n)) continue;
       this.mergeOne(n, safeMerge);
+      this.mergedAdapters.push(n);
+    }
+  }
+
+  private async mergeSafely(names: string[]): Promise<void> {
+    for (const n of names) {
+      if (!this.has(n) || this.mergedAdapters.includes(n)) continue;
+      await this.mergeOneChecked(n);
       this.mergedAdapters.push(n);
     }
   }

@@ -51,13 +51,30 @@ export class IA3Linear extends BaseTunerLayer {
     return this.fanInFanOut ? tf.transpose(l) : l;
   }
 
-  protected mergeOne(name: string, safeMerge: boolean): void {
-    const base = this.getBaseLayer() as LinearLike;
-    const next = tf.tidy(() => tf.mul(base.weight, this.weightScale(name)));
-    if (safeMerge && tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(next))).dataSync()[0])) {
+  protected mergeOne(name: string): void {
+    this.putMerged(name, tf.tidy(() => tf.mul((this.getBaseLayer() as LinearLike).weight, this.weightScale(name))));
+  }
+
+  /** safe_merge: the scaled weight is checked for NaN/Inf (an asynchronous read) before it replaces the base weight. */
+  protected override async mergeOneChecked(name: string): Promise<void> {
+    const next = tf.tidy(() => tf.mul((this.getBaseLayer() as LinearLike).weight, this.weightScale(name)));
+    const bad = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(next))));
+    let broken: boolean;
+    try {
+      broken = (await bad.data())[0] !== 0;
+    } finally {
+      bad.dispose();
+    }
+    if (broken) {
       next.dispose();
       throw new PeftError('INVALID_ARGUMENT', `merging IA3 adapter "${name}" would put NaN or Inf into the base weights; the adapter is broken`);
     }
+    this.putMerged(name, next);
+  }
+
+  /** Puts the merged weight `next` (disposed here) in place, and scales the bias as HF does. */
+  private putMerged(name: string, next: tf.Tensor): void {
+    const base = this.getBaseLayer() as LinearLike;
     base.weight.assign(next);
     next.dispose();
     if (!this.isFeedforward && base.bias) {

@@ -142,9 +142,35 @@ export class LoraLinear extends BaseTunerLayer {
     });
   }
 
-  protected mergeOne(name: string, safeMerge: boolean): void {
+  protected mergeOne(name: string): void {
     const base = this.getBaseLayer() as LinearLike;
-    const next = tf.tidy(() => {
+    const next = this.mergedWeight(name);
+    base.weight.assign(next);
+    next.dispose();
+  }
+
+  /** safe_merge: the merged weight is checked for NaN/Inf (an asynchronous read) before it replaces the base weight. */
+  protected override async mergeOneChecked(name: string): Promise<void> {
+    const next = this.mergedWeight(name);
+    const bad = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(next))));
+    let broken: boolean;
+    try {
+      broken = (await bad.data())[0] !== 0;
+    } finally {
+      bad.dispose();
+    }
+    if (broken) {
+      next.dispose();
+      throw new PeftError('INVALID_ARGUMENT', `merging LoRA adapter "${name}" would put NaN or Inf into the base weights; the adapter is broken`);
+    }
+    (this.getBaseLayer() as LinearLike).weight.assign(next);
+    next.dispose();
+  }
+
+  /** The base weight with adapter `name` merged in (a new tensor). */
+  private mergedWeight(name: string): tf.Tensor {
+    const base = this.getBaseLayer() as LinearLike;
+    return tf.tidy(() => {
       const delta = this.getDeltaWeight(name);
       if (!this.useDora[name]) return tf.add(base.weight, delta);
       const w = this.baseWeightOutIn();
@@ -156,12 +182,6 @@ export class LoraLinear extends BaseTunerLayer {
       const merged = tf.mul(factor, tf.add(w, deltaOutIn));
       return this.fanInFanOut ? tf.transpose(merged) : merged;
     });
-    if (safeMerge && tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(next))).dataSync()[0])) {
-      next.dispose();
-      throw new PeftError('INVALID_ARGUMENT', `merging LoRA adapter "${name}" would put NaN or Inf into the base weights; the adapter is broken`);
-    }
-    base.weight.assign(next);
-    next.dispose();
   }
 
   protected unmergeOne(name: string): void {

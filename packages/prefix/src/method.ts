@@ -53,9 +53,7 @@ export const prefixTuningMethod: PeftMethod<PrefixTuningConfig> = {
       if (e.projection && encoderState) {
         e.loadState(encoderState, source.replace(/adapter_model\.safetensors$/, 'peftjs_prompt_encoder.safetensors'));
         const out = e.output();
-        assertEncoderReproduces(out, t, source);
-        out.dispose();
-        return;
+        return assertEncoderReproduces(out, t, source).finally(() => out.dispose());
       }
       if (e.projection) {
         console.warn(

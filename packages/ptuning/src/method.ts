@@ -49,9 +49,7 @@ export const pTuningMethod: PeftMethod<PromptEncoderConfig> = {
       if (e.kind !== 'table' && encoderState) {
         e.loadState(encoderState, source.replace(/adapter_model\.safetensors$/, 'peftjs_prompt_encoder.safetensors'));
         const out = e.output();
-        assertEncoderReproduces(out, t, source);
-        out.dispose();
-        return;
+        return assertEncoderReproduces(out, t, source).finally(() => out.dispose());
       }
       if (e.kind !== 'table') {
         console.warn(
