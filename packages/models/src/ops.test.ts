@@ -2,7 +2,7 @@
 // (lavapipe in CI; skipped without an adapter), and the CPU backends running exactly the references.
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { checkConformance, initBackend, setFastPathsEnabled } from '@peftjs/core';
+import { checkConformance, initBackend, setFastPathsEnabled, webgpuBackend } from '@peftjs/core';
 import { crossEntropyOp, swigluOp } from './ops';
 import { tokenCrossEntropy } from './common';
 
@@ -29,6 +29,41 @@ function lossAndGrad(logits: tf.Tensor, labels: tf.Tensor, fast: boolean): [tf.T
     setFastPathsEnabled(true);
   }
 }
+
+/** GPU dispatches (bind groups made: one per dispatch, tfjs's or ours) while `f` runs and its results are read. */
+async function dispatches(f: () => tf.Tensor | tf.Tensor[]): Promise<number> {
+  const device = webgpuBackend().device as unknown as { createBindGroup: (d: unknown) => unknown };
+  const orig = device.createBindGroup;
+  let n = 0;
+  device.createBindGroup = (d: unknown) => {
+    n++;
+    return orig.call(device, d);
+  };
+  try {
+    const r = f();
+    const rs = Array.isArray(r) ? r : [r];
+    await Promise.all(rs.map((t) => t.data()));
+    tf.dispose(rs);
+  } finally {
+    device.createBindGroup = orig;
+  }
+  return n;
+}
+
+describe.skipIf(!onGpu)('dispatch counts on webgpu', () => {
+  it('SwiGLU: 1 forward, 1 backward (both gradients); cross-entropy: 2 forward, 1 backward', async () => {
+    const gate = rand([8, 96]);
+    const up = rand([8, 96]);
+    const logits = rand([8, 1000]);
+    const labels = tf.tensor1d([1, -100, 3, 999, 0, 5, 6, 7], 'int32');
+    await Promise.all([gate.data(), up.data(), logits.data(), labels.data()]);
+    expect(await dispatches(() => swigluOp({ gate, up }, {}))).toBe(1);
+    expect(await dispatches(() => tf.grads((g: tf.Tensor, u: tf.Tensor) => swigluOp({ gate: g, up: u }, {}))([gate, up]))).toBe(2);
+    expect(await dispatches(() => crossEntropyOp({ logits, labels }, {}))).toBe(2);
+    expect(await dispatches(() => tf.grad((l: tf.Tensor) => crossEntropyOp({ logits: l, labels }, {}))(logits))).toBe(3);
+    tf.dispose([gate, up, logits, labels]);
+  });
+});
 
 describe.skipIf(!onGpu)('peftjs.SwiGLU on webgpu', () => {
   // scalar (size not a multiple of 4) and vec4 kernels; one row

@@ -2,7 +2,7 @@
 // composition on the same backend: 20-step trajectories, gated steps, in-place safety, no leaks.
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '@peftjs/core';
+import { initBackend, webgpuBackend } from '@peftjs/core';
 import { AdamW, type NamedParams } from './optimizer';
 import { canFuseAdamW, setFusedAdamW } from './adamw_webgpu';
 
@@ -132,6 +132,31 @@ describe.skipIf(!onGpu)('fused AdamW on webgpu', () => {
     expect(again[0]).not.toBe(after[0]);
     tf.dispose([x, p, g]);
     opt.dispose();
+  });
+
+  it('one dispatch per 4 parameters once the moments own their buffers', async () => {
+    const params = makeParams('d');
+    const opt = new AdamW(params);
+    const g = grads(params, 1);
+    opt.step(g, 0.01);
+    await params[0][1].data();
+    const device = webgpuBackend().device as unknown as { createBindGroup: (d: unknown) => unknown };
+    const orig = device.createBindGroup;
+    let n = 0;
+    device.createBindGroup = (d: unknown) => {
+      n++;
+      return orig.call(device, d);
+    };
+    try {
+      opt.step(g, 0.01);
+      await params[0][1].data();
+    } finally {
+      device.createBindGroup = orig;
+    }
+    expect(n).toBe(Math.ceil(SHAPES.length / 4));
+    tf.dispose(Object.values(g));
+    opt.dispose();
+    tf.dispose(params.map(([, p]) => p));
   });
 
   it('leaks no tensors across steps (gated or not)', async () => {

@@ -6,6 +6,7 @@ import { initBackend } from '../../backend';
 import { checkConformance } from '../registry';
 import { RMSNorm } from '../../nn/layers';
 import { rmsNormOp } from './norm';
+import { webgpuBackend } from './runner';
 
 const wantGpu = process.env.PEFTJS_TEST_BACKEND !== 'cpu';
 const report = wantGpu ? await initBackend({ prefer: 'webgpu', allowSoftwareGpu: true }).catch((e: Error) => e) : undefined;
@@ -52,6 +53,34 @@ describe.skipIf(!onGpu)('peftjs.RmsNorm on webgpu', () => {
     await dx.data();
     dx.dispose();
     expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([x, w]);
+  });
+
+  it('dispatches: 1 forward, 1 for dx, 2 more for dweight', async () => {
+    const x = rand([9, 200]);
+    const w = rand([200]);
+    await Promise.all([x.data(), w.data()]);
+    const device = webgpuBackend().device as unknown as { createBindGroup: (d: unknown) => unknown };
+    const orig = device.createBindGroup;
+    let n = 0;
+    device.createBindGroup = (d: unknown) => {
+      n++;
+      return orig.call(device, d);
+    };
+    const count = async (f: () => tf.Tensor | tf.Tensor[]) => {
+      n = 0;
+      const r = [f()].flat();
+      await Promise.all(r.map((t) => t.data()));
+      tf.dispose(r);
+      return n;
+    };
+    try {
+      expect(await count(() => rmsNormOp({ x, weight: w }, { eps: 1e-6 }))).toBe(1);
+      expect(await count(() => tf.grad((a: tf.Tensor) => rmsNormOp({ x: a, weight: w }, { eps: 1e-6 }))(x))).toBe(2);
+      expect(await count(() => tf.grads((a: tf.Tensor, b: tf.Tensor) => rmsNormOp({ x: a, weight: b }, { eps: 1e-6 }))([x, w]))).toBe(4);
+    } finally {
+      device.createBindGroup = orig;
+    }
     tf.dispose([x, w]);
   });
 
