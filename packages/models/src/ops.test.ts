@@ -147,6 +147,15 @@ describe.skipIf(!onGpu)('peftjs.CrossEntropy on webgpu', () => {
   });
 
 
+  it('no rows: NaN (the reference\'s 0/0 on the CPU backends; tfjs-webgpu\'s composition fails on empty tensors)', async () => {
+    const logits = tf.zeros([0, 12]);
+    const labels = tf.tensor1d([], 'int32');
+    const [lf, gf] = lossAndGrad(logits, labels, true);
+    expect(Number.isNaN((await lf.data())[0])).toBe(true);
+    expect(gf.shape).toEqual([0, 12]);
+    tf.dispose([logits, labels, lf, gf]);
+  });
+
   it('float labels are cast for the fast path; the op checks shapes with a PeftError', async () => {
     const logits = rand([2, 10]);
     const lf = tokenCrossEntropy(logits, tf.tensor1d([1, 2], 'float32'));

@@ -197,6 +197,11 @@ export function registerCrossEntropyWebgpu(op: Op<{ logits: tf.Tensor; labels: t
     backendName: 'webgpu',
     kernelFunc: ({ inputs: { logits, labels }, backend }) => {
       const { n, v } = check(logits, labels);
+      if (n === 0) {
+        // no rows: the reference's 0/0
+        const b = backend as { makeTensorInfo(shape: number[], dtype: tf.DataType, values?: Float32Array): tf.TensorInfo };
+        return [b.makeTensorInfo([], 'float32', new Float32Array([NaN])), b.makeTensorInfo([0], 'float32'), b.makeTensorInfo([1], 'float32', new Float32Array([0]))];
+      }
       const vec = v % 4 === 0;
       const [rowLoss, lse] = runWgsl(backend, rowKernel(vec), {
         inputs: [logits, labels],
