@@ -17,7 +17,10 @@ import type { AdamWStepScalars } from './optimizer';
  * In-place writes need each variable to own its buffer: a variable sharing its data with another live
  * tensor (tf.variable(x) shares x's; a zero-copy clone shares too) is first given a copy of its own
  * (one copy dispatch, once). A CPU copy cached by an earlier read of a variable is dropped after the
- * update (tfjs-webgpu caches read values and would return the stale ones).
+ * update (tfjs-webgpu caches read values and would return the stale ones). One race remains: a
+ * `data()` of a parameter still in flight when a step is issued caches the pre-step values when it
+ * resolves, so a later read returns them until the next step (GPU computation never uses that cache):
+ * await reads of parameters before stepping.
  */
 
 export interface FusedAdamWParam {
