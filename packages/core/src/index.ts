@@ -13,7 +13,10 @@ export {
   type ModelConfig,
   type GenerateOptions,
   type ForwardFn,
+  isCheckpointable,
+  type CheckpointableModule,
 } from './model';
+export { checkpoint, isRecordingGradients } from './checkpoint';
 export {
   type FileSystem,
   nodeFileSystem,

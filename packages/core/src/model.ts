@@ -133,6 +133,46 @@ export abstract class PreTrainedModel extends Module {
   abstract getInputEmbeddings(): Embedding;
   /** Greedy or sampled generation; `forward` replaces this model's forward (PEFT wrappers). */
   abstract generate(opts: GenerateOptions, forward?: ForwardFn): Promise<number[][]>;
+
+  /**
+   * HF's gradient_checkpointing_enable: every layer that supports it (a `gradientCheckpointing` flag,
+   * the decoder layers of the built-in models) keeps only its input during a training forward and
+   * recomputes its activations in backward (core's `checkpoint`): less memory for one more forward.
+   */
+  gradientCheckpointingEnable(): void {
+    if (!this.setGradientCheckpointing(true)) {
+      throw new PeftError('UNSUPPORTED', `${this.constructor.name} has no layers that support gradient checkpointing`);
+    }
+  }
+
+  gradientCheckpointingDisable(): void {
+    this.setGradientCheckpointing(false);
+  }
+
+  /** HF's is_gradient_checkpointing. */
+  get isGradientCheckpointing(): boolean {
+    for (const [, m] of this.namedModules()) if (isCheckpointable(m) && m.gradientCheckpointing) return true;
+    return false;
+  }
+
+  private setGradientCheckpointing(on: boolean): number {
+    let n = 0;
+    for (const [, m] of this.namedModules()) {
+      if (!isCheckpointable(m)) continue;
+      m.gradientCheckpointing = on;
+      n++;
+    }
+    return n;
+  }
+}
+
+/** A module whose forward can run under activation checkpointing (see PreTrainedModel.gradientCheckpointingEnable). */
+export interface CheckpointableModule {
+  gradientCheckpointing: boolean;
+}
+
+export function isCheckpointable(m: unknown): m is CheckpointableModule {
+  return typeof (m as { gradientCheckpointing?: unknown })?.gradientCheckpointing === 'boolean';
 }
 
 export function isPreTrainedModel(m: unknown): m is PreTrainedModel {

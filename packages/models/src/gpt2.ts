@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { Conv1D, Dropout, Embedding, LayerNorm, Module, ModuleDict, nextSeed } from '@peftjs/core';
+import { Conv1D, Dropout, Embedding, LayerNorm, Module, ModuleDict, checkpoint, isRecordingGradients, nextSeed } from '@peftjs/core';
 import { ParamSource, TiedLinear, constructScoped, activate, attention, makeLinear, splitHeads, sub, withPast, type AttentionContext, type Prepared } from './common';
 import type { ClassificationFields, GPT2Config } from './config';
 import { CausalLMBase, SeqClsBase, type Backbone } from './heads';
@@ -75,7 +75,23 @@ export class GPT2Block extends Module {
     this.registerModule('mlp', new GPT2MLP(config, src.scope('mlp')));
   }
 
+  /** Recompute this block's activations in backward instead of keeping them (gradientCheckpointingEnable). */
+  gradientCheckpointing = false;
+
   forward(x: tf.Tensor, ctx: AttentionContext): tf.Tensor {
+    // a cache (generation, or prefix tuning's trainable past) is read by attention: no checkpointing there
+    if (!this.gradientCheckpointing || !ctx.training || ctx.cache || !isRecordingGradients()) return this.blockForward(x, ctx);
+    const { mask, rowKeep } = ctx;
+    const consts = [...(mask ? [mask] : []), ...(rowKeep ? [rowKeep] : [])];
+    return checkpoint(
+      (h, ...rest) => this.blockForward(h, { ...ctx, mask: mask ? rest[0] : null, rowKeep: rowKeep ? rest[mask ? 1 : 0] : null }),
+      [x],
+      this.trainableParameters(),
+      consts,
+    );
+  }
+
+  private blockForward(x: tf.Tensor, ctx: AttentionContext): tf.Tensor {
     const h = tf.add(x, this.child<GPT2Attention>('attn').forward(sub(this, 'ln_1').forward(x), ctx));
     return tf.add(h, this.child<GPT2MLP>('mlp').forward(sub(this, 'ln_2').forward(h)));
   }

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { Embedding, Module, ModuleDict, RMSNorm, nextSeed } from '@peftjs/core';
+import { Embedding, Module, ModuleDict, RMSNorm, checkpoint, isRecordingGradients, nextSeed } from '@peftjs/core';
 import {
   ParamSource,
   constructScoped,
@@ -90,7 +90,23 @@ export class LlamaDecoderLayer extends Module {
     this.registerModule('post_attention_layernorm', rmsNorm(config.hiddenSize, config.rmsNormEps));
   }
 
+  /** Recompute this layer's activations in backward instead of keeping them (gradientCheckpointingEnable). */
+  gradientCheckpointing = false;
+
   forward(x: tf.Tensor, ctx: LlamaContext): tf.Tensor {
+    // a cache (generation, or prefix tuning's trainable past) is read by attention: no checkpointing there
+    if (!this.gradientCheckpointing || !ctx.training || ctx.cache || !isRecordingGradients()) return this.layerForward(x, ctx);
+    const { cos, sin, cosQ, sinQ, mask, rowKeep } = ctx;
+    const consts = [cos, sin, cosQ, sinQ, ...(mask ? [mask] : []), ...(rowKeep ? [rowKeep] : [])];
+    return checkpoint(
+      (h, c, s, cq, sq, ...rest) => this.layerForward(h, { ...ctx, cos: c, sin: s, cosQ: cq, sinQ: sq, mask: mask ? rest[0] : null, rowKeep: rowKeep ? rest[mask ? 1 : 0] : null }),
+      [x],
+      this.trainableParameters(),
+      consts,
+    );
+  }
+
+  private layerForward(x: tf.Tensor, ctx: LlamaContext): tf.Tensor {
     const attn = this.child<LlamaAttention>('self_attn').forward(sub(this, 'input_layernorm').forward(x), ctx);
     const h = tf.add(x, attn);
     return tf.add(h, this.child<LlamaMLP>('mlp').forward(sub(this, 'post_attention_layernorm').forward(h)));

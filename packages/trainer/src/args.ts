@@ -33,6 +33,12 @@ export interface TrainingArguments {
   perDeviceEvalBatchSize: number;
   /** Micro-batches summed into one optimizer step (loss normalized by the label tokens of all of them, as HF 5). */
   gradientAccumulationSteps: number;
+  /**
+   * HF's gradient_checkpointing: each decoder layer keeps only its input in the forward pass and
+   * recomputes its activations in backward (less memory, about one more forward per step). The Trainer
+   * calls the model's gradientCheckpointingEnable() at the start of train().
+   */
+  gradientCheckpointing: boolean;
   /** Global L2 norm to clip gradients to (torch.nn.utils.clip_grad_norm_); 0 or Infinity: no clipping. Default 1.0 as HF. */
   maxGradNorm: number;
   /** Log (logHistory, metrics.jsonl, progress) every this many optimizer steps. */
@@ -98,6 +104,7 @@ export const DEFAULT_TRAINING_ARGUMENTS: Omit<TrainingArguments, 'outputDir'> = 
   perDeviceTrainBatchSize: 8,
   perDeviceEvalBatchSize: 8,
   gradientAccumulationSteps: 1,
+  gradientCheckpointing: false,
   maxGradNorm: 1.0,
   loggingSteps: 10,
   loggingFirstStep: false,

@@ -320,6 +320,10 @@ export class Trainer {
       await this.fs.writeFileAtomic(joinPath(args.outputDir, METRICS_LOG), this.state.logHistory.map((e) => JSON.stringify(e) + '\n').join(''));
     }
 
+    if (args.gradientCheckpointing) {
+      const base = this.model instanceof PeftModel ? this.model.model : this.model;
+      base.gradientCheckpointingEnable();
+    }
     const params = this.trainableParameters();
     const varNames = new Map(params.map(([n, p]) => [p.name, n]));
     const vars = params.map(([, p]) => p);
