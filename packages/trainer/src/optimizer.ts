@@ -61,23 +61,27 @@ class StepCounter {
 
   /** The device count after a gated step: old count + apply (an int32 scalar, kept by the caller's tidy). */
   gatedIncrement(cond: tf.Scalar): tf.Scalar {
-    this.dev ??= tf.variable(tf.scalar(this.known, 'int32'), false, undefined, 'int32');
+    this.device();
     const next = tf.add(this.dev, tf.cast(cond, 'int32')) as tf.Scalar;
-    this.dev.assign(next);
+    this.dev!.assign(next);
     this.issued++;
     return next;
   }
 
   /** The device count before this step (for "is this the first applied step"). */
   device(): tf.Variable {
-    this.dev ??= tf.variable(tf.scalar(this.known, 'int32'), false, undefined, 'int32');
+    this.dev ??= tf.tidy(() => tf.variable(tf.scalar(this.known, 'int32'), false, undefined, 'int32'));
     return this.dev;
   }
 
   increment(): number {
     this.known++;
-    this.dev?.assign(tf.scalar(this.known, 'int32'));
+    this.setDevice(this.known);
     return this.known;
+  }
+
+  private setDevice(n: number): void {
+    if (this.dev) tf.tidy(() => this.dev!.assign(tf.scalar(n, 'int32')));
   }
 
   async sync(): Promise<void> {
@@ -89,7 +93,7 @@ class StepCounter {
   set(n: number): void {
     this.known = n;
     this.issued = 0;
-    this.dev?.assign(tf.scalar(n, 'int32'));
+    this.setDevice(n);
   }
 
   dispose(): void {
@@ -151,10 +155,13 @@ export class AdamW implements Optimizer {
     this.beta2 = opts.beta2 ?? 0.999;
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0.01;
-    for (const [n, p] of params) {
-      this.m.set(n, tf.variable(tf.zerosLike(p), false, undefined, p.dtype));
-      this.v.set(n, tf.variable(tf.zerosLike(p), false, undefined, p.dtype));
-    }
+    // in a tidy: tf.variable shares the initial tensor's data, which would otherwise stay alive as a stray tensor
+    tf.tidy(() => {
+      for (const [n, p] of params) {
+        this.m.set(n, tf.variable(tf.zerosLike(p), false, undefined, p.dtype));
+        this.v.set(n, tf.variable(tf.zerosLike(p), false, undefined, p.dtype));
+      }
+    });
   }
 
   get stepCount(): number {
@@ -273,7 +280,7 @@ export class SGD implements Optimizer {
   ) {
     this.momentum = opts.momentum ?? 0;
     this.weightDecay = opts.weightDecay ?? 0;
-    if (this.momentum) for (const [n, p] of params) this.buf.set(n, tf.variable(tf.zerosLike(p), false));
+    if (this.momentum) tf.tidy(() => params.forEach(([n, p]) => this.buf.set(n, tf.variable(tf.zerosLike(p), false))));
   }
 
   get stepCount(): number {

@@ -10,7 +10,7 @@ import { PeftError, PeftModel, getPeftModel, initBackend, manualSeed, parseSafet
 import { AutoModelForCausalLM } from '@peftjs/models';
 import { LoraConfig } from '@peftjs/lora';
 import { evaluatePeftModel } from '@peftjs/evaluator';
-import { AdamW, SGD, Trainer, type Example, type LogEntry } from './index';
+import { AdamW, SGD, Trainer, type Example, type LogEntry, type NamedParams, type Optimizer } from './index';
 import { randomExamples, tinyLlama } from './__fixtures__/tiny';
 import { hfCase } from '../../../tools/testing/fixtures';
 
@@ -222,6 +222,66 @@ describe.skipIf(!available)(`Trainer on WebGPU ${available ? '' : `(skipped: ${w
       expect(gpuErr.state.globalStep).toBe(10);
       expect(cpuErr.state.globalStep).toBe(2);
       expect(maxRelDiff(gpuErr.values, cpuErr.values)).toBeLessThan(1e-6);
+    } finally {
+      await tf.setBackend('webgpu');
+    }
+  });
+
+  it('a third-party optimizer without supportsApply is called only for finite steps (the Trainer reads the flag for it)', async () => {
+    class PlainSGD implements Optimizer {
+      readonly name = 'plain-sgd';
+      stepCount = 0;
+      constructor(private readonly params: NamedParams) {}
+      step(grads: Record<string, tf.Tensor>, lr: number): void {
+        tf.tidy(() => {
+          for (const [n, p] of this.params) if (grads[n]) p.assign(tf.sub(p, tf.mul(grads[n], lr)));
+        });
+        this.stepCount++;
+      }
+      stateTensors() {
+        return {};
+      }
+      stateJson() {
+        return { name: this.name, step: this.stepCount };
+      }
+      loadState() {}
+      dispose() {}
+    }
+    const run = async (backend: 'webgpu' | 'cpu') => {
+      await tf.setBackend(backend);
+      const m = getPeftModel(tinyLlama(1), new LoraConfig({ r: 4, loraAlpha: 8, targetModules: ['q_proj', 'v_proj'] }));
+      for (const [k, v] of m.adapterTensorMap('default')) if (k.includes('lora_B')) v.assign(tf.randomNormal(v.shape, 0, 0.1, 'float32', 5));
+      const orig = m.forward.bind(m);
+      let calls = 0;
+      m.forward = (inputs) => {
+        const out = orig(inputs);
+        if (out.loss && ++calls === 2) {
+          const bad = tf.mul(out.loss, Infinity) as tf.Scalar;
+          out.loss.dispose();
+          return { ...out, loss: bad };
+        }
+        return out;
+      };
+      const warnings: string[] = [];
+      const t = new Trainer({
+        model: m,
+        args: { outputDir: outDir(), progressBar: false, metricsLog: false, saveStrategy: 'no', perDeviceTrainBatchSize: 4, maxSteps: 4, loggingSteps: 4, learningRate: 0.1, maxGradNorm: 0.5 },
+        trainDataset: randomExamples(4),
+        optimizerFactory: (params) => new PlainSGD(params),
+        onWarning: (w) => warnings.push(w),
+      });
+      await t.train();
+      const out = { warnings, steps: t.optimizer!.stepCount, values: await adapterValues(m) };
+      m.dispose();
+      return out;
+    };
+    try {
+      const gpu = await run('webgpu');
+      const cpu = await run('cpu');
+      expect(gpu.steps).toBe(3);
+      expect(gpu.warnings).toEqual(cpu.warnings);
+      expect(gpu.warnings).toEqual(['Trainer: step 2: loss is Infinity; skipping this update (1/5 in a row)']);
+      expect(maxRelDiff(gpu.values, cpu.values)).toBeLessThan(1e-4);
     } finally {
       await tf.setBackend('webgpu');
     }
