@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
-import { KVCache, Linear, PeftError, batchMatMulOp, nextSeed, toIdsTensor, type ForwardInputs, type IdsLike, type Module } from '@peftjs/core';
+import { KVCache, Linear, PeftError, batchMatMulOp, defineOp, nextSeed, registerFastPath, stopGradient, toIdsTensor, type ForwardInputs, type IdsLike, type Module } from '@peftjs/core';
 import type { Activation } from './config';
+import { flashBackward, flashForward, flashSupports } from './kernels/flash_attention';
 import { crossEntropyOp } from './ops';
 
 /**
@@ -174,12 +175,12 @@ function sdpaPlainGrad(qg: tf.Tensor, key: tf.Tensor, value: tf.Tensor, maskFn: 
 }
 
 /**
- * Scaled dot-product attention with grouped-query heads, keeping every tensor at rank ≤ 4.
- * q [B, H, T, hd] (already scaled), key/value [B, kvH, S, hd] → [B, T, H·hd].
+ * Today's tfjs composition of scaled dot-product attention with grouped-query heads, keeping every
+ * tensor at rank ≤ 4: q [B, H, T, hd] (already scaled), key/value [B, kvH, S, hd] → [B, T, H·hd].
  * Instead of repeat_kv (a copy of k/v per query group), the query heads that share a kv head are
  * folded into the row dimension: [B, kvH, nRep·T, hd] (head h uses kv head ⌊h / nRep⌋, as HF).
  */
-export function attention(
+function sdpaComposite(
   q: tf.Tensor,
   key: tf.Tensor,
   value: tf.Tensor,
@@ -207,6 +208,84 @@ export function attention(
   // left-padding position whose label is the first real token
   if (rowKeep) out = tf.mul(out, rowKeep);
   return tf.transpose(out, [0, 2, 1, 3]).reshape([b, t, h * d]);
+}
+
+/**
+ * The 0/1 mask [B|1, 1, T, S] of a forward: query i (at position S − T + i) sees keys ≤ S − T + i when
+ * `causal`, combined with the key-padding keep-vector [B, S]; null when every query sees every key.
+ */
+function visibility(batch: number, seqLen: number, total: number, keep: tf.Tensor | null, causal: boolean): tf.Tensor | null {
+  const past = total - seqLen;
+  if (causal && seqLen > 1) {
+    // built here, not by a compare kernel
+    const vals = new Float32Array(seqLen * total);
+    for (let i = 0; i < seqLen; i++) vals.fill(1, i * total, i * total + past + i + 1);
+    const c = tf.tensor4d(vals, [1, 1, seqLen, total]);
+    return keep ? tf.mul(c, keep.reshape([batch, 1, 1, total])) : c;
+  }
+  return keep ? keep.reshape([batch, 1, 1, total]) : null;
+}
+
+type AttentionInputs = { q: tf.Tensor; k: tf.Tensor; v: tf.Tensor; keep?: tf.Tensor };
+
+/**
+ * `peftjs.Attention`: causal grouped-query attention softmax(q·kᵀ + mask)·v → [B, T, H·hd], for
+ * q [B, H, T, hd] (pre-scaled), k/v [B, kvH, S, hd], an optional key keep-vector [B, S] (0/1) and
+ * `causal` (queries at positions S − T..S − 1). A query that sees no key outputs zeros. The reference is
+ * the tfjs composition above (with the additive MASK_MIN mask); the webgpu fast path is flash attention
+ * (kernels/flash_attention.ts), which also returns the per-row logsumexp, saved for its backward.
+ */
+export const attentionOp = defineOp<AttentionInputs, { causal: boolean }>({
+  name: 'peftjs.Attention',
+  inputNames: ['q', 'k', 'v', 'keep'],
+  outputsToSave: [true, true],
+  reference: ({ q, k, v, keep }, { causal }) => {
+    const [b, , t] = q.shape as number[];
+    const s = k.shape[2] as number;
+    // the keep-vector is a 0/1 mask: no gradient flows into it
+    const vis = visibility(b, t, s, keep ? stopGradient(keep) : null, causal);
+    const rowKeep = keep && vis ? tf.max(vis, -1, true) : null;
+    const mask = vis ? tf.mul(tf.sub(1, vis), MASK_MIN) : null;
+    return sdpaComposite(q, k, v, mask, undefined, rowKeep);
+  },
+  describe: 'q [B, H, T, hd], k / v [B, kvH, S, hd], keep [B, S]',
+});
+
+registerFastPath(attentionOp, {
+  backendName: 'webgpu',
+  kernelFunc: ({ inputs, attrs, backend }) => {
+    const { q, k, v, keep } = inputs as unknown as Record<string, tf.TensorInfo | undefined>;
+    return flashForward(backend, q!, k!, v!, keep, attrs.causal);
+  },
+  gradient: (dy, { q, k, v, keep }, { causal }, outputs) => {
+    const { dq, dk, dv } = flashBackward(q, k, v, keep, outputs[0]!, outputs[1]!, dy, causal);
+    return { q: dq, k: dk, v: dv, ...(keep ? { keep: () => tf.zerosLike(keep) } : {}) };
+  },
+  tags: ['attention'],
+});
+
+/** What prepareInputs built a mask from, so attention can hand the flash kernel the keep-vector instead. */
+const maskSources = new WeakMap<tf.Tensor, { keep: tf.Tensor | null; causal: boolean }>();
+
+/**
+ * Scaled dot-product attention with grouped-query heads: q [B, H, T, hd] (already scaled),
+ * key/value [B, kvH, S, hd] → [B, T, H·hd]. Where the backend has a `peftjs.Attention` fast path
+ * (webgpu: flash attention), a mask built by prepareInputs and no attention dropout, it runs that op;
+ * otherwise (wasm, cpu: always) the tfjs composition.
+ */
+export function attention(
+  q: tf.Tensor,
+  key: tf.Tensor,
+  value: tf.Tensor,
+  mask: tf.Tensor | null,
+  dropout?: (p: tf.Tensor) => tf.Tensor,
+  rowKeep?: tf.Tensor | null,
+): tf.Tensor {
+  if (!dropout && attentionOp.fastPathBackends().includes(tf.getBackend()) && flashSupports(q, key, value)) {
+    const src = mask ? maskSources.get(mask) : { keep: null, causal: false };
+    if (src) return attentionOp({ q, k: key, v: value, keep: src.keep ?? undefined }, { causal: src.causal });
+  }
+  return sdpaComposite(q, key, value, mask, dropout, rowKeep);
 }
 
 /** [B, T, H·hd] → [B, H, T, hd]. */
@@ -316,19 +395,13 @@ export function prepareInputs(
     }
   }
 
-  let mask: tf.Tensor | null = null;
-  if (seqLen > 1) {
-    // query i (at position pastLength + i) sees keys 0..pastLength + i; built here, not by a compare kernel
-    const vals = new Float32Array(seqLen * total);
-    for (let i = 0; i < seqLen; i++) vals.fill(1, i * total, i * total + pastLength + i + 1);
-    const causal = tf.tensor4d(vals, [1, 1, seqLen, total]);
-    mask = keep ? tf.mul(causal, keep.reshape([batch, 1, 1, total])) : causal;
-  } else if (keep) {
-    mask = keep.reshape([batch, 1, 1, total]);
-  }
+  let mask = visibility(batch, seqLen, total, keep, true);
   const rowKeep = maybeBlind && mask ? tf.max(mask, -1, true) : null;
   // 1 → 0, 0 → MASK_MIN
-  if (mask) mask = tf.mul(tf.sub(1, mask), MASK_MIN);
+  if (mask) {
+    mask = tf.mul(tf.sub(1, mask), MASK_MIN);
+    maskSources.set(mask, { keep, causal: true });
+  }
   return { batch, seqLen, pastLength, ids, embeds, positionIds: pos, mask, rowKeep, cache, store };
 }
 

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { defineOp, registerFastPath } from '@peftjs/core';
 import type { RopeSpec } from './config';
+import { ropeWebgpu } from './kernels/rope_wgsl';
 
 /**
  * HF's inverse frequencies, rounded to float32 at each step as torch computes them in fp32, so the
@@ -188,10 +189,10 @@ function ropeKernel({ inputs, attrs, backend }: { inputs: RopeInputs; attrs: { t
   return { dataId: be.write(out, x.shape, 'float32') as tf.DataId, shape: [...x.shape], dtype: 'float32' };
 }
 
-for (const backendName of ['wasm', 'cpu']) {
+for (const backendName of ['wasm', 'cpu', 'webgpu']) {
   registerFastPath(ropeOp, {
     backendName,
-    kernelFunc: ropeKernel,
+    kernelFunc: backendName === 'webgpu' ? ropeWebgpu : ropeKernel,
     gradient: (dy, { x, cos, sin }, { transpose }) => ({
       // the op is linear in x: its gradient is the transposed op applied to dy (and the transpose's, the op)
       x: () => ropeOp({ x: dy, cos, sin }, { transpose: !transpose }),

@@ -251,14 +251,20 @@ export async function checkConformance<I extends TensorInputs, A extends OpAttrs
   };
   const ref = run(false);
   const fast = run(true);
-  const maxAbs = async (t: tf.Tensor) => (await tf.max(tf.abs(t)).data())[0];
+  // max |a − b| (or |a|), its temporaries freed: the helper itself leaks nothing
+  const maxAbs = async (a: tf.Tensor, b?: tf.Tensor) => {
+    const m = tf.tidy(() => tf.max(tf.abs(b ? tf.sub(a, b) : a)));
+    const v = (await m.data())[0];
+    m.dispose();
+    return v;
+  };
   const scale = Math.max(await maxAbs(ref[0]), 1e-6);
-  const fwd = await maxAbs(tf.sub(ref[0], fast[0]));
+  const fwd = await maxAbs(ref[0], fast[0]);
   const gradMaxAbsDiff: Record<string, number> = {};
   let ok = fwd <= rtol * scale;
   for (let i = 0; i < present.length; i++) {
     const s = Math.max(await maxAbs(ref[i + 1]), 1e-6);
-    const d = await maxAbs(tf.sub(ref[i + 1], fast[i + 1]));
+    const d = await maxAbs(ref[i + 1], fast[i + 1]);
     gradMaxAbsDiff[present[i]] = d / s;
     if (d > rtol * s) ok = false;
   }
