@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { defineOp } from './registry';
 import { registerCpuFastPaths } from './cpu';
+import { registerWebgpuFastPaths } from './webgpu/linear';
 
 /** Flattens [..., n] to [rows, n] and back: matMul kernels are fastest on 2-D operands. */
 export function linear2d(x: tf.Tensor, fn: (x2: tf.Tensor2D) => tf.Tensor): tf.Tensor {
@@ -49,6 +50,7 @@ export const batchMatMulOp = defineOp<{ a: tf.Tensor; b: tf.Tensor }, Record<str
 });
 
 registerCpuFastPaths(linearOp, loraLinearOp, batchMatMulOp);
+registerWebgpuFastPaths(linearOp, loraLinearOp, batchMatMulOp);
 
 const stopGradientFn = tf.customGrad(((x: tf.Tensor) => ({
   value: tf.clone(x),

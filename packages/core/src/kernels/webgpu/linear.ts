@@ -1,0 +1,120 @@
+import * as tf from '@tensorflow/tfjs';
+import { registerFastPath, type Op } from '../registry';
+import { matmulSupports, runMatmul } from './matmul';
+import { fusedMatMul, matmulGradients, matmulOp, reduceToShape } from './matmul_op';
+
+/**
+ * The webgpu fast paths of the linear ops, all on the WGSL matmul (./matmul.ts):
+ *
+ *  - peftjs.Linear: y = x·Wᵀ + b in one dispatch (W read transposed in place, bias in the epilogue).
+ *    Backward: dx = dy·W; dW = dyᵀ·x; db = Σ dy — thunks, so a frozen W costs nothing.
+ *  - peftjs.LoraLinear: xa = x·Aᵀ [rows, r], then out = base + s·xa·Bᵀ (base in the epilogue): two
+ *    dispatches. Backward: dx = s·(dy·B)·A, dA = s·(dy·B)ᵀ·x, dB = s·dyᵀ·xa, each its own thunk.
+ *  - peftjs.BatchMatMul and peftjs.MatMul: batched products, gradients with transposed layouts.
+ *
+ * `setBackendFastPaths('webgpu', false, WGSL_MATMUL)` parks them all (the ops then run their tfjs
+ * references).
+ */
+
+/** The tag of the WGSL matmul fast paths. */
+export const WGSL_MATMUL = 'wgsl-matmul';
+
+type Info = tf.TensorInfo;
+const as2d = (t: Info): Info => {
+  const last = t.shape[t.shape.length - 1];
+  return { dataId: t.dataId, shape: [tf.util.sizeFromShape(t.shape) / last, last], dtype: t.dtype };
+};
+const t2 = (x: tf.Tensor): tf.Tensor2D => tf.reshape(x, [-1, x.shape[x.shape.length - 1] as number]) as tf.Tensor2D;
+
+/** The backend's own kernel (partial batch broadcasting, non-float dtypes). */
+function tfjsKernel(name: string, backend: unknown, inputs: Record<string, Info>, attrs: Record<string, unknown>): Info {
+  const k = originalKernels.get(name) ?? tf.getKernel(name, 'webgpu');
+  if (!k) throw new Error(`peftjs webgpu fast path: kernel ${name} is missing on webgpu`);
+  return k.kernelFunc({ inputs: inputs as never, backend: backend as never, attrs: attrs as never }) as Info;
+}
+
+/** tfjs's own kernels saved when ./tfjs_matmul.ts replaces them (so fallbacks never recurse). */
+export const originalKernels = new Map<string, tf.KernelConfig>();
+
+let registered = false;
+
+export function registerWebgpuFastPaths(
+  linearOp: Op<{ x: tf.Tensor; weight: tf.Tensor; bias?: tf.Tensor }, Record<string, never>>,
+  loraLinearOp: Op<{ base: tf.Tensor; x: tf.Tensor; loraA: tf.Tensor; loraB: tf.Tensor }, { scaling: number }>,
+  batchMatMulOp: Op<{ a: tf.Tensor; b: tf.Tensor }, Record<string, never>>,
+): void {
+  if (registered) return;
+  registered = true;
+  const backendName = 'webgpu';
+  const tags = [WGSL_MATMUL];
+
+  registerFastPath(matmulOp, {
+    backendName,
+    tags,
+    kernelFunc: ({ inputs, attrs, backend }) => {
+      const { a, b, bias, c } = inputs;
+      // partial batch broadcasting ([2, 1] with [1, 3]) throws a PeftError here; fusedMatMul routes it to the reference
+      return runMatmul(backend, { a, b, bias, c, transA: attrs.transA, transB: attrs.transB, alpha: attrs.alpha, beta: attrs.beta });
+    },
+    gradient: (dy, { a, b, bias, c }, { transA, transB, alpha, beta }) => {
+      const g = matmulGradients(dy, a, b, transA, transB, alpha);
+      return {
+        a: g.a,
+        b: g.b,
+        ...(bias ? { bias: () => reduceToShape(t2(dy).sum(0), bias.shape) } : {}),
+        ...(c ? { c: () => reduceToShape(beta === 1 ? tf.clone(dy) : tf.mul(dy, beta), c.shape) } : {}),
+      };
+    },
+  });
+
+  registerFastPath(linearOp, {
+    backendName,
+    tags,
+    kernelFunc: ({ inputs, backend }) => {
+      const { x, weight, bias } = inputs;
+      return runMatmul(backend, { a: as2d(x), b: weight, transB: true, bias, outShape: [...x.shape.slice(0, -1), weight.shape[0]] });
+    },
+    gradient: (dy, { x, weight, bias }) => ({
+      // dx = dy·W: [rows, out]·[out, in]
+      x: () => tf.reshape(fusedMatMul(t2(dy), weight), x.shape),
+      // dW = dyᵀ·x: [out, rows]·[rows, in], dy read transposed
+      weight: () => fusedMatMul(t2(dy), t2(x), { transA: true }),
+      ...(bias ? { bias: () => tf.sum(t2(dy), 0) } : {}),
+    }),
+  });
+
+  registerFastPath(loraLinearOp, {
+    backendName,
+    tags,
+    kernelFunc: ({ inputs, attrs, backend }) => {
+      const { base, x, loraA, loraB } = inputs;
+      const xa = runMatmul(backend, { a: as2d(x), b: loraA, transB: true }); // [rows, r]
+      const out = runMatmul(backend, { a: xa, b: loraB, transB: true, c: base, alpha: attrs.scaling, beta: 1, outShape: base.shape });
+      (backend as { disposeData(id: unknown): void }).disposeData(xa.dataId);
+      return out;
+    },
+    gradient: (dy, { x, loraA, loraB }, { scaling: s }) => {
+      // dy·B [rows, r] (recomputed per thunk: the engine's tidy around a thunk would free a cached one)
+      const dyB = () => fusedMatMul(t2(dy), loraB);
+      return {
+        base: () => tf.clone(dy),
+        x: () => tf.reshape(fusedMatMul(dyB(), loraA, { alpha: s }), x.shape),
+        // dA = s·(dy·B)ᵀ·x: [r, rows]·[rows, in]
+        loraA: () => fusedMatMul(dyB(), t2(x), { transA: true, alpha: s }),
+        // dB = s·dyᵀ·xa: [out, rows]·[rows, r], xa = x·Aᵀ
+        loraB: () => fusedMatMul(t2(dy), fusedMatMul(t2(x), loraA, { transB: true }), { transA: true, alpha: s }),
+      };
+    },
+  });
+
+  registerFastPath(batchMatMulOp, {
+    backendName,
+    tags,
+    kernelFunc: ({ inputs, backend }) => {
+      const { a, b } = inputs;
+      if (!matmulSupports(a, b)) return tfjsKernel('BatchMatMul', backend, { a, b }, { transposeA: false, transposeB: false });
+      return runMatmul(backend, { a, b });
+    },
+    gradient: (dy, { a, b }) => matmulGradients(dy, a, b, false, false, 1),
+  });
+}
