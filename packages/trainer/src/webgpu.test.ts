@@ -63,7 +63,7 @@ describe.skipIf(!available)(`Trainer on WebGPU ${available ? '' : `(skipped: ${w
     expect(tf.getBackend()).toBe('webgpu');
   });
 
-  it("reproduces HF's llama_lora_train_sched trajectory; then generate, evaluatePeftModel and savePretrained run on the trained model", async () => {
+  it.each([{ gc: false }, { gc: true }])("reproduces HF's llama_lora_train_sched trajectory (gradientCheckpointing: $gc); then generate, evaluatePeftModel and savePretrained run on the trained model", async ({ gc }) => {
     const name = 'llama_lora_train_sched';
     const dir = hfCase(name);
     const meta = JSON.parse(readFileSync(join(dir, '..', 'meta.json'), 'utf8')).cases[name];
@@ -99,11 +99,13 @@ describe.skipIf(!available)(`Trainer on WebGPU ${available ? '' : `(skipped: ${w
         loggingSteps: 1,
         saveStrategy: 'no',
         progressBar: false,
+        gradientCheckpointing: gc,
       },
       trainDataset: dataset,
       callbacks: [{ onLog: () => void numTensors.push(tf.memory().numTensors) }],
     });
     await trainer.train();
+    expect(peft.model.isGradientCheckpointing).toBe(gc);
     const logs = trainLogs(trainer);
     expect(logs).toHaveLength(steps);
     let maxLoss = 0;
@@ -128,7 +130,7 @@ describe.skipIf(!available)(`Trainer on WebGPU ${available ? '' : `(skipped: ${w
       Object.fromEntries(Object.keys(ref.tensors).map((k) => [k, rawToArray(ours.tensors[k])])),
       Object.fromEntries(Object.keys(ref.tensors).map((k) => [k, rawToArray(ref.tensors[k])])),
     );
-    console.log(`webgpu ${name}: max rel loss diff ${maxLoss.toExponential(2)}, grad norm ${maxNorm.toExponential(2)}, adapter ${adapter.toExponential(2)}`);
+    console.log(`webgpu ${name}${gc ? ' (gradient checkpointing)' : ''}: max rel loss diff ${maxLoss.toExponential(2)}, grad norm ${maxNorm.toExponential(2)}, adapter ${adapter.toExponential(2)}, gpuPeakBytes ${Math.max(...logs.map((e) => e.gpuPeakBytes!))}`);
     expect(maxLoss).toBeLessThan(1e-4);
     expect(maxNorm).toBeLessThan(1e-4);
     expect(adapter).toBeLessThan(1e-4);
