@@ -106,6 +106,7 @@ async function trainWorkload(name, raw, B, T) {
   let profile = null;
   let profiler = null;
   const tensors0 = tf.memory().numTensors;
+  const watch = backend === 'webgpu' ? core.watchWebgpuPeak() : null;
   if (LOOP === 'trainer') {
     const out = mkdtempSync(join(tmpdir(), 'peftjs-gpu-bench-'));
     const dataset = batches.flat().map((inputIds) => ({ inputIds }));
@@ -175,8 +176,9 @@ async function trainWorkload(name, raw, B, T) {
   const res = {
     bench: 'gpu-train', workload: name, loop: LOOP, backend, batch: `${B}x${T}`, steps: STEPS,
     meanStepMs: Number(stepMs.toFixed(2)), tokensPerSecond: Math.round((B * T) / (stepMs / 1000)),
-    poolBytes: mem.allocated, inUseBytesAfter: mem.inUse, tensorsHeld: tf.memory().numTensors - tensors0,
+    peakBytes: watch?.peak ?? null, poolBytes: mem.allocated, inUseBytesAfter: mem.inUse, tensorsHeld: tf.memory().numTensors - tensors0,
   };
+  watch?.stop();
   if (profile) {
     res.profile = { dispatches: profile.dispatches, gpuMs: Number(profile.gpuMs.toFixed(2)), top: profile.kernels.slice(0, 40).map((k) => [k.name, k.count, Number(k.ms.toFixed(3))]) };
     console.error(`\nprofile of one ${name} step (${LOOP}):\n${core.formatGpuProfile(profile, 40)}`);
@@ -222,7 +224,7 @@ if (!argv.includes('--no-torch')) {
 }
 
 const gib = (b) => (b == null ? 'n/a' : `${(b / 2 ** 30).toFixed(2)} GiB`);
-console.log('\nworkload            peftjs (webgpu)            PyTorch + HF PEFT          ratio');
+console.log('\nworkload            peftjs (webgpu): peak in use (pool)     PyTorch + HF PEFT: max allocated (reserved)  ratio');
 for (const r of ours) {
   const t = torch.find((x) => x.workload === r.workload);
   if (r.workload === 'gen') {
@@ -234,9 +236,9 @@ for (const r of ours) {
   } else {
     console.log(
       `${r.workload} ${r.batch}`.padEnd(20) +
-        `${r.tokensPerSecond} tok/s, ${gib(r.poolBytes)}`.padEnd(27) +
-        (t ? `${t.tokensPerSecond} tok/s, ${gib(t.peakBytes)}` : 'n/a').padEnd(27) +
-        (t ? `${(r.tokensPerSecond / t.tokensPerSecond).toFixed(3)}× speed, ${(r.poolBytes / t.peakBytes).toFixed(2)}× memory` : ''),
+        `${r.tokensPerSecond} tok/s, ${gib(r.peakBytes)} (pool ${gib(r.poolBytes)})`.padEnd(40) +
+        (t ? `${t.tokensPerSecond} tok/s, ${gib(t.peakBytes)} (reserved ${gib(t.peakReservedBytes)})` : 'n/a').padEnd(44) +
+        (t ? `${(r.tokensPerSecond / t.tokensPerSecond).toFixed(3)}× speed, peak ${(r.peakBytes / t.peakBytes).toFixed(2)}×, pool/reserved ${(r.poolBytes / t.peakReservedBytes).toFixed(2)}×` : ''),
     );
   }
 }

@@ -102,4 +102,21 @@ export { ensureWasmKernels } from './kernels/wasm';
 export { gpuMemory, createPeakMemoryTracker, trackPeakMemory, type GpuMemory, type PeakMemoryTracker } from './memory';
 export { createProgressBar, formatDuration, type ProgressBar, type ProgressStream } from './progress';
 export { runWgsl, dispatch1d, webgpuBackend, deviceFeatures, toTensor, type WgslKernel, type DispatchArgs, type Uniform } from './kernels/webgpu/runner';
-export { GpuProfiler, profileGpu, formatGpuProfile, webgpuBytes, type GpuProfile, type KernelTime } from './kernels/webgpu/profile';
+export { GpuProfiler, profileGpu, formatGpuProfile, webgpuBytes, watchWebgpuPeak, type GpuProfile, type KernelTime } from './kernels/webgpu/profile';
+export {
+  runMatmul as wgslMatmul,
+  matmulKernel as wgslMatmulKernel,
+  matmulUniforms as wgslMatmulUniforms,
+  planMatmul,
+  matmulSupports,
+  matmulTuning,
+  MATMUL_TILES,
+  type MatmulArgs,
+  type MatmulTile,
+  type MatmulTileName,
+  type MatmulVariant,
+  type MatmulPlan,
+} from './kernels/webgpu/matmul';
+export { matmulOp, fusedMatMul, matmulGradients, type FusedMatMulOptions } from './kernels/webgpu/matmul_op';
+export { WGSL_MATMUL } from './kernels/webgpu/linear';
+export { useWgslForTfjsMatMul, wgslForTfjsMatMul } from './kernels/webgpu/tfjs_matmul';

@@ -132,3 +132,37 @@ export function webgpuBytes(): { inUse: number; allocated: number } | undefined 
   const m = tf.memory() as unknown as { numBytesInGPU?: number; numBytesAllocatedInGPU?: number };
   return { inUse: m.numBytesInGPU ?? 0, allocated: m.numBytesAllocatedInGPU ?? 0 };
 }
+
+/**
+ * The exact peak of GPU bytes held by live tensors (tfjs-webgpu's bufferManager.numBytesUsed) from now
+ * on: every buffer acquisition is watched, so the peak inside a backward pass is seen too (sampling
+ * tf.memory() between ops would miss it). `stop()` unhooks it. The analog of torch.cuda's
+ * max_memory_allocated; `allocated` is the pool (in use + free), the analog of max_memory_reserved.
+ */
+export function watchWebgpuPeak(): { readonly peak: number; readonly allocated: number; reset(): void; stop(): void } {
+  const b = webgpuBackend() as unknown as {
+    bufferManager: { numBytesUsed: number; numBytesAllocated: number; acquireBuffer: (...a: unknown[]) => unknown };
+  };
+  const bm = b.bufferManager;
+  const original = bm.acquireBuffer;
+  let peak = bm.numBytesUsed;
+  bm.acquireBuffer = function (this: unknown, ...a: unknown[]) {
+    const r = original.apply(this, a);
+    if (bm.numBytesUsed > peak) peak = bm.numBytesUsed;
+    return r;
+  };
+  return {
+    get peak() {
+      return peak;
+    },
+    get allocated() {
+      return bm.numBytesAllocated;
+    },
+    reset() {
+      peak = bm.numBytesUsed;
+    },
+    stop() {
+      bm.acquireBuffer = original;
+    },
+  };
+}

@@ -45,6 +45,16 @@ describe.skipIf(!onGpu)('WGSL runner (webgpu)', () => {
     tf.dispose([a, b, acc, sum]);
   });
 
+  it('an in-place write is seen by a later read of a tensor that was read before', async () => {
+    const a = tf.tensor1d([1, 1, 1]);
+    const b = tf.tensor1d([0, 0, 0]);
+    const acc = tf.tensor1d([5, 5, 5]);
+    expect(Array.from(await acc.data())).toEqual([5, 5, 5]); // tfjs caches these values on the CPU
+    const [s] = runWgsl(undefined, kernel, { inputs: [a, b], outputs: [{ shape: [3], dtype: 'float32' }, acc], uniforms: [{ type: 'uint32', data: [3] }, { type: 'float32', data: [1] }], workgroups: dispatch1d(3, 64) });
+    expect(Array.from(await acc.data())).toEqual([6, 6, 6]);
+    tf.dispose([a, b, acc, toTensor(s)]);
+  });
+
   it('folds large flat dispatches into two dimensions', () => {
     expect(dispatch1d(100, 64)).toEqual([2, 1, 1]);
     const [x, y] = dispatch1d(70000 * 64, 64);

@@ -130,7 +130,14 @@ export function runWgsl(backendArg: unknown, kernel: WgslKernel, args: DispatchA
   const b = webgpuBackend(backendArg);
   const outputs = args.outputs.map((o) => (isNew(o) ? b.makeTensorInfo(o.shape, o.dtype) : o));
   const empty = outputs.some((o) => tf.util.sizeFromShape(o.shape) === 0) || args.workgroups.some((w) => w === 0);
-  for (const o of outputs) b.uploadToGPU(o.dataId);
+  for (const o of outputs) {
+    b.uploadToGPU(o.dataId);
+    // an in-place write makes any CPU copy tfjs cached at a read stale
+    if (!isNew(args.outputs[outputs.indexOf(o)])) {
+      const d = b.tensorMap.get(o.dataId) as { values?: unknown } | undefined;
+      if (d) d.values = null;
+    }
+  }
   if (empty) return outputs;
   for (const i of args.inputs) b.uploadToGPU(i.dataId);
   const limit = b.device.limits.maxComputeWorkgroupsPerDimension;
