@@ -377,10 +377,15 @@ function dimsOf(a: tf.TensorInfo, b: tf.TensorInfo, transA: boolean, transB: boo
   const batchA = tf.util.sizeFromShape(la);
   const batchB = tf.util.sizeFromShape(lb);
   let lead: number[];
-  if (batchA === batchB) lead = la.length >= lb.length ? la : lb;
-  else if (batchB === 1) lead = la;
-  else if (batchA === 1) lead = lb;
-  else throw new PeftError('SHAPE_MISMATCH', `matmul: batch dims [${la}] and [${lb}]: only equal batches or a batch of 1 broadcast`);
+  try {
+    lead = tf.broadcast_util.assertAndGetBroadcastShape(la, lb);
+  } catch {
+    throw new PeftError('SHAPE_MISMATCH', `matmul: batch dims [${la}] and [${lb}] do not broadcast`);
+  }
+  const batch = Math.max(batchA, batchB);
+  if (tf.util.sizeFromShape(lead) !== batch || (batchA !== batch && batchA !== 1) || (batchB !== batch && batchB !== 1)) {
+    throw new PeftError('SHAPE_MISMATCH', `matmul: batch dims [${la}] and [${lb}]: only equal batches or a batch of 1 broadcast`);
+  }
   return { M, N, K: Ka, batchA, batchB, batch: Math.max(batchA, batchB), lead };
 }
 
