@@ -120,20 +120,3 @@ export {
 export { matmulOp, fusedMatMul, matmulGradients, type FusedMatMulOptions } from './kernels/webgpu/matmul_op';
 export { WGSL_MATMUL } from './kernels/webgpu/linear';
 export { useWgslForTfjsMatMul, wgslForTfjsMatMul } from './kernels/webgpu/tfjs_matmul';
-export {
-  runMatmul as wgslMatmul,
-  matmulKernel as wgslMatmulKernel,
-  matmulUniforms as wgslMatmulUniforms,
-  planMatmul,
-  matmulSupports,
-  matmulTuning,
-  MATMUL_TILES,
-  type MatmulArgs,
-  type MatmulTile,
-  type MatmulTileName,
-  type MatmulVariant,
-  type MatmulPlan,
-} from './kernels/webgpu/matmul';
-export { matmulOp, fusedMatMul, matmulGradients, type FusedMatMulOptions } from './kernels/webgpu/matmul_op';
-export { WGSL_MATMUL } from './kernels/webgpu/linear';
-export { useWgslForTfjsMatMul, wgslForTfjsMatMul } from './kernels/webgpu/tfjs_matmul';
