@@ -16,7 +16,8 @@ export {
   type Activation,
   type ClassificationFields,
 } from './config';
-export { MASK_MIN, ParamSource, TiedLinear, attention, causalLMLoss, tokenCrossEntropy, setAttentionCustomGrad, type ModelForwardInputs } from './common';
+export { MASK_MIN, ParamSource, TiedLinear, attention, attentionOp, causalLMLoss, tokenCrossEntropy, setAttentionCustomGrad, type ModelForwardInputs } from './common';
 export { RopeTables, applyRope, ropeInvFreq, ropeOp } from './rope';
+export { flashSupports, MAX_HEAD_DIM as FLASH_MAX_HEAD_DIM } from './kernels/flash_attention';
 export { sampleToken, positionsFromMask } from './generate';
 export { swigluOp, crossEntropyOp } from './ops';

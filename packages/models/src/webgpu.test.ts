@@ -43,6 +43,31 @@ describe.skipIf(!onGpu)('webgpu backend', () => {
     model.dispose();
   });
 
+  it('the LLaMA forward, backward and cached decode run the flash-attention and RoPE kernels', async () => {
+    const model = await AutoModelForCausalLM.fromPretrained(`${HF}llama_lora_qv/base`);
+    const q = model.getParameter('model.layers.0.self_attn.q_proj.weight');
+    const names = async (f: () => tf.TensorContainer) => {
+      const info = await tf.profile(f);
+      tf.dispose(info.result as tf.TensorContainer);
+      return info.kernelNames;
+    };
+    const train = await names(() => {
+      const { value, grads } = tf.variableGrads(() => {
+        const out = model.forward({ inputIds: [[1, 2, 3, 4], [5, 6, 7, 8]], attentionMask: [[0, 1, 1, 1], [1, 1, 1, 1]], labels: [[1, 2, 3, 4], [5, 6, 7, 8]] });
+        out.logits.dispose();
+        return out.loss!;
+      }, [q]);
+      return [value, ...Object.values(grads)];
+    });
+    expect(train.some((n) => n.startsWith('peftjs.Attention'))).toBe(true);
+    expect(train.some((n) => n.startsWith('peftjs.Rope'))).toBe(true);
+    // the attention gradient is the flash backward's, not tfjs's softmax / matMul gradient
+    expect(train).not.toContain('Softmax');
+    const decode = await names(() => model.generate({ inputIds: [[1, 2, 3]], maxNewTokens: 2, eosTokenId: [] }) as unknown as tf.TensorContainer);
+    expect(decode.some((n) => n.startsWith('peftjs.Attention'))).toBe(true);
+    model.dispose();
+  });
+
   it('loss and gradients run (no rank-5 tensors, no sync reads)', async () => {
     const model = await AutoModelForCausalLM.fromPretrained(`${HF}llama_lora_qv/base`);
     const q = model.getParameter('model.layers.0.self_attn.q_proj.weight');
