@@ -61,9 +61,9 @@ class StepCounter {
 
   /** The device count after a gated step: old count + apply (an int32 scalar, kept by the caller's tidy). */
   gatedIncrement(cond: tf.Scalar): tf.Scalar {
-    this.device();
-    const next = tf.add(this.dev, tf.cast(cond, 'int32')) as tf.Scalar;
-    this.dev!.assign(next);
+    const dev = this.device();
+    const next = tf.add(dev, tf.cast(cond, 'int32')) as tf.Scalar;
+    dev.assign(next);
     this.issued++;
     return next;
   }

@@ -654,6 +654,9 @@ export class Trainer {
     let count = 0;
     const pred: EvalPrediction = { predictions: [], labelIds: [], inputIds: [] };
     const bs = this.args.perDeviceEvalBatchSize;
+    // the batches' losses and argmaxes stay on the device and are read once at the end (no per-batch stall on a GPU)
+    const losses: { loss: tf.Tensor; n: number }[] = [];
+    const argmaxes: tf.Tensor[] = [];
     try {
       for (let i = 0; i < evalDataset.length; i += bs) {
         const batch = this.dataCollator(evalDataset.slice(i, i + bs));
@@ -662,23 +665,28 @@ export class Trainer {
           const out = this.forward(batch, n > 0);
           return { loss: out.loss, argmax: this.computeMetrics ? tf.argMax(out.logits, -1) : undefined };
         });
-        if (loss) {
-          const l = (await loss.data())[0];
-          if (n > 0) {
-            nll += l * n;
-            count += n;
-          }
-          loss.dispose();
-        }
+        if (loss) losses.push({ loss, n });
         if (argmax) {
-          pred.predictions.push(...((await argmax.array()) as number[][]));
-          argmax.dispose();
+          argmaxes.push(argmax);
           pred.labelIds.push(...batch.labels);
           pred.inputIds.push(...batch.inputIds);
         }
         await yieldToEventLoop();
       }
+      if (losses.length) {
+        const all = tf.tidy(() => tf.concat(losses.map((l) => l.loss.reshape([1]))));
+        const vals = await all.data();
+        all.dispose();
+        losses.forEach(({ n }, j) => {
+          if (n > 0) {
+            nll += vals[j] * n;
+            count += n;
+          }
+        });
+      }
+      for (const a of argmaxes) pred.predictions.push(...((await a.array()) as number[][]));
     } finally {
+      tf.dispose([...losses.map((l) => l.loss), ...argmaxes]);
       if (wasTraining) this.model.train();
     }
     const runtime = (Date.now() - t0) / 1000;

@@ -137,6 +137,10 @@ describe.skipIf(!available)(`Trainer on WebGPU ${available ? '' : `(skipped: ${w
 
     // generate and evaluate the trained model on webgpu
     const before = tf.memory().numTensors;
+    const ev = await new Trainer({ model: peft, args: { outputDir: outDir(), progressBar: false, perDeviceEvalBatchSize: 3 }, computeMetrics: (p) => ({ rows: p.predictions.length }) }).evaluate(dataset);
+    expect(ev.eval_rows).toBe(dataset.length);
+    expect(ev.eval_loss).toBeLessThan(logs.at(-1)!.loss!); // the last update lowered the loss further
+    expect(tf.memory().numTensors).toBe(before);
     const gen = await peft.generate({ inputIds: [ids[0].slice(0, 6)], maxNewTokens: 4 });
     expect(gen[0]).toHaveLength(10);
     expect(gen[0].slice(0, 6)).toEqual(ids[0].slice(0, 6));
