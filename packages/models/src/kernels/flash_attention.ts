@@ -435,6 +435,126 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   };
 }
 
+/** Query rows per tile in the paired dK/dV kernel. */
+const BR2 = 8;
+
+/**
+ * dK, dV with two threads per key (adjacent lanes, one half of hd each: half the registers of
+ * dkvKernel, twice the workgroups): per query tile each thread writes its partial q·k and dO·v to
+ * workgroup memory, and after a barrier adds its partner's. For hd a multiple of 8.
+ */
+function dkvPairKernel(hd: number, keep: boolean): WgslKernel {
+  const d4 = hd / 4;
+  const h4 = d4 / 2;
+  return {
+    key: `flash-dkv2:${hd}:${keep ? 'keep' : 'nokeep'}`,
+    code: () => /* wgsl */ `
+${UNIFORM_STRUCT}
+@group(0) @binding(0) var<storage, read_write> dk: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> dv: array<vec4<f32>>;
+${bindings([['q', 'array<vec4<f32>>'], ['k', 'array<vec4<f32>>'], ['v', 'array<vec4<f32>>'], ['dout', 'array<vec4<f32>>'], ['lse', 'array<f32>'], ['delta', 'array<f32>']], keep, 2)}
+@group(0) @binding(${8 + (keep ? 1 : 0)}) var<uniform> u: U;
+const D4 = ${d4}u;
+const H4 = ${h4}u;
+const BR = ${BR2}u;
+const WG = ${WG}u;
+const KT = ${WG / 2}u;
+var<workgroup> qs: array<vec4<f32>, ${BR2 * d4}>;
+var<workgroup> dos: array<vec4<f32>, ${BR2 * d4}>;
+var<workgroup> ls: array<f32, ${BR2}>;
+var<workgroup> ds_: array<f32, ${BR2}>;
+var<workgroup> part: array<vec2<f32>, ${BR2 * WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let b = wid.z;
+  let kvh = wid.y % u.kvH;
+  let split = wid.y / u.kvH;
+  let nSplit = u.extra;
+  let bk = b * u.kvH + kvh;
+  let j0 = wid.x * KT;
+  let j = j0 + li / 2u;
+  let off = (li & 1u) * H4;
+  let jj = min(j, u.S - 1u);
+  var kvalid = j < u.S;
+  ${keep ? 'kvalid = kvalid && keep[b * u.S + jj] != 0.0;' : ''}
+  let H = u.kvH * u.nRep;
+  let per = (u.R + nSplit - 1u) / nSplit;
+  let rBeg = min(u.R, split * per);
+  let rEnd = min(u.R, rBeg + per);
+  var kr: array<vec4<f32>, H4>;
+  var vr: array<vec4<f32>, H4>;
+  var dka: array<vec4<f32>, H4>;
+  var dva: array<vec4<f32>, H4>;
+  let kBase = (bk * u.S + jj) * D4 + off;
+  for (var d = 0u; d < H4; d++) {
+    kr[d] = k[kBase + d];
+    vr[d] = v[kBase + d];
+    dka[d] = vec4<f32>(0.0);
+    dva[d] = vec4<f32>(0.0);
+  }
+  for (var rt = rBeg; rt < rEnd; rt += BR) {
+    if (u.causal != 0u) {
+      let rLast = min(rt + BR, rEnd) - 1u;
+      var tMax = u.T - 1u;
+      if (rt / u.T == rLast / u.T) { tMax = rLast % u.T; }
+      if (u.past + tMax < j0) { continue; }
+    }
+    workgroupBarrier();
+    for (var i = li; i < BR * D4; i += WG) {
+      let row = rt + i / D4;
+      let rc = min(row, u.R - 1u);
+      let hh = kvh * u.nRep + rc / u.T;
+      let tt = rc % u.T;
+      if (row < rEnd) {
+        qs[i] = q[(bk * u.R + rc) * D4 + i % D4];
+        dos[i] = dout[((b * u.T + tt) * H + hh) * D4 + i % D4];
+      } else {
+        qs[i] = vec4<f32>(0.0);
+        dos[i] = vec4<f32>(0.0);
+      }
+    }
+    for (var i = li; i < BR; i += WG) {
+      let row = rt + i;
+      let rc = min(row, u.R - 1u);
+      let li2 = (b * H + kvh * u.nRep + rc / u.T) * u.T + rc % u.T;
+      ls[i] = select(${BLIND}, lse[li2], row < rEnd);
+      ds_[i] = select(0.0, delta[li2], row < rEnd);
+    }
+    workgroupBarrier();
+    for (var ii = 0u; ii < BR; ii++) {
+      var sa = vec4<f32>(0.0);
+      var pa = vec4<f32>(0.0);
+      for (var d = 0u; d < H4; d++) {
+        sa = fma(qs[ii * D4 + off + d], kr[d], sa);
+        pa = fma(dos[ii * D4 + off + d], vr[d], pa);
+      }
+      part[ii * WG + li] = vec2<f32>((sa.x + sa.y) + (sa.z + sa.w), (pa.x + pa.y) + (pa.z + pa.w));
+    }
+    workgroupBarrier();
+    for (var ii = 0u; ii < BR; ii++) {
+      let row = rt + ii;
+      let ok = kvalid && row < rEnd && (u.causal == 0u || jj <= u.past + row % u.T);
+      if (ok) {
+        // the lower half's partial first, whichever thread adds: both threads get the same sum
+        let lo = part[ii * WG + (li & ~1u)];
+        let hi = part[ii * WG + (li | 1u)];
+        let p = exp((lo.x + hi.x) - ls[ii]);
+        let dsv = p * ((lo.y + hi.y) - ds_[ii]);
+        for (var d = 0u; d < H4; d++) {
+          dva[d] = fma(vec4<f32>(p), dos[ii * D4 + off + d], dva[d]);
+          dka[d] = fma(vec4<f32>(dsv), qs[ii * D4 + off + d], dka[d]);
+        }
+      }
+    }
+  }
+  if (j < u.S) {
+    let base = ((bk * nSplit + split) * u.S + j) * D4 + off;
+    for (var d = 0u; d < H4; d++) { dk[base + d] = dka[d]; dv[base + d] = dva[d]; }
+  }
+}`,
+  };
+}
+
 function check(cond: boolean, msg: string): void {
   if (!cond) throw new PeftError('INVALID_ARGUMENT', `peftjs.Attention (webgpu): ${msg}`);
 }
@@ -496,10 +616,16 @@ function disposeInfos(backend: unknown, infos: tf.TensorInfo[]): void {
   for (const i of infos) be.disposeData(i.dataId);
 }
 
+let pairedDkv = true;
+/** Chooses the dK/dV kernel with two threads a key (default, for hd % 8 = 0) or one; for tests and benchmarks. */
+export function setPairedDkv(on: boolean): void {
+  pairedDkv = on;
+}
+
 /** How many row-splits the dK/dV kernel uses: enough workgroups to fill the GPU. */
-function rowSplits(sh: FlashShapes): number {
+function rowSplits(sh: FlashShapes, keysPerGroup: number): number {
   const r = (sh.h / sh.kvH) * sh.t;
-  const groups = Math.ceil(sh.s / WG) * sh.kvH * sh.b;
+  const groups = Math.ceil(sh.s / keysPerGroup) * sh.kvH * sh.b;
   if (groups >= 264) return 1;
   return Math.max(1, Math.min(Math.ceil(264 / groups), Math.ceil(r / (4 * BR))));
 }
@@ -532,13 +658,15 @@ export function flashBackward(
   });
   const dq = toTensor(dqI);
   const delta = toTensor(deltaI);
-  const ns = splits ?? rowSplits(sh);
+  const paired = sh.hd % 8 === 0 && pairedDkv;
+  const keysPerGroup = paired ? WG / 2 : WG;
+  const ns = splits ?? rowSplits(sh, keysPerGroup);
   const partShape = ns === 1 ? k.shape : [sh.b * sh.kvH, ns, sh.s * sh.hd];
-  const [dkI, dvI] = runWgsl(backend, dkvKernel(sh.hd, !!keep), {
+  const [dkI, dvI] = runWgsl(backend, (paired ? dkvPairKernel : dkvKernel)(sh.hd, !!keep), {
     inputs: [q, k, v, dout, lse, delta, ...kp],
     outputs: [{ shape: partShape, dtype: 'float32' }, { shape: partShape, dtype: 'float32' }],
     uniforms: uniforms(sh, causal, ns),
-    workgroups: [Math.ceil(sh.s / WG), sh.kvH * ns, sh.b],
+    workgroups: [Math.ceil(sh.s / keysPerGroup), sh.kvH * ns, sh.b],
     name: 'FlashAttentionDKV',
   });
   delta.dispose();
