@@ -87,44 +87,56 @@ export function variantKey(v: MatmulVariant): string {
 
 /**
  * Emits the staging of one operand's KT×T tile into workgroup memory `sh` (K-major, vec4 along the
- * tile's M or N). `kContig`: the operand's K dimension is contiguous in memory (A not transposed, B
- * transposed); `dim`: the uniform holding its M or N size; `t0`: the tile's first row/column.
+ * tile's M or N), in two halves so that the global loads of the next K-step are in flight while the
+ * current one is computed: `load(k)` reads the tile at K offset `k` into registers, `store` writes those
+ * registers to workgroup memory. `kContig`: the operand's K dimension is contiguous in memory (A not
+ * transposed, B transposed); `dim`: the uniform holding its M or N size; `t0`: the tile's first
+ * row/column.
  */
-function stageOperand(src: string, sh: string, kContig: boolean, vec: boolean, T: number, KT: number, NT: number, dim: string, t0: string, off: string): string {
+function stageOperand(src: string, sh: string, kContig: boolean, vec: boolean, T: number, KT: number, NT: number, dim: string, t0: string, off: string) {
   const T4 = T / 4;
-  const lines: string[] = [];
-  const loop = (count: number, body: (i: string) => string) => {
-    const iters = Math.ceil(count / NT);
-    const guard = iters * NT > count ? `if (i >= ${count}u) { break; } ` : '';
-    if (iters === 1) lines.push(`    { let i = lid; ${iters * NT > count ? `if (i < ${count}u) ` : ''}{ ${body('i')} } }`);
-    else lines.push(`    for (var it = 0u; it < ${iters}u; it = it + 1u) { let i = lid + it * ${NT}u; ${guard}${body('i')} }`);
-  };
-  if (kContig) {
-    // memory [dim][K]: consecutive threads walk K of one row
-    if (vec) {
-      const K4 = KT / 4;
-      loop(T * K4, () => `let r = i / ${K4}u; let kq = i % ${K4}u; let g = ${t0} + r; let gk = k0 + kq * 4u;
-      var v = vec4<f32>(0.0); if (g < u.${dim} && gk < kEnd) { v = ${src}[(${off} + g * u.K + gk) / 4u]; }
-      let base = kq * ${4 * T4}u + r / 4u; let c = r % 4u;
-      ${sh}[base][c] = v.x; ${sh}[base + ${T4}u][c] = v.y; ${sh}[base + ${2 * T4}u][c] = v.z; ${sh}[base + ${3 * T4}u][c] = v.w;`);
-    } else {
-      loop(T * KT, () => `let r = i / ${KT}u; let kk = i % ${KT}u; let g = ${t0} + r; let gk = k0 + kk;
-      var v = 0.0; if (g < u.${dim} && gk < kEnd) { v = ${src}[${off} + g * u.K + gk]; }
-      ${sh}[kk * ${T4}u + r / 4u][r % 4u] = v;`);
-    }
+  const count = kContig ? (vec ? T * (KT / 4) : T * KT) : vec ? KT * T4 : KT * T;
+  const iters = Math.ceil(count / NT);
+  const ragged = iters * NT > count;
+  const ty = vec ? 'vec4<f32>' : 'f32';
+  const zero = vec ? 'vec4<f32>(0.0)' : '0.0';
+  // per element i of the tile: its row/column `r` (or vec4 column `q`) and K index `kk` / vec4 `kq`
+  let coords: string;
+  let addr: (k: string) => string;
+  let write: (p: string) => string;
+  if (kContig && vec) {
+    const K4 = KT / 4;
+    coords = `let r = i / ${K4}u; let kq = i % ${K4}u;`;
+    addr = (k) => `let g = ${t0} + r; let gk = ${k} + kq * 4u; if (g < u.${dim} && gk < kEnd) { P = ${src}[(${off} + g * u.K + gk) / 4u]; }`;
+    write = (p) => `let base = kq * ${4 * T4}u + r / 4u; let c = r % 4u; ${sh}[base][c] = ${p}.x; ${sh}[base + ${T4}u][c] = ${p}.y; ${sh}[base + ${2 * T4}u][c] = ${p}.z; ${sh}[base + ${3 * T4}u][c] = ${p}.w;`;
+  } else if (kContig) {
+    coords = `let r = i / ${KT}u; let kk = i % ${KT}u;`;
+    addr = (k) => `let g = ${t0} + r; let gk = ${k} + kk; if (g < u.${dim} && gk < kEnd) { P = ${src}[${off} + g * u.K + gk]; }`;
+    write = (p) => `${sh}[kk * ${T4}u + r / 4u][r % 4u] = ${p};`;
+  } else if (vec) {
+    coords = `let kk = i / ${T4}u; let q = i % ${T4}u;`;
+    addr = (k) => `let g = ${t0} + q * 4u; let gk = ${k} + kk; if (g < u.${dim} && gk < kEnd) { P = ${src}[(${off} + gk * u.${dim} + g) / 4u]; }`;
+    write = (p) => `${sh}[kk * ${T4}u + q] = ${p};`;
   } else {
-    // memory [K][dim]: consecutive threads walk the row's M or N
-    if (vec) {
-      loop(KT * T4, () => `let kk = i / ${T4}u; let q = i % ${T4}u; let g = ${t0} + q * 4u; let gk = k0 + kk;
-      var v = vec4<f32>(0.0); if (g < u.${dim} && gk < kEnd) { v = ${src}[(${off} + gk * u.${dim} + g) / 4u]; }
-      ${sh}[kk * ${T4}u + q] = v;`);
-    } else {
-      loop(KT * T, () => `let kk = i / ${T}u; let r = i % ${T}u; let g = ${t0} + r; let gk = k0 + kk;
-      var v = 0.0; if (g < u.${dim} && gk < kEnd) { v = ${src}[${off} + gk * u.${dim} + g]; }
-      ${sh}[kk * ${T4}u + r / 4u][r % 4u] = v;`);
-    }
+    coords = `let kk = i / ${T}u; let r = i % ${T}u;`;
+    addr = (k) => `let g = ${t0} + r; let gk = ${k} + kk; if (g < u.${dim} && gk < kEnd) { P = ${src}[${off} + gk * u.${dim} + g]; }`;
+    write = (p) => `${sh}[kk * ${T4}u + r / 4u][r % 4u] = ${p};`;
   }
-  return lines.join('\n');
+  const decl: string[] = [];
+  const loads: ((k: string) => string)[] = [];
+  const stores: string[] = [];
+  for (let it = 0; it < iters; it++) {
+    const p = `p${src}${it}`;
+    const last = it === iters - 1 && ragged;
+    decl.push(`var ${p}: ${ty} = ${zero};`);
+    loads.push((k: string) => `{ let i = lid + ${it * NT}u; ${coords} ${p} = ${zero}; ${last ? `if (i < ${count}u) ` : ''}{ ${addr(k).replace(/\bP\b/g, p)} } }`);
+    stores.push(`{ let i = lid + ${it * NT}u; ${coords} ${last ? `if (i < ${count}u) ` : ''}{ ${write(p)} } }`);
+  }
+  return {
+    decl: decl.join('\n  '),
+    load: (k: string) => loads.map((f) => f(k)).join('\n    '),
+    store: stores.join('\n    '),
+  };
 }
 
 /** The uniform block every matmul kernel reads (`matmulUniforms` fills it). */
@@ -195,6 +207,8 @@ function matmulSource(v: MatmulVariant): string {
     epi.push('  } }');
   }
 
+  const sa = stageOperand('A', 'As', !v.transA, v.vecA, TM, KT, NT, 'M', 'm0', 'offA');
+  const sb = stageOperand('B', 'Bs', v.transB, v.vecB, TN, KT, NT, 'N', 'n0', 'offB');
   return /* wgsl */ `
 ${UNIFORMS}
 ${decl.join('\n')}
@@ -214,10 +228,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let kBegin = split * u.kChunk;
   let kEnd = min(u.K, kBegin + u.kChunk);
   ${acc.join('\n  ')}
+  ${sa.decl}
+  ${sb.decl}
+  ${sa.load('kBegin')}
+  ${sb.load('kBegin')}
   for (var k0 = kBegin; k0 < kEnd; k0 = k0 + ${KT}u) {
-${stageOperand('A', 'As', !v.transA, v.vecA, TM, KT, NT, 'M', 'm0', 'offA')}
-${stageOperand('B', 'Bs', v.transB, v.vecB, TN, KT, NT, 'N', 'n0', 'offB')}
+    ${sa.store}
+    ${sb.store}
     workgroupBarrier();
+    let kn = k0 + ${KT}u;
+    if (kn < kEnd) {
+      // the next K-step's global loads, in flight during this step's products
+      ${sa.load('kn')}
+      ${sb.load('kn')}
+    }
     for (var kk = 0u; kk < ${KT}u; kk = kk + 1u) {
       ${aLoads.join('\n      ')}
       ${bLoads.join('\n      ')}
