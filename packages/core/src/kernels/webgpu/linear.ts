@@ -62,7 +62,7 @@ export function registerWebgpuFastPaths(
         a: g.a,
         b: g.b,
         ...(bias ? { bias: () => reduceToShape(t2(dy).sum(0), bias.shape) } : {}),
-        ...(c ? { c: () => reduceToShape(beta === 1 ? tf.clone(dy) : tf.mul(dy, beta), c.shape) } : {}),
+        ...(c ? { c: () => reduceToShape(beta === 1 ? tf.reshape(dy, dy.shape) : tf.mul(dy, beta), c.shape) } : {}),
       };
     },
   });
@@ -97,7 +97,8 @@ export function registerWebgpuFastPaths(
       // dy·B [rows, r] (recomputed per thunk: the engine's tidy around a thunk would free a cached one)
       const dyB = () => fusedMatMul(t2(dy), loraB);
       return {
-        base: () => tf.clone(dy),
+        // a reshape shares dy's buffer (as tfjs's own Add gradient does): no copy dispatch
+        base: () => tf.reshape(dy, dy.shape),
         x: () => tf.reshape(fusedMatMul(dyB(), loraA, { alpha: s }), x.shape),
         // dA = s·(dy·B)ᵀ·x: [r, rows]·[rows, in]
         loraA: () => fusedMatMul(dyB(), t2(x), { transA: true, alpha: s }),
