@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { PeftError } from '@peftjs/core';
+import { gradNormWebgpu } from './gradnorm_webgpu';
 import { adamwStepWebgpu, canFuseAdamW, type FusedAdamWParam } from './adamw_webgpu';
 
 export type NamedParams = [name: string, variable: tf.Variable][];
@@ -359,6 +360,7 @@ function assignState(params: NamedParams, tensors: Record<string, tf.Tensor>, sl
 export function gradNormTensor(grads: Record<string, tf.Tensor>): tf.Scalar {
   const names = Object.keys(grads);
   if (!names.length) return tf.scalar(0);
+  if (tf.getBackend() === 'webgpu') return gradNormWebgpu(names.map((n) => grads[n]));
   return tf.tidy(() => tf.sqrt(sumAll(names.map((n) => tf.sum(tf.square(grads[n]))))) as tf.Scalar);
 }
 
