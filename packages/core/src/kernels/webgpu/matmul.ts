@@ -319,6 +319,14 @@ export const matmulTuning = {
   concurrency: 264,
   /** Relative throughput per tile (register blocking): larger tiles re-use each load more. */
   efficiency: { t128x128: 1, t128x64: 0.85, t64x128: 0.85, t64x64: 0.6, t32x32: 0.3, t128x8: 0.3, t128x16: 0.3, t8x128: 0.3, t16x128: 0.3 } as Record<string, number>,
+  /**
+   * What one more dispatch costs, in the cost model's tile-work units (≈ 47k units a microsecond of H200
+   * GPU time at 128×128 tiles): a split-K product is two dispatches, and the second one's CPU time (≈ 50–90
+   * µs in tfjs's command stream) is pure loss while a training step is bound by dispatching, as it is at
+   * the SmolLM shape. So a split must save more GPU time than that — the LM head's input gradient (K =
+   * vocab) does, a 576-wide projection does not.
+   */
+  dispatchPenalty: 6_000_000,
   /** Below this K a split is never worth its scratch buffer. */
   minKPerSplit: 256,
   maxSplits: 32,
@@ -366,7 +374,7 @@ export function planMatmul(M: number, N: number, K: number, batch: number, limit
       const eff = matmulTuning.efficiency[name] ?? 0.3;
       const tileWork = (TM * TN * Math.max(kChunk, 16)) / eff;
       const reduce = splits > 1 ? (batch * M * N * (splits + 1) * 8) / conc : 0;
-      const cost = waves * tileWork + reduce;
+      const cost = waves * tileWork + reduce + (splits > 1 ? matmulTuning.dispatchPenalty : 0);
       if (!best || cost < best.cost) best = { tile, tileName: name, splits, cost };
     }
   }
