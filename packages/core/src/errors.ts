@@ -13,6 +13,10 @@ export type PeftErrorCode =
   | 'UNSUPPORTED'
   | 'INVALID_ARGUMENT'
   | 'BACKEND'
+  /** A file system operation failed (permissions, disk full …); the message names the path. */
+  | 'IO_ERROR'
+  /** A size, count or byte budget was exceeded (a cap, or `maxBytes`); the message names the field or file. */
+  | 'LIMIT_EXCEEDED'
   /** Training stopped: the loss (or gradient norm) was NaN/Inf for too many steps in a row. */
   | 'NON_FINITE_LOSS';
 

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { PeftError } from '../errors';
-import { type FileSystem, getFileSystem, joinPath, readJson } from './fs';
+import { DEFAULT_MAX_LOAD_BYTES, type FileSystem, getFileSystem, insidePath, joinPath, readFileChecked, readJson } from './fs';
 
 export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -10,6 +10,12 @@ const DTYPE_SIZE: Record<SafetensorsDtype, number> = {
 
 /** Headers above this are refused (the format's own reference implementation caps at 100 MB). */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+/** At most this many tensors in one file (bounded work per header; the largest HF shards hold a few thousand). */
+export const MAX_TENSORS = 100_000;
+/** Tensor names longer than this are refused. */
+export const MAX_TENSOR_NAME = 1024;
+/** At most this many dimensions per tensor. */
+export const MAX_RANK = 16;
 
 export interface RawTensor {
   dtype: SafetensorsDtype;
@@ -19,7 +25,9 @@ export interface RawTensor {
 }
 
 export interface SafetensorsFile {
+  /** Tensors by name (a null-prototype object: a tensor may be named `__proto__`). */
   tensors: Record<string, RawTensor>;
+  /** `__metadata__` (a null-prototype string → string map). */
   metadata: Record<string, string>;
 }
 
@@ -27,59 +35,125 @@ function bad(source: string, msg: string): never {
   throw new PeftError('INVALID_FILE', `${source}: ${msg}`);
 }
 
-/** Parses and validates a safetensors buffer; nothing is trusted from the header. */
-export function parseSafetensors(buf: Uint8Array, source = 'safetensors'): SafetensorsFile {
+/** A short, bounded description of an untrusted value for an error message (never the value whole). */
+export function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return `an array of ${v.length} item${v.length === 1 ? '' : 's'}`;
+  switch (typeof v) {
+    case 'string':
+      return v.length > 40 ? `${JSON.stringify(v.slice(0, 40))}… (${v.length} characters)` : JSON.stringify(v);
+    case 'number':
+    case 'boolean':
+      return String(v);
+    case 'undefined':
+      return 'nothing';
+    default:
+      return `an ${typeof v}`;
+  }
+}
+
+/** A name from a file, cut to a readable length for a message. */
+export function clipName(name: string): string {
+  return name.length > 80 ? `${JSON.stringify(name.slice(0, 80))}… (${name.length} characters)` : JSON.stringify(name);
+}
+
+/** A plain Uint8Array over the same bytes (a Node Buffer's slice() shares memory and its .buffer is a pool). */
+function plainBytes(buf: Uint8Array): Uint8Array {
+  return Object.getPrototypeOf(buf) === Uint8Array.prototype ? buf : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+/**
+ * Parses and validates a safetensors buffer as the format's reference implementation does; nothing
+ * is trusted from the header: the header is a JSON object of tensors (and an optional `__metadata__`
+ * string → string map), every tensor's byte count matches its shape and dtype, and the tensors' byte
+ * ranges are contiguous and cover the data section exactly (no gap, overlap or trailing bytes, so a
+ * header length off by a byte or two is an error, not every tensor read shifted).
+ */
+export function parseSafetensors(input: Uint8Array, source = 'safetensors'): SafetensorsFile {
+  if (!(input instanceof Uint8Array)) throw new PeftError('INVALID_ARGUMENT', `${source}: parseSafetensors needs a Uint8Array (or Buffer), got ${describeValue(input)}`);
+  const buf = plainBytes(input);
   if (buf.byteLength < 8) bad(source, `file is ${buf.byteLength} bytes, shorter than the 8-byte header length`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const n = dv.getBigUint64(0, true);
   if (n > BigInt(MAX_HEADER_BYTES)) bad(source, `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
   const headerLen = Number(n);
   if (8 + headerLen > buf.byteLength) bad(source, `header length ${headerLen} runs past the end of the file (${buf.byteLength} bytes): truncated?`);
-  let header: Record<string, unknown>;
+  if (headerLen < 2 || buf[8] !== 0x7b) bad(source, 'header does not start with "{" (not a safetensors file, or a wrong header length)');
+  // bounded work: count the JSON's structural bytes before parsing (a legal header of a million empty
+  // tensors would take seconds and gigabytes to parse)
+  let structural = 0;
+  for (let i = 8; i < 8 + headerLen; i++) {
+    const c = buf[i];
+    if (c === 0x7b || c === 0x5b || c === 0x2c) structural++;
+  }
+  if (structural > 16 * (MAX_TENSORS + 1)) bad(source, `header has more structure than ${MAX_TENSORS} tensors can need (${structural} objects, arrays and commas)`);
+  let header: unknown;
   try {
     header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + headerLen)));
   } catch (e) {
-    bad(source, `header is not valid UTF-8 JSON (${(e as Error).message})`);
+    // the parser's message quotes the text: keep only the position
+    const pos = /position (\d+)/.exec(e instanceof Error ? e.message : '');
+    bad(source, `header is not valid UTF-8 JSON${pos ? ` (at position ${pos[1]})` : ''}`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) bad(source, 'header is not a JSON object');
   const dataStart = 8 + headerLen;
   const dataLen = buf.byteLength - dataStart;
-  const tensors: Record<string, RawTensor> = {};
-  let metadata: Record<string, string> = {};
+  const tensors: Record<string, RawTensor> = Object.create(null);
+  const metadata: Record<string, string> = Object.create(null);
+  const names = Object.keys(header);
+  if (names.length > MAX_TENSORS + 1) bad(source, `header lists ${names.length} entries, more than the ${MAX_TENSORS}-tensor limit`);
   const spans: [number, number, string][] = [];
-  for (const [name, entry] of Object.entries(header)) {
+  const h = header as Record<string, unknown>;
+  for (const name of names) {
+    const entry = h[name];
     if (name === '__metadata__') {
-      if (typeof entry !== 'object' || entry === null) bad(source, '__metadata__ must be an object of strings');
-      metadata = entry as Record<string, string>;
+      if (entry === null) continue;
+      if (typeof entry !== 'object' || Array.isArray(entry)) bad(source, `__metadata__ must be an object of strings, got ${describeValue(entry)}`);
+      for (const k of Object.keys(entry as object)) {
+        const v = (entry as Record<string, unknown>)[k];
+        if (typeof v !== 'string') bad(source, `__metadata__ ${clipName(k)} must be a string, got ${describeValue(v)}`);
+        metadata[k] = v;
+      }
       continue;
     }
+    const tn = `tensor ${clipName(name)}`;
+    if (name.length === 0 || name.length > MAX_TENSOR_NAME) bad(source, `${tn}: a tensor name must be 1 to ${MAX_TENSOR_NAME} characters`);
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) bad(source, `${tn}: entry is not an object`);
     const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof e !== 'object' || e === null) bad(source, `tensor "${name}": entry is not an object`);
-    if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_SIZE)) bad(source, `tensor "${name}": unknown dtype ${JSON.stringify(e.dtype)}`);
-    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      bad(source, `tensor "${name}": shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`);
+    if (typeof e.dtype !== 'string' || !Object.hasOwn(DTYPE_SIZE, e.dtype)) bad(source, `${tn}: unknown dtype ${describeValue(e.dtype)}`);
+    const shape = e.shape;
+    if (!Array.isArray(shape) || shape.length > MAX_RANK || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      bad(source, `${tn}: shape (${describeValue(shape)}) is not a list of at most ${MAX_RANK} non-negative integers`);
     }
     const off = e.data_offsets;
     if (!Array.isArray(off) || off.length !== 2 || !off.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      bad(source, `tensor "${name}": data_offsets ${JSON.stringify(off)} must be two non-negative integers`);
+      bad(source, `${tn}: data_offsets (${describeValue(off)}) must be two non-negative integers`);
     }
     const [begin, end] = off as [number, number];
-    if (begin > end) bad(source, `tensor "${name}": data_offsets [${begin}, ${end}] are reversed`);
-    if (end > dataLen) bad(source, `tensor "${name}": data_offsets [${begin}, ${end}] run past the data section (${dataLen} bytes): truncated file?`);
+    if (begin > end) bad(source, `${tn}: data_offsets [${begin}, ${end}] are reversed`);
+    if (end > dataLen) bad(source, `${tn}: data_offsets [${begin}, ${end}] run past the data section (${dataLen} bytes): truncated file?`);
     const dtype = e.dtype as SafetensorsDtype;
-    const shape = e.shape as number[];
-    const expected = shape.reduce((a, b) => a * b, 1) * DTYPE_SIZE[dtype];
+    let expected = DTYPE_SIZE[dtype];
+    for (const d of shape as number[]) {
+      expected *= d;
+      if (!Number.isSafeInteger(expected)) bad(source, `${tn}: shape [${shape}] has too many elements`);
+    }
     if (expected !== end - begin) {
-      bad(source, `tensor "${name}": shape [${shape}] × ${dtype} needs ${expected} bytes but data_offsets give ${end - begin}`);
+      bad(source, `${tn}: shape [${shape}] × ${dtype} needs ${expected} bytes but data_offsets give ${end - begin}`);
     }
     spans.push([begin, end, name]);
-    tensors[name] = { dtype, shape, bytes: buf.subarray(dataStart + begin, dataStart + end) };
+    tensors[name] = { dtype, shape: (shape as number[]).slice(), bytes: buf.subarray(dataStart + begin, dataStart + end) };
   }
   spans.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-  for (let i = 1; i < spans.length; i++) {
-    if (spans[i][0] < spans[i - 1][1]) {
-      bad(source, `tensors "${spans[i - 1][2]}" and "${spans[i][2]}" overlap (bytes ${spans[i][0]}–${spans[i - 1][1]})`);
-    }
+  let pos = 0;
+  for (let i = 0; i < spans.length; i++) {
+    const [b, e, name] = spans[i];
+    if (b < pos) bad(source, `tensors ${clipName(spans[i - 1][2])} and ${clipName(name)} overlap (bytes ${b}–${pos})`);
+    if (b > pos) bad(source, `bytes ${pos}–${b} of the data section belong to no tensor (before tensor ${clipName(name)}): a wrong header length or a corrupt file`);
+    pos = e;
+  }
+  if (pos !== dataLen) {
+    bad(source, `the tensors cover ${pos} of the data section's ${dataLen} bytes; the last ${dataLen - pos} belong to no tensor (a wrong header length or a corrupt file)`);
   }
   return { tensors, metadata };
 }
@@ -109,7 +183,8 @@ function f16ToF32(bytes: Uint8Array): Float32Array {
 
 /** Copies the bytes out as a typed array of the given kind (handles unaligned views). */
 function typed<T>(bytes: Uint8Array, Ctor: new (b: ArrayBuffer) => T): T {
-  return new Ctor(bytes.slice().buffer);
+  // Uint8Array's own slice (a copy), not a Buffer's (a view of its pool)
+  return new Ctor(Uint8Array.prototype.slice.call(bytes).buffer as ArrayBuffer);
 }
 
 /** A raw tensor as a tfjs tensor: floats become float32, integers int32 (I64 checked to fit), BOOL bool. */
@@ -247,9 +322,14 @@ export async function tensorsToSafetensors(
 
 /** Loads one .safetensors file as tfjs tensors (the caller owns them). */
 export async function loadSafetensors(path: string, fs: FileSystem = getFileSystem()): Promise<Record<string, tf.Tensor>> {
-  const file = parseSafetensors(await fs.readFile(path), path);
-  const out: Record<string, tf.Tensor> = {};
-  for (const [name, t] of Object.entries(file.tensors)) out[name] = rawToTensor(name, t, path);
+  const file = parseSafetensors(await readFileChecked(path, fs), path);
+  const out: Record<string, tf.Tensor> = Object.create(null);
+  try {
+    for (const [name, t] of Object.entries(file.tensors)) out[name] = rawToTensor(name, t, path);
+  } catch (e) {
+    tf.dispose(Object.values(out));
+    throw e;
+  }
   return out;
 }
 
@@ -264,6 +344,29 @@ export async function saveSafetensors(
 }
 
 /**
+ * The weight files of a model folder: `model.safetensors`, or the shards `model.safetensors.index.json`
+ * lists (each checked to stay inside `dir`).
+ */
+export async function modelWeightFiles(dir: string, fs: FileSystem = getFileSystem()): Promise<string[]> {
+  const single = joinPath(dir, 'model.safetensors');
+  const index = joinPath(dir, 'model.safetensors.index.json');
+  if (await fs.exists(single)) return [single];
+  if (await fs.exists(index)) {
+    const idx = await readJson(index, fs);
+    const map = idx.weight_map;
+    if (!map || typeof map !== 'object' || Array.isArray(map)) throw new PeftError('INVALID_FILE', `${index}: no "weight_map" object`);
+    const files = new Set<string>();
+    for (const [tensor, file] of Object.entries(map as Record<string, unknown>)) {
+      if (typeof file !== 'string') throw new PeftError('INVALID_FILE', `${index}: weight_map entry ${clipName(tensor)} must be a file name, got ${describeValue(file)}`);
+      files.add(file);
+    }
+    if (files.size === 0) throw new PeftError('INVALID_FILE', `${index}: "weight_map" lists no file`);
+    return [...files].map((f) => insidePath(dir, f, `${index}: weight_map file`));
+  }
+  throw new PeftError('FILE_NOT_FOUND', `${dir}: no model.safetensors or model.safetensors.index.json`);
+}
+
+/**
  * Loads a model's weights from a folder: `model.safetensors`, or the shards listed in
  * `model.safetensors.index.json` (HF's `weight_map`). Each shard is parsed and converted in turn.
  */
@@ -271,24 +374,21 @@ export async function loadModelWeights(
   dir: string,
   fs: FileSystem = getFileSystem(),
   onTensor?: (name: string, t: tf.Tensor) => void,
+  opts: { maxBytes?: number } = {},
 ): Promise<Record<string, tf.Tensor>> {
-  const single = joinPath(dir, 'model.safetensors');
-  const index = joinPath(dir, 'model.safetensors.index.json');
-  let files: string[];
-  if (await fs.exists(single)) files = [single];
-  else if (await fs.exists(index)) {
-    const idx = await readJson(index, fs);
-    const map = idx.weight_map as Record<string, string> | undefined;
-    if (!map || typeof map !== 'object') throw new PeftError('INVALID_FILE', `${index}: no "weight_map" object`);
-    files = [...new Set(Object.values(map))].map((f) => joinPath(dir, f));
-  } else {
-    throw new PeftError('FILE_NOT_FOUND', `${dir}: no model.safetensors or model.safetensors.index.json`);
-  }
-  const out: Record<string, tf.Tensor> = {};
+  const files = await modelWeightFiles(dir, fs);
+  const out: Record<string, tf.Tensor> = Object.create(null);
+  const budget = opts.maxBytes ?? DEFAULT_MAX_LOAD_BYTES;
+  let used = 0;
+  const seen = new Set<string>();
   try {
     for (const f of files) {
-      const file = parseSafetensors(await fs.readFile(f), f);
+      const bytes = await readFileChecked(f, fs, budget - used, 'maxBytes (the load budget)');
+      used += bytes.byteLength;
+      const file = parseSafetensors(bytes, f);
       for (const [name, t] of Object.entries(file.tensors)) {
+        if (Object.hasOwn(out, name) || seen.has(name)) throw new PeftError('INVALID_FILE', `${f}: tensor ${clipName(name)} is also in another shard`);
+        seen.add(name);
         const x = rawToTensor(name, t, f);
         if (onTensor) onTensor(name, x);
         else out[name] = x;
