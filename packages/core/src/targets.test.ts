@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { findPatternKey, isExcludedModule, isTargetModule } from './targets';
+import { findPatternKey, fullMatch, isExcludedModule, isTargetModule } from './targets';
+import { PeftError } from './errors';
 
 describe('target module matching (HF semantics)', () => {
   const q0 = 'model.layers.0.self_attn.q_proj';
@@ -34,5 +35,42 @@ describe('target module matching (HF semantics)', () => {
     expect(findPatternKey({ 'layers.0.self_attn.q_proj': 2 }, q0)).toBe('layers.0.self_attn.q_proj');
     expect(findPatternKey({ q_proj: 2 }, q1)).toBe('q_proj');
     expect(findPatternKey({ 'layers.0.self_attn.q_proj': 2 }, q1)).toBeUndefined();
+  });
+});
+
+describe('target patterns in a linear-time engine (issue 14)', () => {
+  const name = 'base_model.model.model.layers.10.self_attn.q_proj.lora_A.default.weight-qq';
+  it('a catastrophic-backtracking pattern returns at once', () => {
+    const t0 = performance.now();
+    for (const p of ['(.*)*x', '(a|a)*$b', '(.*a){12}z', '((.+)+)+y']) {
+      expect(fullMatch(p, name)).toBe(false);
+      expect(isTargetModule({ targetModules: p }, 'a'.repeat(40))).toBe(false);
+    }
+    expect(performance.now() - t0).toBeLessThan(1000);
+  });
+  it('invalid layers_pattern, rank_pattern keys and huge patterns are PeftErrors naming the field', () => {
+    const err = (fn: () => unknown) => {
+      try {
+        fn();
+      } catch (e) {
+        expect(PeftError.isInstance(e)).toBe(true);
+        return e as PeftError;
+      }
+      throw new Error('expected an error');
+    };
+    expect(err(() => isTargetModule({ targetModules: ['q_proj'], layersToTransform: [0], layersPattern: '(' }, 'model.layers.0.q_proj')).message).toMatch(/layers_pattern/);
+    expect(err(() => findPatternKey({ '[': 4 }, 'model.layers.0.q_proj')).message).toMatch(/rank_pattern/);
+    expect(err(() => fullMatch('x'.repeat(100_000), 'x')).code).toBe('INVALID_CONFIG');
+    expect(err(() => fullMatch('q_proj(?=x)', 'q_proj')).code).toBe('UNSUPPORTED');
+    expect(err(() => fullMatch('(a)\\1', 'aa')).code).toBe('UNSUPPORTED');
+    expect(err(() => fullMatch('a)|(b', 'b')).code).toBe('INVALID_CONFIG');
+  });
+  it('keeps HF semantics: full match, layer index, dotted-suffix pattern keys', () => {
+    expect(fullMatch('.*\\.(q|v)_proj', 'model.layers.0.self_attn.q_proj')).toBe(true);
+    expect(fullMatch('q_proj', 'model.q_proj')).toBe(false);
+    expect(isTargetModule({ targetModules: ['q_proj'], layersToTransform: [3], layersPattern: 'layers' }, 'model.layers.3.self_attn.q_proj')).toBe(true);
+    expect(isTargetModule({ targetModules: ['q_proj'], layersToTransform: [3], layersPattern: 'layers' }, 'model.layers.4.self_attn.q_proj')).toBe(false);
+    expect(findPatternKey({ 'self_attn.q_proj': 4 }, 'model.layers.0.self_attn.q_proj')).toBe('self_attn.q_proj');
+    expect(findPatternKey({ 'q_proj': 4 }, 'model.layers.0.self_attn.xq_proj')).toBe(undefined);
   });
 });
