@@ -8,11 +8,32 @@ import { BaseTunerLayer, ModulesToSaveWrapper, TunerModel, targetableModules } f
 import { isExcludedModule, isTargetModule, type TargetSpec } from './targets';
 import { type FileSystem, getFileSystem, joinPath, readJson, stableJson } from './io/fs';
 import { parseSafetensors, rawToTensor, tensorsToSafetensors } from './io/safetensors';
+import { commitFiles, committedView, type CommittedView } from './io/commit';
+import { readFileChecked, DEFAULT_MAX_LOAD_BYTES } from './io/fs';
 
 export const CONFIG_NAME = 'adapter_config.json';
 export const WEIGHTS_NAME = 'adapter_model.safetensors';
 /** peftjs's own file beside HF's: a prompt encoder's weights (HF saves only its output), to resume training. */
 export const PROMPT_ENCODER_NAME = 'peftjs_prompt_encoder.safetensors';
+/** Adapter names longer than this are refused (a name is a folder name on save). */
+export const MAX_ADAPTER_NAME = 64;
+const RESERVED_NAMES = new Set(Object.getOwnPropertyNames(Object.prototype));
+
+/**
+ * Throws INVALID_ARGUMENT unless `name` is a usable adapter name: 1 to 64 letters, digits, _ or -,
+ * and not a name of Object.prototype (`__proto__`, `constructor`, `toString` …).
+ */
+export function checkAdapterName(name: unknown, where = 'adapter name'): asserts name is string {
+  const shown = typeof name === 'string' ? JSON.stringify(name.length > 40 ? `${name.slice(0, 40)}…` : name) : typeof name;
+  if (typeof name !== 'string' || name.length === 0 || name.length > MAX_ADAPTER_NAME) {
+    throw new PeftError('INVALID_ARGUMENT', `${where} ${shown} must be 1 to ${MAX_ADAPTER_NAME} characters`);
+  }
+  if (!/^[A-Za-z0-9_-]+$/.test(name)) {
+    throw new PeftError('INVALID_ARGUMENT', `${where} ${shown} may only contain letters, digits, _ and -`);
+  }
+  if (RESERVED_NAMES.has(name)) throw new PeftError('INVALID_ARGUMENT', `${where} ${shown} is reserved (a name of Object.prototype); choose another`);
+}
+
 /** HF's default heads of a sequence classifier, saved with every SEQ_CLS adapter. */
 const SEQ_CLS_HEADS = ['classifier', 'score'];
 
@@ -35,7 +56,8 @@ function cloneLayer(m: Module & Layer): Module & Layer {
  * `base_model.model.<HF path>` so the adapter files are HF's.
  */
 export class PeftModel extends Module {
-  readonly peftConfig: Record<string, PeftConfig> = {};
+  /** Configs by adapter name (a null-prototype object: no name reaches Object.prototype). */
+  readonly peftConfig: Record<string, PeftConfig> = Object.create(null);
   private active: string[] = [];
   private adaptersDisabled = false;
   private unloaded = false;
@@ -90,10 +112,8 @@ export class PeftModel extends Module {
   /** Adds an adapter (inactive until `setAdapter`). */
   addAdapter(adapterName: string, config: PeftConfig): void {
     this.assertUsable();
-    if (!/^[A-Za-z0-9_-]+$/.test(adapterName)) {
-      throw new PeftError('INVALID_ARGUMENT', `adapter name "${adapterName}" may only contain letters, digits, _ and -`);
-    }
-    if (this.peftConfig[adapterName]) throw new PeftError('INVALID_ARGUMENT', `an adapter named "${adapterName}" already exists`);
+    checkAdapterName(adapterName);
+    if (Object.hasOwn(this.peftConfig, adapterName)) throw new PeftError('INVALID_ARGUMENT', `an adapter named "${adapterName}" already exists`);
     const method = getPeftMethod(config.peftType);
     const others = Object.values(this.peftConfig).map((c) => getPeftMethod(c.peftType).kind);
     if (others.length && (method.kind === 'prompt-learning' || others.includes('prompt-learning'))) {
@@ -301,7 +321,7 @@ export class PeftModel extends Module {
 
   deleteAdapter(name: string): void {
     this.assertUsable();
-    if (!this.peftConfig[name]) throw new PeftError('INVALID_ARGUMENT', `no adapter named "${name}"`);
+    if (typeof name !== 'string' || !Object.hasOwn(this.peftConfig, name)) throw new PeftError('INVALID_ARGUMENT', `no adapter named "${name}"`);
     for (const l of this.tunerLayers()) if (l.has(name)) l.deleteAdapter(name);
     for (const w of this.saveWrappers()) if (w.copies.has(name)) w.copies.delete(name);
     const enc = this.maybeChild<ModuleDict>('prompt_encoder');
@@ -375,20 +395,26 @@ export class PeftModel extends Module {
 
   /**
    * Writes `adapter_config.json` and `adapter_model.safetensors` as HF PEFT does: the default adapter in
-   * `dir`, others in `dir/<name>/`. Files are written atomically.
+   * `dir`, others in `dir/<name>/`. Each adapter's files are committed all-or-nothing (io/commit.ts): a
+   * process killed mid-save leaves the old adapter or the new one, never new weights beside an old
+   * config; leftovers of an interrupted save are finished or removed by the next one.
    */
   async savePretrained(dir: string, opts: { selectedAdapters?: string[]; fs?: FileSystem } = {}): Promise<void> {
     this.assertUsable();
     const fs = opts.fs ?? getFileSystem();
-    for (const name of opts.selectedAdapters ?? Object.keys(this.peftConfig)) {
+    const names = opts.selectedAdapters ?? Object.keys(this.peftConfig);
+    for (const name of names) {
+      checkAdapterName(name, 'savePretrained: selectedAdapters entry');
+      if (!Object.hasOwn(this.peftConfig, name)) throw new PeftError('INVALID_ARGUMENT', `no adapter named "${name}"`);
+    }
+    for (const name of names) {
       const config = this.peftConfig[name];
-      if (!config) throw new PeftError('INVALID_ARGUMENT', `no adapter named "${name}"`);
       const out = name === 'default' ? dir : joinPath(dir, name);
-      await fs.mkdirp(out);
+      const files: Record<string, Uint8Array | string> = {};
+      const remove: string[] = [];
       const tensors = this.adapterStateDict(name);
       try {
-        const bytes = await tensorsToSafetensors(tensors, { metadata: { format: 'pt' } });
-        await fs.writeFileAtomic(joinPath(out, WEIGHTS_NAME), bytes);
+        files[WEIGHTS_NAME] = await tensorsToSafetensors(tensors, { metadata: { format: 'pt' } });
       } finally {
         tf.dispose(Object.values(tensors));
       }
@@ -396,26 +422,28 @@ export class PeftModel extends Module {
       const encoderState = method.promptLearning?.saveEncoderState?.(this.promptEncoders.get(name)!, config);
       if (encoderState) {
         try {
-          const bytes = await tensorsToSafetensors(encoderState, { metadata: { format: 'pt', peftjs: 'prompt_encoder' } });
-          await fs.writeFileAtomic(joinPath(out, PROMPT_ENCODER_NAME), bytes);
+          files[PROMPT_ENCODER_NAME] = await tensorsToSafetensors(encoderState, { metadata: { format: 'pt', peftjs: 'prompt_encoder' } });
         } finally {
           tf.dispose(Object.values(encoderState));
         }
-      } else if (method.kind === 'prompt-learning' && (await fs.exists(joinPath(out, PROMPT_ENCODER_NAME)))) {
-        await fs.remove(joinPath(out, PROMPT_ENCODER_NAME)); // a stale encoder from an earlier save
+      } else if (method.kind === 'prompt-learning') {
+        remove.push(PROMPT_ENCODER_NAME); // a stale encoder from an earlier save
       }
-      const json = { ...config.toJSON(), inference_mode: true };
-      await fs.writeFileAtomic(joinPath(out, CONFIG_NAME), stableJson(json));
+      files[CONFIG_NAME] = stableJson({ ...config.toJSON(), inference_mode: true });
+      await commitFiles(fs, out, files, remove);
     }
   }
 
   /** Loads an adapter saved by HF PEFT or peftjs into this model under `adapterName`. */
-  async loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean; fs?: FileSystem } = {}): Promise<void> {
+  async loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean; fs?: FileSystem; maxBytes?: number } = {}): Promise<void> {
     const fs = opts.fs ?? getFileSystem();
-    const config = await readAdapterConfig(dir, fs, opts.isTrainable ?? false);
+    checkAdapterName(adapterName);
+    if (Object.hasOwn(this.peftConfig, adapterName)) throw new PeftError('INVALID_ARGUMENT', `an adapter named "${adapterName}" already exists`);
+    const view = await committedView(fs, dir);
+    const config = await readAdapterConfig(dir, fs, opts.isTrainable ?? false, view);
     this.addAdapter(adapterName, config);
     try {
-      await this.loadAdapterWeights(dir, adapterName, fs);
+      await this.loadAdapterWeights(dir, adapterName, fs, view, opts.maxBytes);
     } catch (e) {
       this.deleteAdapter(adapterName);
       throw e;
@@ -424,9 +452,9 @@ export class PeftModel extends Module {
     else this.setAdapter(this.active);
   }
 
-  private async loadAdapterWeights(dir: string, adapterName: string, fs: FileSystem): Promise<void> {
-    const path = joinPath(dir, WEIGHTS_NAME);
-    const file = parseSafetensors(await fs.readFile(path), path);
+  private async loadAdapterWeights(dir: string, adapterName: string, fs: FileSystem, view: CommittedView, maxBytes = DEFAULT_MAX_LOAD_BYTES): Promise<void> {
+    const path = (await view.path(WEIGHTS_NAME)) ?? joinPath(dir, WEIGHTS_NAME);
+    const file = parseSafetensors(await readFileChecked(path, fs, maxBytes, 'maxBytes (the load budget)'), path);
     const names = Object.keys(file.tensors);
     const method = this.method(adapterName);
     const config = this.peftConfig[adapterName];
@@ -435,10 +463,10 @@ export class PeftModel extends Module {
     try {
       if (method.kind === 'prompt-learning') {
         for (const n of names) if (!map.has(n)) loaded[n] = rawToTensor(n, file.tensors[n], path);
-        const encPath = joinPath(dir, PROMPT_ENCODER_NAME);
+        const encPath = await view.path(PROMPT_ENCODER_NAME);
         let encoderState: Record<string, tf.Tensor> | undefined;
-        if (!config.inferenceMode && (await fs.exists(encPath))) {
-          const enc = parseSafetensors(await fs.readFile(encPath), encPath);
+        if (!config.inferenceMode && encPath) {
+          const enc = parseSafetensors(await readFileChecked(encPath, fs, maxBytes, 'maxBytes (the load budget)'), encPath);
           encoderState = {};
           for (const [n, raw] of Object.entries(enc.tensors)) loaded[`${PROMPT_ENCODER_NAME}:${n}`] = encoderState[n] = rawToTensor(n, raw, encPath);
         }
@@ -473,14 +501,16 @@ export class PeftModel extends Module {
   static async fromPretrained(
     model: PreTrainedModel,
     dir: string,
-    opts: { adapterName?: string; isTrainable?: boolean; fs?: FileSystem } = {},
+    opts: { adapterName?: string; isTrainable?: boolean; fs?: FileSystem; maxBytes?: number } = {},
   ): Promise<PeftModel> {
     const fs = opts.fs ?? getFileSystem();
     const adapterName = opts.adapterName ?? 'default';
-    const config = await readAdapterConfig(dir, fs, opts.isTrainable ?? false);
+    checkAdapterName(adapterName);
+    const view = await committedView(fs, dir);
+    const config = await readAdapterConfig(dir, fs, opts.isTrainable ?? false, view);
     const peft = new PeftModel(model, config, adapterName);
     try {
-      await peft.loadAdapterWeights(dir, adapterName, fs);
+      await peft.loadAdapterWeights(dir, adapterName, fs, view, opts.maxBytes);
     } catch (e) {
       peft.unload();
       throw e;
@@ -492,9 +522,9 @@ export class PeftModel extends Module {
 }
 
 /** Reads and validates `adapter_config.json`; `inferenceMode` follows `isTrainable`. */
-export async function readAdapterConfig(dir: string, fs: FileSystem = getFileSystem(), isTrainable = false): Promise<PeftConfig> {
-  const path = joinPath(dir, CONFIG_NAME);
-  if (!(await fs.exists(path))) throw new PeftError('FILE_NOT_FOUND', `no ${CONFIG_NAME} in ${dir}`);
+export async function readAdapterConfig(dir: string, fs: FileSystem = getFileSystem(), isTrainable = false, view?: CommittedView): Promise<PeftConfig> {
+  const path = await (view ?? (await committedView(fs, dir))).path(CONFIG_NAME);
+  if (!path) throw new PeftError('FILE_NOT_FOUND', `no ${CONFIG_NAME} in ${dir}`);
   const json = await readJson(path, fs);
   const type = json.peft_type;
   if (typeof type !== 'string') throw new PeftError('INVALID_CONFIG', `${path}: field "peft_type" is missing`);

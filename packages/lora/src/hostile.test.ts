@@ -1,0 +1,90 @@
+// Hostile adapter names and interrupted saves at the PeftModel level (issue 14).
+import { afterAll, describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PeftError, PeftModel, getPeftModel } from '@peftjs/core';
+import { AutoModelForCausalLM } from '@peftjs/models';
+import { LoraConfig } from './index';
+import { hfCase } from '../../../tools/testing/fixtures';
+
+const tmp = mkdtempSync(join(tmpdir(), 'peftjs-lora-hostile-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+const base = () => AutoModelForCausalLM.fromPretrained(`${hfCase('llama_lora_qv')}base`);
+
+async function peftError(p: Promise<unknown> | (() => unknown)): Promise<PeftError> {
+  try {
+    await (typeof p === 'function' ? p() : p);
+  } catch (e) {
+    if (!PeftError.isInstance(e)) throw new Error(`expected a PeftError, got ${(e as Error)?.name}: ${(e as Error)?.message}`);
+    return e;
+  }
+  throw new Error('expected an error');
+}
+
+describe('adapter names', () => {
+  it('Object.prototype names and 300-character names are refused; nothing is written', async () => {
+    const peft = getPeftModel(await base(), new LoraConfig({ targetModules: ['q_proj'], r: 2 }));
+    const cfg = new LoraConfig({ targetModules: ['v_proj'], r: 2 });
+    for (const name of ['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'x'.repeat(300), '', '../up']) {
+      expect((await peftError(() => peft.addAdapter(name, cfg))).code).toBe('INVALID_ARGUMENT');
+      expect((await peftError(() => peft.deleteAdapter(name))).code).toBe('INVALID_ARGUMENT');
+      expect((await peftError(() => peft.setAdapter(name))).code).toBe('INVALID_ARGUMENT');
+      const out = join(tmp, `names-${Math.random().toString(36).slice(2)}`);
+      expect((await peftError(peft.savePretrained(out, { selectedAdapters: [name] }))).code).toBe('INVALID_ARGUMENT');
+      expect(existsSync(out)).toBe(false);
+    }
+    expect(Object.keys(peft.peftConfig)).toEqual(['default']);
+    // a real second adapter still works after all that
+    peft.addAdapter('second', cfg);
+    expect(Object.keys(peft.peftConfig)).toEqual(['default', 'second']);
+    const out = join(tmp, 'names-ok');
+    await peft.savePretrained(out);
+    expect(readdirSync(out).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors', 'second']);
+    await peftError(PeftModel.fromPretrained(await base(), out, { adapterName: 'x'.repeat(300) }));
+  });
+});
+
+describe('interrupted savePretrained', () => {
+  it('a folder left mid-commit loads as the new adapter; one left before the commit point as the old', async () => {
+    const oldDir = `${hfCase('llama_lora_qv')}adapter`;
+    const peft = await PeftModel.fromPretrained(await base(), oldDir, { isTrainable: true });
+    // the "new" adapter: other weights and another lora_alpha
+    for (const [, v] of peft.adapterTensorMap('default')) v.assign(tf.add(v, 0.5));
+    (peft.peftConfig.default as any).loraAlpha = 3;
+    const fresh = join(tmp, 'fresh');
+    await peft.savePretrained(fresh);
+
+    const sig = async (dir: string) => {
+      const p = await PeftModel.fromPretrained(await base(), dir);
+      const w = p.adapterTensorMap('default').values().next().value!;
+      return `${(p.peftConfig.default as any).loraAlpha}:${(await w.data())[0]}`;
+    };
+    const sOld = await sig(oldDir);
+    const sNew = await sig(fresh);
+    expect(sOld).not.toBe(sNew);
+
+    // stage by hand what commitFiles does, stopping at each point of the roll-forward
+    const staging = '.peftjs-staging-test-1';
+    const files = ['adapter_model.safetensors', 'adapter_config.json'];
+    for (let moved = 0; moved <= files.length; moved++) {
+      for (const journal of [false, true]) {
+        const dir = join(tmp, `torn-${moved}-${journal}`);
+        cpSync(oldDir, dir, { recursive: true });
+        mkdirSync(join(dir, staging));
+        for (const f of files) cpSync(join(fresh, f), join(dir, staging, f));
+        if (journal) writeFileSync(join(dir, '.peftjs-commit.json'), JSON.stringify({ staging, files, remove: [] }));
+        else if (moved > 0) continue; // without a journal nothing is moved
+        for (const f of files.slice(0, moved)) renameSync(join(dir, staging, f), join(dir, f));
+        expect(await sig(dir), `moved ${moved}, journal ${journal}`).toBe(journal ? sNew : sOld);
+        // the next save finishes or drops it and leaves no leftovers
+        const again = await PeftModel.fromPretrained(await base(), dir, { isTrainable: true });
+        await again.savePretrained(dir);
+        expect(readdirSync(dir).sort()).toEqual(readdirSync(oldDir).sort()); // no leftovers, the user's README kept
+        expect(await sig(dir)).toBe(journal ? sNew : sOld);
+      }
+    }
+    expect(readFileSync(join(fresh, 'adapter_config.json'), 'utf8')).toMatch(/"lora_alpha": 3/);
+  });
+});
