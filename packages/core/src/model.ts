@@ -7,15 +7,37 @@ import type { Embedding } from './nn/layers';
 export type IdsLike = number[][] | tf.Tensor;
 
 /**
+ * One layer's keys and values kept in preallocated buffers key/value [B, kvHeads, capacity, headDim]
+ * (webgpu generation): positions 0..length-1 are valid, later ones are written in place as decoding
+ * goes (no concatenation per token). The tensors are the cache's own.
+ */
+export interface KVSlab {
+  key: tf.Tensor;
+  value: tf.Tensor;
+  length: number;
+  capacity: number;
+}
+
+/**
  * Past keys and values of every layer: key/value [B, kvHeads, T, headDim]. `update` appends one
  * step and returns the full keys/values. Tensors the cache created are its own and are disposed
  * when replaced or on `dispose()`; tensors handed in (a prefix from prefix tuning) are only referenced,
- * so gradients can flow through them.
+ * so gradients can flow through them. On webgpu the models' generation keeps a layer in a `KVSlab`
+ * instead (`slabs[layer]`; `keys[layer]` is then unset): see the models package's withPast.
  */
 export class KVCache {
   readonly keys: (tf.Tensor | undefined)[] = [];
   readonly values: (tf.Tensor | undefined)[] = [];
+  readonly slabs: (KVSlab | undefined)[] = [];
   private readonly owned = new Set<tf.Tensor>();
+
+  /**
+   * @param capacityHint the number of positions the cache is expected to reach (generation: prompt +
+   *   new tokens), so that a slab is allocated once at that size; 0: grown by doubling.
+   */
+  constructor(readonly capacityHint = 0) {
+    if (!Number.isInteger(capacityHint) || capacityHint < 0) throw new PeftError('INVALID_ARGUMENT', `KVCache: capacityHint must be a non-negative integer, got ${capacityHint}`);
+  }
 
   /** A cache seeded with given per-layer keys/values (not owned). */
   static fromTensors(layers: { key: tf.Tensor; value: tf.Tensor }[]): KVCache {
@@ -29,6 +51,8 @@ export class KVCache {
 
   /** Number of positions already cached (of layer 0). */
   get length(): number {
+    const s = this.slabs[0];
+    if (s) return s.length;
     return this.keys[0]?.shape[2] ?? 0;
   }
 
@@ -37,15 +61,13 @@ export class KVCache {
    * With `keep` (generation), the result survives an enclosing tf.tidy and the old one is disposed.
    */
   update(layer: number, k: tf.Tensor, v: tf.Tensor, keep = false): { key: tf.Tensor; value: tf.Tensor } {
+    if (this.slabs[layer]) throw new PeftError('INVALID_ARGUMENT', `KVCache.update: layer ${layer} is held in a slab (webgpu generation); append through the models' withPast`);
     const oldK = this.keys[layer];
     const oldV = this.values[layer];
     const key = oldK ? tf.concat([oldK, k], 2) : k;
     const value = oldV ? tf.concat([oldV, v], 2) : v;
     if (keep) {
-      for (const old of [oldK, oldV]) if (old && this.owned.has(old)) {
-        this.owned.delete(old);
-        old.dispose();
-      }
+      for (const old of [oldK, oldV]) if (old) this.release(old);
       tf.keep(key);
       tf.keep(value);
       this.owned.add(key);
@@ -56,10 +78,37 @@ export class KVCache {
     return { key, value };
   }
 
+  /**
+   * Makes `slab` layer `layer`'s storage (kept and owned; the layer's former slab and tensors, where
+   * owned, are disposed unless they are the new slab's).
+   */
+  setSlab(layer: number, slab: KVSlab): void {
+    const old = this.slabs[layer];
+    for (const t of [old?.key, old?.value, this.keys[layer], this.values[layer]]) {
+      if (t && t !== slab.key && t !== slab.value) this.release(t);
+    }
+    this.keys[layer] = undefined;
+    this.values[layer] = undefined;
+    for (const t of [slab.key, slab.value]) {
+      if (!this.owned.has(t)) {
+        tf.keep(t);
+        this.owned.add(t);
+      }
+    }
+    this.slabs[layer] = slab;
+  }
+
+  private release(t: tf.Tensor): void {
+    if (!this.owned.has(t)) return;
+    this.owned.delete(t);
+    t.dispose();
+  }
+
   /** Disposes the tensors this cache created. */
   dispose(): void {
     for (const t of this.owned) t.dispose();
     this.owned.clear();
+    this.slabs.length = 0;
   }
 }
 

@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
-import { KVCache, Linear, PeftError, batchMatMulOp, defineOp, nextSeed, registerFastPath, stopGradient, toIdsTensor, type ForwardInputs, type IdsLike, type Module } from '@peftjs/core';
+import { KVCache, Linear, PeftError, batchMatMulOp, defineOp, isRecordingGradients, nextSeed, registerFastPath, stopGradient, toIdsTensor, type ForwardInputs, type IdsLike, type KVSlab, type Module } from '@peftjs/core';
 import type { Activation } from './config';
 import { flashBackward, flashForward, flashSupports } from './kernels/flash_attention';
+import { SLAB_MAX_HEAD_DIM, slabCopy, slabDecodeAttention, slabSupports } from './kernels/kv_cache';
 import { crossEntropyOp } from './ops';
 
 /**
@@ -127,15 +128,90 @@ export interface AttentionContext {
  * Appends this step's k, v [B, kvH, T, hd] to the past of layer `layer`: stored in the cache in
  * generation (`store`), otherwise concatenated without touching the cache (a prefix stays intact and
  * gradients flow through it).
+ *
+ * On webgpu, outside gradient recording, the store keeps the layer in a preallocated slab (core's
+ * KVSlab, kernels/kv_cache.ts): a prompt (T > 1) is copied in and attended as usual; a decode step
+ * (T = 1) returns this step's k, v marked as pending, and attention() then runs the slab kernel, which
+ * attends over the slab plus the step and writes the step into the slab (one dispatch per layer instead
+ * of two concatenations and the flash kernel). Anything else reads the slab's rows back as tensors.
  */
 export function withPast(ctx: AttentionContext, layer: number, k: tf.Tensor, v: tf.Tensor): { key: tf.Tensor; value: tf.Tensor } {
   const c = ctx.cache;
   if (!c) return { key: k, value: v };
+  if (ctx.store && (c.slabs[layer] || (slabSupports(k) && !isRecordingGradients()))) return storeInSlab(c, layer, k, v);
   if (ctx.store) return c.update(layer, k, v, true);
-  const pk = c.keys[layer];
-  const pv = c.values[layer];
+  const slab = c.slabs[layer];
+  const pk = slab ? slabRows(slab.key, slab.length) : c.keys[layer];
+  const pv = slab ? slabRows(slab.value, slab.length) : c.values[layer];
   if (!pk || !pv) return { key: k, value: v };
   return { key: tf.concat([pk, k], 2), value: tf.concat([pv, v], 2) };
+}
+
+/** Rows 0..n-1 of a slab tensor [B, kvH, capacity, hd]. */
+function slabRows(t: tf.Tensor, n: number): tf.Tensor {
+  const [b, h, , d] = t.shape as number[];
+  return tf.slice(t, [0, 0, 0, 0], [b, h, n, d]);
+}
+
+/** A decode step's k (and its v) waiting for attention() to run the slab kernel. */
+const pendingDecode = new WeakMap<tf.Tensor, { slab: KVSlab; value: tf.Tensor }>();
+
+/** The slab capacity for n positions: the cache's hint when it is enough, else doubling from 64. */
+function slabCapacity(c: KVCache, n: number): number {
+  if (c.capacityHint >= n) return c.capacityHint;
+  let cap = 64;
+  while (cap < n) cap *= 2;
+  return cap;
+}
+
+function storeInSlab(c: KVCache, layer: number, k: tf.Tensor, v: tf.Tensor): { key: tf.Tensor; value: tf.Tensor } {
+  let slab = c.slabs[layer];
+  const t = k.shape[2] as number;
+  if (slab && t === 1) {
+    if (slab.length + 1 > slab.capacity) {
+      const capacity = slabCapacity(c, 2 * slab.capacity);
+      const grown = slabCopy(slab.key, slab.value, slab.length, null, capacity);
+      slab = { ...grown, length: slab.length, capacity };
+      c.setSlab(layer, slab);
+    }
+    pendingDecode.set(k, { slab, value: v });
+    return { key: k, value: v };
+  }
+  // a prompt (or a past handed in, e.g. prefix tuning's): attended as full tensors, then kept in a slab
+  const past = slab ? { key: slabRows(slab.key, slab.length), value: slabRows(slab.value, slab.length) } : c.keys[layer] && c.values[layer] ? { key: c.keys[layer]!, value: c.values[layer]! } : null;
+  const key = past ? tf.concat([past.key, k], 2) : k;
+  const value = past ? tf.concat([past.value, v], 2) : v;
+  const n = key.shape[2] as number;
+  const capacity = slabCapacity(c, n + 1);
+  c.setSlab(layer, { ...slabCopy(key, value, n, null, capacity), length: n, capacity });
+  return { key, value };
+}
+
+/**
+ * attention() for a pending decode step (see withPast): the slab kernel where it applies (no dropout,
+ * a mask from prepareInputs or none, one query position, hd ≤ SLAB_MAX_HEAD_DIM), otherwise the step is
+ * written into the slab and `fallback` runs on the slab's rows. Either way the slab grows by one.
+ */
+function pendingAttention(
+  q: tf.Tensor,
+  k: tf.Tensor,
+  mask: tf.Tensor | null,
+  dropout: ((p: tf.Tensor) => tf.Tensor) | undefined,
+  fallback: (key: tf.Tensor, value: tf.Tensor) => tf.Tensor,
+): tf.Tensor {
+  const { slab, value: v } = pendingDecode.get(k)!;
+  pendingDecode.delete(k);
+  const src = mask ? maskSources.get(mask) : { keep: null, causal: true };
+  const keep = src?.keep ?? null;
+  const fused = !dropout && !!src && q.shape[2] === 1 && (q.shape[3] as number) <= SLAB_MAX_HEAD_DIM && (!keep || keep.shape[1] === slab.length + 1);
+  if (fused) {
+    const out = slabDecodeAttention(q, k, v, slab, keep);
+    slab.length++;
+    return out;
+  }
+  slabCopy(k, v, 1, slab, slab.capacity, slab.length);
+  slab.length++;
+  return fallback(slabRows(slab.key, slab.length), slabRows(slab.value, slab.length));
 }
 
 /** Backends whose matMul is much slower with transposed operands (tfjs's own matMul gradient uses them). */
@@ -281,6 +357,8 @@ export function attention(
   dropout?: (p: tf.Tensor) => tf.Tensor,
   rowKeep?: tf.Tensor | null,
 ): tf.Tensor {
+  // a decode step held in a KV slab (withPast, webgpu generation)
+  if (pendingDecode.has(key)) return pendingAttention(q, key, mask, dropout, (k, v) => attention(q, k, v, mask, dropout, rowKeep));
   if (!dropout && attentionOp.fastPathBackends().includes(tf.getBackend()) && flashSupports(q, key, value)) {
     const src = mask ? maskSources.get(mask) : { keep: null, causal: false };
     if (src) return attentionOp({ q, k: key, v: value, keep: src.keep ?? undefined }, { causal: src.causal });

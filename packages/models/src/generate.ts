@@ -118,7 +118,8 @@ export async function generateLoop(
 
   const out = rows.map((r) => r.slice());
   const unfinished = new Array<boolean>(batch).fill(true);
-  let cache = new KVCache();
+  // sized for the whole generation: on webgpu the cache's slabs are allocated once (see withPast)
+  let cache = new KVCache(rows[0].length + maxNewTokens);
   const caches = new Set<KVCache>([cache]);
   let step: number[][] = rows;
   try {
@@ -131,7 +132,8 @@ export async function generateLoop(
         const res = forward(ownForward ? { ...inputs, logitsToKeep: 1 } as typeof inputs : inputs);
         nextCache = res.pastKeyValues;
         const [b, tt, v] = res.logits.shape as number[];
-        const last = tf.slice(res.logits, [0, tt - 1, 0], [b, 1, v]).reshape([b, v]);
+        // one position (the LM head limited by logitsToKeep, or a decode step): a reshape, not a copy
+        const last = (tt === 1 ? res.logits : tf.slice(res.logits, [0, tt - 1, 0], [b, 1, v])).reshape([b, v]);
         return doSample ? last.toFloat() : tf.argMax(last, -1);
       });
       if (nextCache && nextCache !== cache) {
