@@ -24,6 +24,8 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as core from '@peftjs/core';
+import { Session } from 'node:inspector/promises';
+import { writeFileSync } from 'node:fs';
 import { LlamaForCausalLM, parseModelConfig } from '@peftjs/models';
 import { LoraConfig } from '@peftjs/lora';
 import { Trainer, AdamW } from '@peftjs/trainer';
@@ -38,6 +40,24 @@ const STEPS = Number(opt('steps', 10));
 const WARMUP = Number(opt('warmup', 2));
 const LOOP = opt('loop', 'trainer');
 const PROFILE = argv.includes('--profile');
+// --cpu-profile FILE: a V8 CPU profile of the timed steps only (not model building), for chrome://inspect
+const CPU_PROFILE = opt('cpu-profile', '');
+let inspector = null;
+async function cpuProfileStart() {
+  if (!CPU_PROFILE || inspector) return;
+  inspector = new Session();
+  inspector.connect();
+  await inspector.post('Profiler.enable');
+  await inspector.post('Profiler.setSamplingInterval', { interval: 200 });
+  await inspector.post('Profiler.start');
+}
+async function cpuProfileStop(name) {
+  if (!inspector) return;
+  const { profile } = await inspector.post('Profiler.stop');
+  writeFileSync(CPU_PROFILE.replace(/(\.cpuprofile)?$/, `-${name}.cpuprofile`), JSON.stringify(profile));
+  inspector.disconnect();
+  inspector = null;
+}
 const work = argv.filter((a) => ['w1', 'qwen', 'gen'].includes(a));
 if (!work.length) work.push('w1', 'qwen', 'gen');
 const here = dirname(fileURLToPath(import.meta.url));
@@ -129,10 +149,12 @@ async function trainWorkload(name, raw, B, T) {
           const step = state.globalStep;
           if (step === WARMUP) {
             await sync(model);
+            await cpuProfileStart();
             t0 = performance.now();
           } else if (step === WARMUP + STEPS) {
             await sync(model);
             t1 = performance.now();
+            await cpuProfileStop(name);
           } else if (profiler && step === total) {
             await sync(model);
             profile = await profiler.stop();

@@ -82,31 +82,49 @@ export function webgpuBackend(backend?: unknown): WebGPUBackendLike {
   return b as WebGPUBackendLike;
 }
 
-const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
+interface CachedPipeline {
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+}
+interface DeviceCache {
+  pipelines: Map<string, CachedPipeline>;
+  maxWorkgroupsPerDim: number;
+}
+const deviceCaches = new WeakMap<GPUDevice, DeviceCache>();
 const checkShaders = () => typeof process !== 'undefined' && process.env?.PEFTJS_WGSL_CHECK === '1';
 
-function pipelineFor(device: GPUDevice, kernel: WgslKernel): GPUComputePipeline {
-  let cache = pipelines.get(device);
-  if (!cache) pipelines.set(device, (cache = new Map()));
-  let p = cache.get(kernel.key);
-  if (p) return p;
+/** Per-device cache: pipelines with their bind-group layouts, and the limits read once (each read of
+ * `device.limits` crosses into Dawn). */
+function cacheFor(device: GPUDevice): DeviceCache {
+  let c = deviceCaches.get(device);
+  if (!c) deviceCaches.set(device, (c = { pipelines: new Map(), maxWorkgroupsPerDim: device.limits.maxComputeWorkgroupsPerDimension }));
+  return c;
+}
+
+function pipelineFor(device: GPUDevice, cache: DeviceCache, kernel: WgslKernel): CachedPipeline {
+  const hit = cache.pipelines.get(kernel.key);
+  if (hit) return hit;
   const code = kernel.code();
   const check = checkShaders();
   if (check) device.pushErrorScope('validation');
   const module = device.createShaderModule({ code, label: kernel.key });
-  p = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: kernel.key });
+  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: kernel.key });
   if (check) {
     void module.getCompilationInfo().then((info) => {
       for (const m of info.messages) if (m.type === 'error') console.error(`WGSL ${kernel.key}:${m.lineNum}:${m.linePos}: ${m.message}`);
     });
     void device.popErrorScope().then((e) => e && console.error(`WGSL ${kernel.key}: ${e.message}\n${code}`));
   }
-  cache.set(kernel.key, p);
-  return p;
+  const entry = { pipeline, layout: pipeline.getBindGroupLayout(0) };
+  cache.pipelines.set(kernel.key, entry);
+  return entry;
 }
 
 /** Deferred-submit batch size, as tfjs-webgpu's WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE flag. */
 function submitBatchSize(): number {
+  const flags = (tf.env() as unknown as { flags: Record<string, unknown> }).flags;
+  const v = flags['WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE'];
+  if (typeof v === 'number') return v;
   try {
     return Number(tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE')) || 15;
   } catch {
@@ -128,32 +146,43 @@ export function gpuBytesPerElement(dtype: tf.DataType): number {
  */
 export function runWgsl(backendArg: unknown, kernel: WgslKernel, args: DispatchArgs): tf.TensorInfo[] {
   const b = webgpuBackend(backendArg);
-  const outputs = args.outputs.map((o) => (isNew(o) ? b.makeTensorInfo(o.shape, o.dtype) : o));
-  const empty = outputs.some((o) => tf.util.sizeFromShape(o.shape) === 0) || args.workgroups.some((w) => w === 0);
-  for (const o of outputs) {
-    b.uploadToGPU(o.dataId);
+  const n = args.outputs.length;
+  const outputs: tf.TensorInfo[] = new Array(n);
+  let empty = args.workgroups[0] === 0 || args.workgroups[1] === 0 || args.workgroups[2] === 0;
+  for (let i = 0; i < n; i++) {
+    const o = args.outputs[i];
+    const fresh = isNew(o);
+    const t = fresh ? b.makeTensorInfo(o.shape, o.dtype) : o;
+    outputs[i] = t;
+    if (tf.util.sizeFromShape(t.shape) === 0) empty = true;
+    b.uploadToGPU(t.dataId);
     // an in-place write makes any CPU copy tfjs cached at a read stale
-    if (!isNew(args.outputs[outputs.indexOf(o)])) {
-      const d = b.tensorMap.get(o.dataId) as { values?: unknown } | undefined;
+    if (!fresh) {
+      const d = b.tensorMap.get(t.dataId) as { values?: unknown } | undefined;
       if (d) d.values = null;
     }
   }
   if (empty) return outputs;
   for (const i of args.inputs) b.uploadToGPU(i.dataId);
-  const limit = b.device.limits.maxComputeWorkgroupsPerDimension;
-  if (args.workgroups.some((w) => w > limit)) {
+  const cache = cacheFor(b.device);
+  const [wx, wy, wz] = args.workgroups;
+  const limit = cache.maxWorkgroupsPerDim;
+  if (wx > limit || wy > limit || wz > limit) {
     throw new PeftError('BACKEND', `${kernel.key}: dispatch [${args.workgroups}] exceeds the device's ${limit} workgroups per dimension`);
   }
-  const pipeline = pipelineFor(b.device, kernel);
-  const bufferOf = (t: tf.TensorInfo): GPUBindingResource => {
+  const { pipeline, layout } = pipelineFor(b.device, cache, kernel);
+  const entries: GPUBindGroupEntry[] = [];
+  const owned = b.commandQueueOwnedIds;
+  const bind = (t: tf.TensorInfo) => {
     const d = b.tensorMap.get(t.dataId);
     if (!d || !d.resource) throw new PeftError('BACKEND', `${kernel.key}: a tensor has no GPU buffer`);
-    return { buffer: d.resource as GPUBuffer };
+    entries.push({ binding: entries.length, resource: { buffer: d.resource as GPUBuffer } });
+    owned.add(t.dataId);
   };
-  const entries: GPUBindGroupEntry[] = [...outputs, ...args.inputs].map((t, i) => ({ binding: i, resource: bufferOf(t) }));
+  for (const t of outputs) bind(t);
+  for (const t of args.inputs) bind(t);
   if (args.uniforms?.length) entries.push({ binding: entries.length, resource: b.makeUniforms(args.uniforms.map((u) => ({ type: u.type, data: [...u.data] }))) });
-  for (const t of [...outputs, ...args.inputs]) b.commandQueueOwnedIds.add(t.dataId);
-  const bindGroup = b.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+  const bindGroup = b.device.createBindGroup({ layout, entries });
 
   const timed = b.activeTimers != null;
   b.ensureCommandEncoderReady();
@@ -169,7 +198,7 @@ export function runWgsl(backendArg: unknown, kernel: WgslKernel, args: DispatchA
   const pass = b.computePassEncoder!;
   pass.setPipeline(pipeline);
   pass.setBindGroup(0, bindGroup);
-  pass.dispatchWorkgroups(args.workgroups[0], args.workgroups[1], args.workgroups[2]);
+  pass.dispatchWorkgroups(wx, wy, wz);
   b.dispatchCountInPass++;
   if (timed || b.dispatchCountInPass >= submitBatchSize()) {
     b.endComputePassEncoder();
