@@ -2,6 +2,7 @@ import type * as tf from '@tensorflow/tfjs';
 import type { Module } from './nn/module';
 import type { PeftConfig, PeftConfigClass } from './config';
 import type { ForwardInputs, ForwardOutput, PreTrainedModel } from './model';
+import type { PeftModel } from './peft_model';
 import { PeftError } from './errors';
 
 /** The version of the method contract below; a plugin declares the one it implements. */
@@ -69,6 +70,26 @@ export interface PeftMethod<C extends PeftConfig = PeftConfig> {
   promptLearning?: PromptLearningHooks<C>;
   /** When set, merging is refused with this reason. */
   cannotMergeReason?: string;
+  /**
+   * Injection: a term PeftModel.forward adds to the loss whenever it computes one, for each adapter of this
+   * method that is trained (not inferenceMode), inside the forward so gradients flow through it (HF's
+   * AdaLoraModel.forward adds its orthogonal regulariser so). Null adds nothing.
+   */
+  lossTerm?(args: { peft: PeftModel; adapterName: string; config: C }): tf.Scalar | null;
+  /**
+   * Work after each optimizer step that needs that step's gradients (AdaLoRA's update_and_allocate), run by
+   * `PeftModel.afterOptimizerStep` for each trained adapter of the method: the Trainer calls it after every
+   * update, before the gradients are freed. `step` counts optimizer steps from 0; `grads` are keyed by the
+   * PeftModel's parameter names (as the optimizer got them: clipped); `apply`, when given, is the device
+   * flag the update was gated by (GPU backends), and the work must change nothing where it is 0. No
+   * synchronous reads: anything read is read with `await t.data()`.
+   */
+  afterOptimizerStep?(args: { peft: PeftModel; adapterName: string; config: C; step: number; grads: Record<string, tf.Tensor>; apply?: tf.Scalar }): void | Promise<void>;
+  /**
+   * Rewrites the adapter's tensors as they are saved (keys already the file's), e.g. AdaLoRA drops the ranks
+   * its rank_pattern masked, as HF saves it. Tensors it replaces it disposes.
+   */
+  toFileTensors?(tensors: Record<string, tf.Tensor>, config: C): Record<string, tf.Tensor>;
 }
 
 const byType = new Map<string, PeftMethod<any>>();

@@ -10,6 +10,7 @@ import { type FileSystem, getFileSystem, joinPath, readJson, stableJson } from '
 import { parseSafetensors, rawToTensor, tensorsToSafetensors } from './io/safetensors';
 import { commitFiles, committedView, type CommittedView } from './io/commit';
 import { readFileChecked, DEFAULT_MAX_LOAD_BYTES } from './io/fs';
+import { isRecordingGradients } from './checkpoint';
 
 export const CONFIG_NAME = 'adapter_config.json';
 export const WEIGHTS_NAME = 'adapter_model.safetensors';
@@ -223,10 +224,38 @@ export class PeftModel extends Module {
     const model = this.model;
     const name = this.active[0];
     const method = name ? this.method(name) : undefined;
-    if (method?.kind === 'prompt-learning' && !this.adaptersDisabled) {
-      return method.promptLearning!.forward({ model, encoder: this.promptEncoders.get(name)!, config: this.peftConfig[name], inputs });
+    const out =
+      method?.kind === 'prompt-learning' && !this.adaptersDisabled
+        ? method.promptLearning!.forward({ model, encoder: this.promptEncoders.get(name)!, config: this.peftConfig[name], inputs })
+        : model.forward(inputs);
+    const terms = Object.entries(this.peftConfig).filter(([n, c]) => !c.inferenceMode && this.method(n).lossTerm);
+    if (out.loss && terms.length) {
+      // methods' loss terms (AdaLoRA's orthogonal regulariser) for the adapters being trained
+      const loss = out.loss;
+      out.loss = tf.tidy(() => {
+        let l: tf.Scalar = loss;
+        for (const [n, config] of terms) {
+          const term = this.method(n).lossTerm!({ peft: this, adapterName: n, config });
+          if (term) l = tf.add(l, term) as tf.Scalar;
+        }
+        return l;
+      });
+      if (out.loss !== loss && !isRecordingGradients()) loss.dispose();
     }
-    return model.forward(inputs);
+    return out;
+  }
+
+  /**
+   * Runs the methods' post-update work that needs the step's gradients (AdaLoRA's update_and_allocate) for
+   * every trained adapter; the Trainer calls it after each optimizer step, a custom loop calls it the same
+   * way (`step` from 0, `grads` by this model's parameter names). See PeftMethod.afterOptimizerStep.
+   */
+  async afterOptimizerStep(step: number, grads: Record<string, tf.Tensor>, opts: { apply?: tf.Scalar } = {}): Promise<void> {
+    this.assertUsable();
+    for (const [n, config] of Object.entries(this.peftConfig)) {
+      const hook = config.inferenceMode ? undefined : this.method(n).afterOptimizerStep;
+      if (hook) await hook({ peft: this, adapterName: n, config, step, grads, apply: opts.apply });
+    }
   }
 
   /** Generation with the active adapters (virtual tokens and prefixes included). */
@@ -390,7 +419,7 @@ export class PeftModel extends Module {
       Object.assign(out, method.promptLearning!.saveTensors(this.promptEncoders.get(adapterName)!, this.peftConfig[adapterName]));
     }
     for (const [k, v] of this.adapterTensorMap(adapterName)) out[k] = v.clone();
-    return out;
+    return method.toFileTensors ? method.toFileTensors(out, this.peftConfig[adapterName]) : out;
   }
 
   /**

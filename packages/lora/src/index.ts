@@ -1,8 +1,13 @@
 import { registerPeftMethod } from '@peftjs/core';
 import { loraMethod } from './method';
+import { adaloraMethod } from './adalora_method';
 
 export { LoraConfig, type LoraConfigInput } from './config';
 export { LoraLinear, LoraEmbedding, DoraMagnitude, type LoraLayer, type LoraAdapterOptions } from './layer';
 export { loraMethod, allLinearNames, DEFAULT_LORA_TARGETS } from './method';
+export { AdaLoraConfig, type AdaLoraConfigInput } from './adalora_config';
+export { AdaLoraLinear, RankAllocator, orthogonalRegularizer, updateAndAllocate, resetRankAllocator, type AdaLoraAdapterOptions } from './adalora_layer';
+export { adaloraMethod } from './adalora_method';
 
 registerPeftMethod(loraMethod);
+registerPeftMethod(adaloraMethod);

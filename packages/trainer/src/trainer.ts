@@ -519,6 +519,7 @@ export class Trainer {
           const clipped = clipByNorm(grads, norm, this.args.maxGradNorm);
           try {
             optimizer.step(clipped, lr);
+            await this.afterOptimizerStep(clipped);
           } finally {
             if (clipped !== grads) tf.dispose(Object.values(clipped));
           }
@@ -532,6 +533,7 @@ export class Trainer {
         try {
           if (optimizer.supportsApply) optimizer.step(clipped, lr, { apply: finite });
           else if ((await finite.data())[0]) optimizer.step(clipped, lr); // a third-party optimizer: decide by a read
+          await this.afterOptimizerStep(clipped, finite);
         } finally {
           finite.dispose();
         }
@@ -546,6 +548,16 @@ export class Trainer {
       tf.dispose(losses);
       if (grads) tf.dispose(Object.values(grads));
     }
+  }
+
+  /**
+   * The hook for methods that need post-update work with the step's gradients (AdaLoRA's rank allocator,
+   * HF's `update_and_allocate(step)` after `optimizer.step()`): PeftModel.afterOptimizerStep with the
+   * 0-based step index, the gradients the optimizer applied (clipped) and, on GPU backends, the device flag
+   * that gated the update. A skipped step (non-finite loss or norm, read on cpu/wasm) does not call it.
+   */
+  private async afterOptimizerStep(grads: Record<string, tf.Tensor>, apply?: tf.Scalar): Promise<void> {
+    if (this.model instanceof PeftModel) await this.model.afterOptimizerStep(this.state.globalStep, grads, { apply });
   }
 
   /**
