@@ -4,6 +4,7 @@ import type { Activation } from './config';
 import { flashBackward, flashForward, flashSupports } from './kernels/flash_attention';
 import { SLAB_MAX_HEAD_DIM, slabCopy, slabDecodeAttention, slabSupports } from './kernels/kv_cache';
 import { crossEntropyOp } from './ops';
+import { notePositionBound } from './rope';
 
 /**
  * The additive mask value. Finite (not -inf) so a row with every key masked (a left-padding query)
@@ -378,6 +379,27 @@ function allOnes(m: number[][]): boolean {
   return true;
 }
 
+/**
+ * For a plain-array positionIds of the forward's shape ([B or 1, T]): 'default' when every row is
+ * past + 0..T-1, else the exclusive bound of its ids when they are all non-negative integers; else undefined.
+ */
+function arrayPositions(ids: number[][], past: number, batch: number, seqLen: number): 'default' | number | undefined {
+  if ((ids.length !== batch && ids.length !== 1) || ids[0]?.length !== seqLen) return undefined;
+  let isDefault = true;
+  let max = -1;
+  const t = ids[0]?.length ?? 0;
+  for (const row of ids) {
+    if (!Array.isArray(row) || row.length !== t) return undefined;
+    for (let i = 0; i < row.length; i++) {
+      const v = row[i];
+      if (!Number.isInteger(v) || v < 0) return undefined;
+      if (v !== past + i) isDefault = false;
+      if (v > max) max = v;
+    }
+  }
+  return isDefault ? 'default' : max + 1;
+}
+
 /** The inputs of a forward, converted and checked once for every layer. */
 export interface Prepared {
   batch: number;
@@ -445,7 +467,10 @@ export function prepareInputs(
   }
 
   let pos: tf.Tensor | null = null;
-  if (positionIds !== undefined) {
+  // webgpu: position ids given as a plain array that are the default (past + 0..T-1 in every row) need
+  // no tensor (no upload per decode step); other non-negative ones let RoPE gather its table rows
+  const bound = positionIds !== undefined && tf.getBackend() === 'webgpu' && Array.isArray(positionIds) ? arrayPositions(positionIds, pastLength, batch, seqLen) : undefined;
+  if (positionIds !== undefined && bound !== 'default') {
     pos = toIdsTensor(positionIds, 'positionIds');
     if (pos.rank !== 2 || (pos.shape[0] !== batch && pos.shape[0] !== 1) || pos.shape[1] !== seqLen) {
       throw new PeftError('INVALID_ARGUMENT', `${opts.what}: positionIds must be [${batch}, ${seqLen}], got [${pos.shape}]`);
@@ -471,6 +496,7 @@ export function prepareInputs(
       // a plain-array mask tells without a read-back whether any row is like that
       maybeBlind = !currentOnly && (!Array.isArray(attentionMask) || attentionMask.some((r) => r.slice(0, pastLength + 1).every((v) => v === 0)));
     }
+    if (typeof bound === 'number') notePositionBound(pos, bound);
   }
 
   let mask = visibility(batch, seqLen, total, keep, true);

@@ -34,6 +34,17 @@ export function ropeInvFreq(spec: RopeSpec, headDim: number): Float32Array {
   return inv;
 }
 
+/** Exclusive upper bounds of int32 position-id tensors whose ids are known (without a read-back) to be ≥ 0. */
+const idBounds = new WeakMap<tf.Tensor, number>();
+
+/**
+ * Notes that every id of `positionIds` lies in 0..bound-1 (prepareInputs knows it from a plain array), so
+ * that RopeTables.fromIds may gather rows of its tables on webgpu rather than compute cos and sin.
+ */
+export function notePositionBound(positionIds: tf.Tensor, bound: number): void {
+  idBounds.set(positionIds, bound);
+}
+
 /**
  * cos and signed-sin tables for positions 0..n-1, [n, headDim], kept across forwards (built once,
  * grown by doubling when a longer position is asked for). With sinSigned = cat(-sin, sin),
@@ -97,6 +108,14 @@ export class RopeTables {
    */
   fromIds(positionIds: tf.Tensor): { cos: tf.Tensor; sin: tf.Tensor } {
     const [b, t] = positionIds.shape as [number, number];
+    const bound = idBounds.get(positionIds);
+    if (bound !== undefined && tf.getBackend() === 'webgpu') {
+      // ids known to lie in 0..bound-1 (prepareInputs): two gathers of table rows instead of seven ops
+      this.ensure(bound);
+      const flat = positionIds.reshape([b * t]);
+      const d = this.headDim;
+      return { cos: tf.gather(this.cos, flat).reshape([b, 1, t, d]), sin: tf.gather(this.sinSigned, flat).reshape([b, 1, t, d]) };
+    }
     const freqs = tf.mul(positionIds.toFloat().reshape([b, 1, t, 1]), this.invFreq.reshape([1, 1, 1, this.headDim / 2]));
     const c = tf.cos(freqs);
     const s = tf.sin(freqs);
