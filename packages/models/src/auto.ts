@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { PeftError, getFileSystem, joinPath, loadModelWeights, readJson, type FileSystem } from '@peftjs/core';
+import { DEFAULT_MAX_LOAD_BYTES, PeftError, getFileSystem, joinPath, loadModelWeights, readJson, type FileSystem } from '@peftjs/core';
 import { ParamSource } from './common';
 import { parseClassificationFields, parseModelConfig, type AnyModelConfig, type ClassificationFields } from './config';
 import { GPT2ForSequenceClassification, GPT2LMHeadModel } from './gpt2';
@@ -9,17 +9,78 @@ import { LlamaForCausalLM, LlamaForSequenceClassification } from './llama';
 export interface FromPretrainedOptions {
   /** Where files are read from; Node's fs (or fetch in a browser) by default. */
   fs?: FileSystem;
+  /**
+   * What the load may allocate, in bytes: the weight files read and the model's parameters as
+   * config.json sizes them (16 GiB by default). Above it the load fails (LIMIT_EXCEEDED) before allocating.
+   */
+  maxBytes?: number;
 }
 
-export interface SeqClsFromPretrainedOptions extends FromPretrainedOptions {
-  /** Overrides config.json's num_labels (e.g. when starting from a causal LM checkpoint). */
-  numLabels?: number;
-  problemType?: ClassificationFields['problemType'];
-  /** Called with a message when `score` is newly initialized (default: console.warn). */
-  onWarning?: (message: string) => void;
+/**
+ * The parameter count config.json implies (an upper estimate), to refuse a model that cannot fit the
+ * byte budget before anything of that size is allocated.
+ */
+export function estimateParameters(cfg: AnyModelConfig): number {
+  const h = cfg.hiddenSize;
+  const l = cfg.numHiddenLayers;
+  const v = cfg.vocabSize;
+  const head = cfg.tieWordEmbeddings ? 0 : v * h;
+  if (cfg.modelType === 'gpt2') return v * h + cfg.nPositions * h + head + l * (4 * h * h + 2 * h * cfg.nInner + 9 * h + cfg.nInner) + 2 * h;
+  const q = cfg.numAttentionHeads * cfg.headDim;
+  const kv = cfg.numKeyValueHeads * cfg.headDim;
+  const layer = h * q + 2 * h * kv + q * h + 3 * h * cfg.intermediateSize + q + 2 * kv + h + 2 * cfg.intermediateSize + 2 * h;
+  return v * h + head + l * layer + h;
 }
 
-type Classification = ClassificationFields & { problemTypeExplicit: boolean };
+function checkBudget(cfg: AnyModelConfig, source: string, maxBytes: number, extra = 0): void {
+  if (!(maxBytes > 0)) throw new PeftError('INVALID_ARGUMENT', `maxBytes must be a positive number of bytes (got ${maxBytes})`);
+  const bytes = 4 * estimateParameters(cfg) + extra;
+  if (!(bytes <= maxBytes)) {
+    throw new PeftError(
+      'LIMIT_EXCEEDED',
+      `${source}: a ${cfg.modelType} model of hidden_size ${cfg.hiddenSize}, num_hidden_layers ${cfg.numHiddenLayers} and vocab_size ${cfg.vocabSize} needs about ${(bytes / 2 ** 30).toFixed(1)} GiB, above maxBytes (${(maxBytes / 2 ** 30).toFixed(1)} GiB); raise maxBytes if this is intended`,
+    );
+  }
+}
+
+/**
+ * A ParamSource that builds the model from the checkpoint's tensors: a parameter the files have at
+ * another shape is an error at once, and parameters the files lack are randomly initialized (and
+ * then reported by name by loadStateDict) only up to the size of the checkpoint itself, so a
+ * config.json that claims a far larger model fails before a tensor of the claimed size is allocated.
+ */
+class CheckpointSource extends ParamSource {
+  private readonly budget: { left: number };
+  constructor(
+    private readonly tensors: Record<string, tf.Tensor>,
+    private readonly where: { source: string; modelType: string; allowMissing: string[] },
+    private readonly path = '',
+    root?: ParamSource,
+    budget?: { left: number },
+  ) {
+    super(tensors, path, root);
+    this.budget = budget ?? { left: Math.max(64 * 2 ** 20, 4 * Object.values(tensors).reduce((a, t) => a + t.size, 0)) };
+  }
+  override scope(name: string): ParamSource {
+    return new CheckpointSource(this.tensors, this.where, this.path ? `${this.path}.${name}` : name, (this as any).root ?? this, this.budget);
+  }
+  override get(name: string, shape: number[], init: () => tf.Tensor): tf.Tensor {
+    const key = this.path ? `${this.path}.${name}` : name;
+    const t = Object.hasOwn(this.tensors, key) ? this.tensors[key] : undefined;
+    if (!t) {
+      const bytes = 4 * shape.reduce((a, b) => a * b, 1);
+      if (!this.where.allowMissing.includes(key) && (this.budget.left -= bytes) < 0) {
+        throw new PeftError(
+          'INVALID_FILE',
+          `${this.where.source}: does not match a ${this.where.modelType} model built from config.json: missing tensors ${key} … (config.json describes a model far larger than these weights)`,
+        );
+      }
+    } else if (!tf.util.arraysEqual(t.shape, shape)) {
+      throw new PeftError('SHAPE_MISMATCH', `${this.where.source}: tensor "${key}" has shape [${t.shape}] but the model expects [${shape}] (config.json and the weights disagree)`);
+    }
+    return super.get(name, shape, init);
+  }
+}
 
 async function readConfig(dir: string, fs: FileSystem): Promise<{ raw: Record<string, unknown>; path: string }> {
   const path = joinPath(dir, 'config.json');
@@ -56,7 +117,7 @@ function normalizeNames(tensors: Record<string, tf.Tensor>, body: 'model' | 'tra
   const heads = /^(lm_head|score)\./;
   const names = Object.keys(tensors);
   const bare = names.length > 0 && !names.some((n) => n.startsWith(`${body}.`));
-  const out: Record<string, tf.Tensor> = {};
+  const out: Record<string, tf.Tensor> = Object.create(null);
   for (const n of names) {
     const name = bare && !heads.test(n) ? `${body}.${n}` : n;
     if (IGNORED[body].some((r) => r.test(name)) || (tied && name === 'lm_head.weight')) tensors[n].dispose();
@@ -84,12 +145,23 @@ async function loadInto<M extends CausalLMBase | SeqClsBase>(
   cfg: AnyModelConfig,
   build: (src: ParamSource) => M,
   allow: { missing?: string[]; unexpected?: string[] } = {},
+  maxBytes = DEFAULT_MAX_LOAD_BYTES,
 ): Promise<{ model: M; missing: string[]; unexpected: string[] }> {
   const source = await weightsSource(dir, fs);
-  const tensors = normalizeNames(await loadModelWeights(dir, fs), bodyOf(cfg), cfg.tieWordEmbeddings);
+  checkBudget(cfg, joinPath(dir, 'config.json'), maxBytes);
+  const tensors = normalizeNames(await loadModelWeights(dir, fs, undefined, { maxBytes }), bodyOf(cfg), cfg.tieWordEmbeddings);
   let model: M | undefined;
   try {
-    model = build(new ParamSource(tensors));
+    const src = new CheckpointSource(tensors, { source, modelType: cfg.modelType, allowMissing: allow.missing ?? [] });
+    const before = new Set(Object.keys(tf.engine().registeredVariables));
+    try {
+      model = build(src);
+    } catch (e) {
+      // a build stopped part way: free the parameters made so far
+      for (const [name, v] of Object.entries(tf.engine().registeredVariables)) if (!before.has(name)) v.dispose();
+      src.release();
+      throw e;
+    }
     const { missing, unexpected } = model.loadStateDict(tensors, { source });
     const badMissing = missing.filter((n) => !allow.missing?.includes(n));
     const badUnexpected = unexpected.filter((n) => !allow.unexpected?.includes(n));
@@ -125,12 +197,14 @@ export class AutoModelForCausalLM {
     const fs = opts.fs ?? getFileSystem();
     const { raw, path } = await readConfig(dir, fs);
     const cfg = parseModelConfig(raw, path);
-    return (await loadInto(dir, fs, cfg, (src) => causalLM(cfg, src))).model;
+    return (await loadInto(dir, fs, cfg, (src) => causalLM(cfg, src), {}, opts.maxBytes)).model;
   }
 
-  /** A randomly initialized model (HF's init) from a config.json object. */
-  static fromConfig(config: Record<string, unknown>): CausalLMBase {
-    return causalLM(parseModelConfig(config, 'config'), new ParamSource(undefined));
+  /** A randomly initialized model (HF's init) from a config.json object; `maxBytes` caps its size (16 GiB by default). */
+  static fromConfig(config: Record<string, unknown>, opts: { maxBytes?: number } = {}): CausalLMBase {
+    const cfg = parseModelConfig(config, 'config');
+    checkBudget(cfg, 'config', opts.maxBytes ?? DEFAULT_MAX_LOAD_BYTES);
+    return causalLM(cfg, new ParamSource(undefined));
   }
 }
 
@@ -151,7 +225,7 @@ export class AutoModelForSequenceClassification {
     const { raw, path } = await readConfig(dir, fs);
     const cfg = parseModelConfig(raw, path);
     const cls = classification(raw, path, opts);
-    const { model, missing } = await loadInto(dir, fs, cfg, (src) => seqCls(cfg, cls, src), { missing: ['score.weight'], unexpected: ['lm_head.weight'] });
+    const { model, missing } = await loadInto(dir, fs, cfg, (src) => seqCls(cfg, cls, src), { missing: ['score.weight'], unexpected: ['lm_head.weight'] }, opts.maxBytes);
     if (missing.includes('score.weight')) {
       (opts.onWarning ?? console.warn)(
         `${model.constructor.name}: score.weight was not in ${dir} and is newly initialized; train it (e.g. modules_to_save) before use`,
@@ -161,6 +235,9 @@ export class AutoModelForSequenceClassification {
   }
 
   static fromConfig(config: Record<string, unknown>, opts: Omit<SeqClsFromPretrainedOptions, 'fs' | 'onWarning'> = {}): SeqClsBase {
-    return seqCls(parseModelConfig(config, 'config'), classification(config, 'config', opts), new ParamSource(undefined));
+    const cfg = parseModelConfig(config, 'config');
+    const cls = classification(config, 'config', opts);
+    checkBudget(cfg, 'config', opts.maxBytes ?? DEFAULT_MAX_LOAD_BYTES, 4 * cls.numLabels * cfg.hiddenSize);
+    return seqCls(cfg, cls, new ParamSource(undefined));
   }
 }

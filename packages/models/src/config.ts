@@ -1,4 +1,4 @@
-import { PeftError, type ModelConfig } from '@peftjs/core';
+import { PeftError, checkJsonDepth, type ModelConfig } from '@peftjs/core';
 
 /** Model families this package builds, by HF `model_type`. */
 export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2'] as const;
@@ -59,14 +59,44 @@ export interface ClassificationFields {
 
 type Raw = Record<string, unknown>;
 
+/**
+ * Upper bounds on sizes and counts in config.json, far above any released model, so a hostile or
+ * corrupt file fails with an error naming the field instead of allocating gigabytes (a loaded model
+ * must also fit the load's `maxBytes` budget, see auto.ts).
+ */
+export const MODEL_CONFIG_CAPS: Readonly<Record<string, number>> = {
+  hidden_size: 65536,
+  n_embd: 65536,
+  intermediate_size: 1 << 20,
+  n_inner: 1 << 20,
+  num_hidden_layers: 1024,
+  n_layer: 1024,
+  num_attention_heads: 1024,
+  n_head: 1024,
+  num_key_value_heads: 1024,
+  head_dim: 4096,
+  vocab_size: 1 << 23,
+  max_position_embeddings: 1 << 26,
+  n_positions: 1 << 26,
+  sliding_window: 1 << 26,
+};
+
+/** A JSON value described briefly for a message (never the value whole). */
+function brief(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null || typeof v === 'number' || typeof v === 'boolean') return String(v);
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+  return Array.isArray(v) ? `an array of ${v.length}` : 'an object';
+}
+
 /** Typed reads of config.json fields; every error names the file and the field. */
 class Reader {
   constructor(
     readonly raw: Raw,
     readonly source: string,
   ) {}
-  private bad(field: string, want: string): never {
-    throw new PeftError('INVALID_CONFIG', `${this.source}: field "${field}" must be ${want} (got ${JSON.stringify(this.raw[field])})`);
+  bad(field: string, want: string, got: unknown = this.raw[field]): never {
+    throw new PeftError('INVALID_CONFIG', `${this.source}: field "${field}" must be ${want} (got ${brief(got)})`);
   }
   has(field: string): boolean {
     return this.raw[field] !== undefined && this.raw[field] !== null;
@@ -78,6 +108,10 @@ class Reader {
       return dflt;
     }
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) this.bad(field, 'a non-negative integer');
+    const cap = MODEL_CONFIG_CAPS[field];
+    if (cap !== undefined && v > cap) {
+      throw new PeftError('LIMIT_EXCEEDED', `${this.source}: field "${field}" = ${v} is above the limit of ${cap} (no released model comes near; a corrupt file?)`);
+    }
     return v;
   }
   posInt(field: string, dflt?: number): number {
@@ -89,6 +123,12 @@ class Reader {
     const v = this.raw[field];
     if (v === undefined || v === null) return dflt;
     if (typeof v !== 'number' || !Number.isFinite(v)) this.bad(field, 'a number');
+    return v;
+  }
+  /** A number ≥ 0 (an epsilon, a dropout probability …). */
+  nonNeg(field: string, dflt: number, max = Infinity): number {
+    const v = this.num(field, dflt);
+    if (v < 0 || v > max) this.bad(field, max === Infinity ? 'a number ≥ 0' : `a number from 0 to ${max}`);
     return v;
   }
   bool(field: string, dflt: boolean): boolean {
@@ -135,9 +175,17 @@ function ropeSpec(r: Reader, maxPos: number): RopeSpec {
   const rp = (r.raw.rope_parameters ?? r.raw.rope_scaling ?? {}) as Raw;
   const field = r.raw.rope_parameters ? 'rope_parameters' : 'rope_scaling';
   if (typeof rp !== 'object' || Array.isArray(rp)) throw new PeftError('INVALID_CONFIG', `${r.source}: field "${field}" must be an object`);
-  const theta = typeof rp.rope_theta === 'number' ? rp.rope_theta : r.num('rope_theta', 10000);
-  const type = String(rp.rope_type ?? rp.type ?? 'default');
-  const n = (k: string, d: number) => (typeof rp[k] === 'number' ? (rp[k] as number) : d);
+  // every value here can only give NaN or Inf angles when it is not a positive finite number
+  const n = (k: string, d: number) => {
+    const v = rp[k];
+    if (v === undefined || v === null) return d;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) r.bad(`${field}.${k}`, 'a positive number', v);
+    return v;
+  };
+  const theta = rp.rope_theta !== undefined && rp.rope_theta !== null ? n('rope_theta', 10000) : r.num('rope_theta', 10000);
+  if (!(theta > 0)) r.bad('rope_theta', 'a positive number');
+  const rawType = rp.rope_type ?? rp.type ?? 'default';
+  const type = typeof rawType === 'string' ? rawType : '';
   const spec: RopeSpec = {
     type: 'default',
     theta,
@@ -147,7 +195,10 @@ function ropeSpec(r: Reader, maxPos: number): RopeSpec {
     originalMaxPositionEmbeddings: n('original_max_position_embeddings', maxPos),
   };
   if (type === 'default' || type === 'linear' || type === 'llama3') spec.type = type;
-  else throw new PeftError('UNSUPPORTED', `${r.source}: field "${field}.rope_type": "${type}" is not supported (default, linear, llama3)`);
+  else throw new PeftError('UNSUPPORTED', `${r.source}: field "${field}.rope_type": ${brief(rawType)} is not supported (default, linear, llama3)`);
+  if (type === 'llama3' && !(spec.highFreqFactor > spec.lowFreqFactor)) {
+    r.bad(`${field}.high_freq_factor`, `greater than low_freq_factor (${spec.lowFreqFactor})`, spec.highFreqFactor);
+  }
   return spec;
 }
 
@@ -192,16 +243,16 @@ function llamaConfig(r: Reader, modelType: LlamaConfig['modelType']): LlamaConfi
     }),
     modelType,
     intermediateSize: r.posInt('intermediate_size'),
-    rmsNormEps: r.num('rms_norm_eps', 1e-6),
+    rmsNormEps: r.nonNeg('rms_norm_eps', 1e-6),
     rope: ropeSpec(r, maxPositionEmbeddings),
     maxPositionEmbeddings,
     qkvBias: qwen ? true : attentionBias,
     oBias: qwen ? false : attentionBias,
     mlpBias: modelType === 'llama' ? r.bool('mlp_bias', false) : false,
     hiddenAct: activation(r, 'hidden_act', 'silu'),
-    attentionDropout: r.num('attention_dropout', 0),
+    attentionDropout: r.nonNeg('attention_dropout', 0, 1),
     slidingWindow,
-    initializerRange: r.num('initializer_range', 0.02),
+    initializerRange: r.nonNeg('initializer_range', 0.02),
   };
 }
 
@@ -223,14 +274,14 @@ function gpt2Config(r: Reader): GPT2Config {
     modelType: 'gpt2',
     nInner: r.has('n_inner') ? r.posInt('n_inner') : 4 * hiddenSize,
     nPositions: r.posInt('n_positions', 1024),
-    layerNormEpsilon: r.num('layer_norm_epsilon', 1e-5),
+    layerNormEpsilon: r.nonNeg('layer_norm_epsilon', 1e-5),
     activation: activation(r, 'activation_function', 'gelu_new'),
     scaleAttnWeights: r.bool('scale_attn_weights', true),
     scaleAttnByInverseLayerIdx: r.bool('scale_attn_by_inverse_layer_idx', false),
-    residPdrop: r.num('resid_pdrop', 0.1),
-    embdPdrop: r.num('embd_pdrop', 0.1),
-    attnPdrop: r.num('attn_pdrop', 0.1),
-    initializerRange: r.num('initializer_range', 0.02),
+    residPdrop: r.nonNeg('resid_pdrop', 0.1, 1),
+    embdPdrop: r.nonNeg('embd_pdrop', 0.1, 1),
+    attnPdrop: r.nonNeg('attn_pdrop', 0.1, 1),
+    initializerRange: r.nonNeg('initializer_range', 0.02),
   };
 }
 
@@ -239,6 +290,8 @@ function gpt2Config(r: Reader): GPT2Config {
  * `source` names the file in error messages.
  */
 export function parseModelConfig(raw: Record<string, unknown>, source = 'config.json'): AnyModelConfig {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new PeftError('INVALID_CONFIG', `${source}: not a JSON object`);
+  checkJsonDepth(raw, source);
   const modelType = raw.model_type;
   if (typeof modelType !== 'string') {
     throw new PeftError('INVALID_CONFIG', `${source}: missing field "model_type" (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
@@ -248,7 +301,7 @@ export function parseModelConfig(raw: Record<string, unknown>, source = 'config.
   if (modelType === 'gpt2') return gpt2Config(r);
   throw new PeftError(
     'UNKNOWN_MODEL_TYPE',
-    `${source}: model_type "${modelType}" is not supported; supported model types: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
+    `${source}: model_type ${brief(modelType)} is not supported; supported model types: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
   );
 }
 
@@ -256,15 +309,15 @@ export function parseModelConfig(raw: Record<string, unknown>, source = 'config.
 export function parseClassificationFields(raw: Record<string, unknown>, source = 'config.json', numLabels?: number): ClassificationFields {
   let n = numLabels;
   if (n === undefined) {
-    if (typeof raw.num_labels === 'number') n = raw.num_labels;
+    if (raw.num_labels !== undefined && raw.num_labels !== null) n = raw.num_labels as number;
     else if (raw.id2label && typeof raw.id2label === 'object') n = Object.keys(raw.id2label).length;
     else n = 2;
   }
-  if (!Number.isInteger(n) || n < 1) throw new PeftError('INVALID_CONFIG', `${source}: num_labels must be a positive integer (got ${n})`);
+  if (!Number.isInteger(n) || n < 1 || n > 1 << 20) throw new PeftError('INVALID_CONFIG', `${source}: num_labels must be an integer from 1 to ${1 << 20} (got ${brief(n)})`);
   const pt = raw.problem_type;
   let problemType: ClassificationFields['problemType'];
   if (pt === 'regression' || pt === 'single_label_classification' || pt === 'multi_label_classification') problemType = pt;
   else if (pt === undefined || pt === null) problemType = n === 1 ? 'regression' : 'single_label_classification';
-  else throw new PeftError('INVALID_CONFIG', `${source}: field "problem_type" must be regression, single_label_classification or multi_label_classification (got ${JSON.stringify(pt)})`);
+  else throw new PeftError('INVALID_CONFIG', `${source}: field "problem_type" must be regression, single_label_classification or multi_label_classification (got ${brief(pt)})`);
   return { numLabels: n, problemType };
 }

@@ -1,5 +1,5 @@
 import { Tokenizer } from '@huggingface/tokenizers';
-import { PeftError, getFileSystem, joinPath, type FileSystem } from '@peftjs/core';
+import { MAX_JSON_BYTES, PeftError, getFileSystem, joinPath, parseJsonObject, readFileChecked, type FileSystem } from '@peftjs/core';
 
 export type PaddingSide = 'left' | 'right';
 
@@ -31,6 +31,48 @@ export interface BatchEncoding {
 
 type Json = Record<string, unknown>;
 
+/** Token ids above this are refused (the largest released vocabularies are about 2^18). */
+export const MAX_TOKEN_ID = 1 << 24;
+
+/** An error of the tokenizers library as a PeftError naming the file (its message may quote input: cut short). */
+function wrapTokenizerError(e: unknown, source: string, what: string): PeftError {
+  if (PeftError.isInstance(e)) return e;
+  const msg = e instanceof Error ? e.message : String(e);
+  return new PeftError('INVALID_FILE', `${source}: ${what} failed in the tokenizer (${msg.slice(0, 120)})`, { cause: e });
+}
+
+/**
+ * Checks what the tokenizers library would otherwise take on trust: added tokens are objects with an
+ * integer id in range and string content. An added token id far above the vocabulary (1e9) would make
+ * the library build a vocabulary of that size.
+ */
+function checkTokenizerJson(json: Json, source: string): void {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new PeftError('INVALID_FILE', `${source}: not a JSON object`);
+  const model = json.model as Json | undefined;
+  if (!model || typeof model !== 'object' || Array.isArray(model)) throw new PeftError('INVALID_FILE', `${source}: no "model" object; not a tokenizer.json`);
+  const vocab = model.vocab;
+  const base = Array.isArray(vocab) ? vocab.length : vocab && typeof vocab === 'object' ? Object.keys(vocab).length : 0;
+  if (vocab && typeof vocab === 'object' && !Array.isArray(vocab)) {
+    for (const [tok, id] of Object.entries(vocab as Json)) {
+      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= MAX_TOKEN_ID) {
+        throw new PeftError('INVALID_FILE', `${source}: model.vocab entry ${JSON.stringify(tok.slice(0, 40))} must have an integer id from 0 to ${MAX_TOKEN_ID - 1}`);
+      }
+    }
+  }
+  const added = json.added_tokens;
+  if (added === undefined || added === null) return;
+  if (!Array.isArray(added)) throw new PeftError('INVALID_FILE', `${source}: field "added_tokens" must be a list`);
+  const limit = Math.min(MAX_TOKEN_ID, base + added.length + 65536);
+  added.forEach((t, i) => {
+    if (!t || typeof t !== 'object' || Array.isArray(t)) throw new PeftError('INVALID_FILE', `${source}: added_tokens[${i}] must be an object`);
+    const { id, content } = t as Json;
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= limit) {
+      throw new PeftError('INVALID_FILE', `${source}: added_tokens[${i}].id must be an integer from 0 to ${limit - 1} (the vocabulary has ${base} entries and ${added.length} added tokens; got ${typeof id === 'number' ? id : typeof id})`);
+    }
+    if (typeof content !== 'string' || content.length === 0) throw new PeftError('INVALID_FILE', `${source}: added_tokens[${i}].content must be a non-empty string`);
+  });
+}
+
 /** A special token in tokenizer_config.json: a string or an AddedToken object `{ content, … }`. */
 function tokenContent(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
@@ -58,12 +100,19 @@ export class PreTrainedTokenizer {
   modelMaxLength: number;
   private readonly cleanUp: boolean;
   private readonly specialIds: Set<number>;
+  private readonly source: string;
+  private vocabCount?: number;
 
   constructor(tokenizerJson: Json, tokenizerConfig: Json = {}, source = 'tokenizer.json') {
+    this.source = source;
+    checkTokenizerJson(tokenizerJson, source);
+    if (typeof tokenizerConfig !== 'object' || tokenizerConfig === null || Array.isArray(tokenizerConfig)) {
+      throw new PeftError('INVALID_FILE', 'tokenizer_config.json: not a JSON object');
+    }
     try {
       this.tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
     } catch (e) {
-      throw new PeftError('INVALID_FILE', `${source}: not a tokenizer this library can build (${(e as Error).message})`, { cause: e });
+      throw new PeftError('INVALID_FILE', `${source}: not a tokenizer this library can build (${e instanceof Error ? e.message.slice(0, 120) : 'error'})`, { cause: e });
     }
     const cfg = tokenizerConfig;
     const addedTokens = Array.isArray(tokenizerJson.added_tokens) ? (tokenizerJson.added_tokens as Json[]) : [];
@@ -71,7 +120,7 @@ export class PreTrainedTokenizer {
     const find = (key: string) => {
       const content = tokenContent(cfg[key]);
       if (content === undefined) return [undefined, undefined] as const;
-      const id = this.tokenizer.token_to_id(content);
+      const id = this.call(`tokenizer_config.json "${key}" lookup`, () => this.tokenizer.token_to_id(content));
       return [content, id] as const;
     };
     [this.bosToken, this.bosTokenId] = find('bos_token');
@@ -82,7 +131,7 @@ export class PreTrainedTokenizer {
     const side = (key: string): PaddingSide => {
       const v = cfg[key];
       if (v === undefined || v === null) return 'right';
-      if (v !== 'left' && v !== 'right') throw new PeftError('INVALID_CONFIG', `tokenizer_config.json: field "${key}" must be "left" or "right" (got ${JSON.stringify(v)})`);
+      if (v !== 'left' && v !== 'right') throw new PeftError('INVALID_CONFIG', `tokenizer_config.json: field "${key}" must be "left" or "right" (got ${typeof v === 'string' ? JSON.stringify(v.slice(0, 20)) : typeof v})`);
       return v;
     };
     this.paddingSide = side('padding_side');
@@ -93,9 +142,28 @@ export class PreTrainedTokenizer {
     this.cleanUp = typeof cfg.clean_up_tokenization_spaces === 'boolean' ? cfg.clean_up_tokenization_spaces : true;
   }
 
+  /** Runs a call into the tokenizers library; its errors become PeftErrors naming the file. */
+  private call<T>(what: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      throw wrapTokenizerError(e, this.source, what);
+    }
+  }
+
+  private checkIds(ids: unknown, where: string): asserts ids is number[] {
+    if (!Array.isArray(ids)) throw new PeftError('INVALID_ARGUMENT', `${where}: ids must be an array of integers`);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= MAX_TOKEN_ID) {
+        throw new PeftError('INVALID_ARGUMENT', `${where}: ids[${i}] = ${typeof id === 'number' ? id : typeof id} is not a token id (an integer ≥ 0)`);
+      }
+    }
+  }
+
   /** Number of ids, added tokens included. */
   get vocabSize(): number {
-    return this.tokenizer.get_vocab(true).size;
+    return (this.vocabCount ??= this.call('get_vocab', () => this.tokenizer.get_vocab(true).size));
   }
 
   /** The ids of special tokens (added tokens marked special, and bos/eos/unk/pad). */
@@ -104,32 +172,38 @@ export class PreTrainedTokenizer {
   }
 
   tokenize(text: string): string[] {
-    return this.tokenizer.tokenize(text);
+    if (typeof text !== 'string') throw new PeftError('INVALID_ARGUMENT', `tokenize: text must be a string, got ${typeof text}`);
+    return this.call('tokenize', () => this.tokenizer.tokenize(text));
   }
 
   tokenToId(token: string): number | undefined {
-    return this.tokenizer.token_to_id(token);
+    if (typeof token !== 'string') throw new PeftError('INVALID_ARGUMENT', `tokenToId: token must be a string, got ${typeof token}`);
+    return this.call('token_to_id', () => this.tokenizer.token_to_id(token));
   }
 
   idToToken(id: number): string | undefined {
-    return this.tokenizer.id_to_token(id);
+    this.checkIds([id], 'idToToken');
+    return this.call('id_to_token', () => this.tokenizer.id_to_token(id));
   }
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
     if (typeof text !== 'string') throw new PeftError('INVALID_ARGUMENT', `encode: text must be a string, got ${typeof text}`);
-    return this.tokenizer.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
+    return this.call('encode', () => this.tokenizer.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids);
   }
 
   decode(ids: number[], opts: DecodeOptions = {}): string {
+    this.checkIds(ids, 'decode');
     if (ids.length === 0) return '';
     let list = ids;
     // skip by id as well: bos/eos/pad named in tokenizer_config.json may not be marked special in tokenizer.json
     if (opts.skipSpecialTokens) list = ids.filter((i) => !this.specialIds.has(i));
     if (list.length === 0) return '';
-    return this.tokenizer.decode(list, {
-      skip_special_tokens: !!opts.skipSpecialTokens,
-      clean_up_tokenization_spaces: opts.cleanUpTokenizationSpaces ?? this.cleanUp,
-    });
+    return this.call('decode', () =>
+      this.tokenizer.decode(list, {
+        skip_special_tokens: !!opts.skipSpecialTokens,
+        clean_up_tokenization_spaces: opts.cleanUpTokenizationSpaces ?? this.cleanUp,
+      }),
+    );
   }
 
   /** Decodes each row. */
@@ -204,20 +278,10 @@ export class AutoTokenizer {
     if (!(await fs.exists(path))) {
       throw new PeftError('FILE_NOT_FOUND', `tokenizer.json not found: ${path} (only tokenizer.json-based tokenizers are supported)`);
     }
-    const json = parseJson(await fs.readFile(path), path);
+    const json = parseJsonObject(await readFileChecked(path, fs, MAX_JSON_BYTES, 'the JSON size limit'), path);
     if (!json.model || typeof json.model !== 'object') throw new PeftError('INVALID_FILE', `${path}: no "model" object; not a tokenizer.json`);
     const cfgPath = joinPath(dir, 'tokenizer_config.json');
-    const cfg = (await fs.exists(cfgPath)) ? parseJson(await fs.readFile(cfgPath), cfgPath) : {};
+    const cfg = (await fs.exists(cfgPath)) ? parseJsonObject(await readFileChecked(cfgPath, fs, MAX_JSON_BYTES, 'the JSON size limit'), cfgPath) : {};
     return new PreTrainedTokenizer(json, cfg, path);
-  }
-}
-
-function parseJson(bytes: Uint8Array, path: string): Json {
-  try {
-    const v = JSON.parse(new TextDecoder().decode(bytes));
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not a JSON object');
-    return v as Json;
-  } catch (e) {
-    throw new PeftError('INVALID_FILE', `${path}: invalid JSON (${(e as Error).message})`, { cause: e });
   }
 }
