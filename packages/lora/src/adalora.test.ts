@@ -1,4 +1,4 @@
-// AdaLoRA against HF PEFT 0.21's own outputs (packages/lora/fixtures, made by tools/reference/make_fixtures2.py):
+// AdaLoRA against HF PEFT 0.21's own outputs (packages/lora/fixtures, made by HF with its make_fixtures2.py):
 // the forward (adapted, disabled, merged), the files, and a 12-step training run with the rank allocator.
 import { afterAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { PeftError, PeftModel, getPeftModel, loadSafetensors, parseSafetensors, rawToArray, TaskType } from '@peftjs/core';
 import { AutoModelForCausalLM } from '@peftjs/models';
 import { Trainer, type Example } from '@peftjs/trainer';
-import { AdaLoraConfig, AdaLoraLinear, orthogonalRegularizer } from './index';
+import { AdaLoraConfig, AdaLoraLinear, orthogonalRegularizer, resetRankAllocator, updateAndAllocate } from './index';
 import { keptDiff } from '../../../tools/testing/fixtures';
 
 const TOL = 1e-4;
@@ -252,6 +252,83 @@ describe('AdaLoRA training with the rank allocator reproduces HF: llama_adalora_
     tf.dispose([trained, again, hfLogits]);
     loaded.dispose();
     hf.dispose();
+    peft.dispose();
+  });
+});
+
+describe('AdaLoRA rank allocator on its own', () => {
+  async function setup() {
+    const dir = fixture('llama_adalora_train');
+    const peft = await PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(`${dir}base`), `${dir}adapter_init`, { isTrainable: true });
+    const params = [...peft.namedParameters()].filter(([, p]) => p.trainable);
+    const byVar = new Map(params.map(([n, p]) => [p.name, n]));
+    const ids = [[3, 1, 4, 1, 5, 9, 2, 6]];
+    const gradsOf = () => {
+      const { value, grads } = tf.variableGrads(() => peft.forward({ inputIds: ids, labels: ids }).loss!, params.map(([, p]) => p));
+      value.dispose();
+      return Object.fromEntries(Object.entries(grads).map(([k, g]) => [byVar.get(k)!, g]));
+    };
+    return { peft, gradsOf };
+  }
+
+  it('a step gated off on the device (apply = false) changes neither the singular values nor the rank pattern', async () => {
+    const { peft, gradsOf } = await setup();
+    const cfg = peft.peftConfig.default as AdaLoraConfig;
+    const n0 = tf.memory().numTensors;
+    for (let step = 0; step < 4; step++) {
+      const g = gradsOf();
+      await updateAndAllocate(peft, step, g);
+      tf.dispose(Object.values(g));
+    }
+    expect(await nonzeroRanks(peft)).toBe(24);
+    // step 4 masks to a budget of 13, unless the update was gated off
+    const g = gradsOf();
+    const off = tf.scalar(false, 'bool');
+    await updateAndAllocate(peft, 4, g, { apply: off });
+    expect(await nonzeroRanks(peft)).toBe(24);
+    expect(cfg.rankPattern).toBeNull();
+    const on = tf.scalar(true, 'bool');
+    await updateAndAllocate(peft, 4, g, { apply: on });
+    expect(await nonzeroRanks(peft)).toBe(13);
+    expect(Object.values(cfg.rankPattern!).flat().filter(Boolean)).toHaveLength(13);
+    tf.dispose([off, on, ...Object.values(g)]);
+    resetRankAllocator(peft);
+    expect(tf.memory().numTensors).toBe(n0);
+    peft.dispose();
+  });
+
+  it('a module whose ranks are all pruned saves as empty tensors and loads as the base module', async () => {
+    const { peft } = await setup();
+    const cfg = peft.peftConfig.default as AdaLoraConfig;
+    const keepAll = [true, true, true, true, true, true];
+    cfg.rankPattern = {
+      'model.layers.0.self_attn.q_proj.lora_E': [false, false, false, false, false, false],
+      'model.layers.0.self_attn.v_proj.lora_E': keepAll,
+      'model.layers.1.self_attn.q_proj.lora_E': [true, false, false, false, false, true],
+      'model.layers.1.self_attn.v_proj.lora_E': keepAll,
+    };
+    const out = join(tmp, 'rank0');
+    await peft.savePretrained(out);
+    const saved = fileTensors(join(out, 'adapter_model.safetensors'));
+    expect(saved['base_model.model.model.layers.0.self_attn.q_proj.lora_A'].shape).toEqual([0, 32]);
+    expect(saved['base_model.model.model.layers.0.self_attn.q_proj.lora_B'].shape).toEqual([32, 0]);
+    expect(saved['base_model.model.model.layers.1.self_attn.q_proj.lora_E'].shape).toEqual([2, 1]);
+    expect(saved['base_model.model.model.layers.1.self_attn.v_proj.lora_A'].shape).toEqual([6, 32]);
+    const loaded = await PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(`${fixture('llama_adalora_train')}base`), out);
+    expect(loaded.model.getSubmodule<AdaLoraLinear>('model.layers.0.self_attn.q_proj').r.default).toBe(0);
+    // the pruned ranks masked in memory give what the resized file gives
+    for (const [path, bits] of Object.entries(cfg.rankPattern)) {
+      const E = peft.model.getParameter(`${path}.default`);
+      const m = tf.tensor2d(bits.map(Number), [6, 1]);
+      E.assign(tf.mul(E, m));
+      m.dispose();
+    }
+    const inputs = { inputIds: [[3, 1, 4, 1, 5, 9, 2, 6]] };
+    const a = peft.forward(inputs).logits;
+    const b = loaded.forward(inputs).logits;
+    expect((await keptDiff(b, a)).rel).toBeLessThan(1e-6);
+    tf.dispose([a, b]);
+    loaded.dispose();
     peft.dispose();
   });
 });
