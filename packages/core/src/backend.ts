@@ -3,6 +3,7 @@ import { PeftError } from './errors';
 import { ensureWasmKernels } from './kernels/wasm';
 import { setBackendFastPaths } from './kernels/registry';
 import { MATMUL_LAYOUT } from './kernels/cpu';
+import { installWebgpuElementwise } from './kernels/webgpu/elementwise';
 
 export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 export const BACKEND_ORDER: BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
@@ -122,6 +123,7 @@ async function tryBackend(name: BackendName, allowSoftwareGpu: boolean, nativeWa
         const mod = await dynamicImport('@tensorflow/tfjs-backend-webgpu');
         registerWebgpuBackend(mod, adapter);
         if (!(await tf.setBackend('webgpu'))) return { ok: false, reason: 'the tfjs webgpu backend failed to initialise', adapter: summary };
+        installWebgpuElementwise();
         return { ok: true, reason: `WebGPU adapter ${summary.vendor || '?'} ${summary.description || summary.device}${summary.isSoftware ? ' (software, as asked)' : ''}`, adapter: summary };
       }
       case 'wasm': {
