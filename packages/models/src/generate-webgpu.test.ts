@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { GpuProfiler, KVCache, getPeftModel, initBackend, manualSeed, type PeftModel } from '@peftjs/core';
-import { LlamaForCausalLM, parseModelConfig, type CausalLMBase } from '@peftjs/models';
+import { LlamaForCausalLM, parseModelConfig, type CausalLMBase, type LlamaConfig } from '@peftjs/models';
 import { LoraConfig } from '@peftjs/lora';
 
 const report = process.env.PEFTJS_TEST_BACKEND === 'cpu' ? undefined : await initBackend({ prefer: 'webgpu', allowSoftwareGpu: true }).catch(() => undefined);
@@ -17,7 +17,7 @@ function smallModel(headDim = 16): PeftModel {
       model_type: 'llama', vocab_size: 512, hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4,
       num_key_value_heads: 2, head_dim: headDim, max_position_embeddings: 2048, rms_norm_eps: 1e-5, rope_theta: 10000, hidden_act: 'silu',
       tie_word_embeddings: true, eos_token_id: null, bos_token_id: null, initializer_range: 0.2,
-    }),
+    }) as LlamaConfig,
   );
   return getPeftModel(base, new LoraConfig({ r: 8, loraAlpha: 16, targetModules: ['q_proj', 'v_proj'], loraDropout: 0, initLoraWeights: false }));
 }
@@ -83,6 +83,23 @@ describe.skipIf(!onGpu)('generate on webgpu', () => {
     model.dispose();
   });
 
+  it('every row reaching eos stops early (the step recorded ahead is discarded) with the cpu backend\'s tokens', async () => {
+    const model = smallModel();
+    const { opts, cpu, cpu1 } = await onCpu(16, async (m) => {
+      const free = await m.generate({ ...PADDED, maxNewTokens: 10, eosTokenId: [], padTokenId: 0 });
+      // each row's token at steps 1, 2 and 4: every row stops by step 4
+      const opts = { ...PADDED, maxNewTokens: 10, eosTokenId: [free[0][9], free[1][10], free[2][12]], padTokenId: 0 };
+      return { opts, cpu: await m.generate(opts), cpu1: await m.generate({ ...opts, maxNewTokens: 1 }) };
+    });
+    expect(cpu[0].length).toBeLessThan(8 + 10);
+    const before = tf.memory().numTensors;
+    expect(await model.generate(opts)).toEqual(cpu);
+    expect(await model.generate({ ...opts, maxNewTokens: 1 })).toEqual(cpu1);
+    expect(await model.generate({ ...opts, maxNewTokens: 0 })).toEqual(PADDED.inputIds);
+    expect(tf.memory().numTensors).toBe(before);
+    model.dispose();
+  });
+
   it('a cache without a capacity hint grows by doubling; decode logits match full forwards', async () => {
     const model = smallModel();
     const base = model.model as unknown as CausalLMBase;
@@ -125,7 +142,8 @@ describe.skipIf(!onGpu)('generate on webgpu', () => {
     // plus the embedding gather, 2 rope-table slices or gathers, cos/sin scaling (2), the final norm, the LM
     // head and argmax. Before the KV slabs and table gathers: 55
     const ceiling = { 'batch 1': 46, 'left-padded batch': 46 };
-    for (const [label, inputs] of [['batch 1', { inputIds: [[5, 17, 42, 99, 3, 8, 1, 2]] }], ['left-padded batch', PADDED]] as const) {
+    const cases: ['batch 1' | 'left-padded batch', { inputIds: number[][]; attentionMask?: number[][] }][] = [['batch 1', { inputIds: [[5, 17, 42, 99, 3, 8, 1, 2]] }], ['left-padded batch', PADDED]];
+    for (const [label, inputs] of cases) {
       await model.generate({ ...inputs, maxNewTokens: 3, eosTokenId: [], padTokenId: 0 });
       const a = await counts(() => model.generate({ ...inputs, maxNewTokens: 2, eosTokenId: [], padTokenId: 0 }));
       const b = await counts(() => model.generate({ ...inputs, maxNewTokens: 10, eosTokenId: [], padTokenId: 0 }));

@@ -121,42 +121,102 @@ export async function generateLoop(
   // sized for the whole generation: on webgpu the cache's slabs are allocated once (see withPast)
   let cache = new KVCache(rows[0].length + maxNewTokens);
   const caches = new Set<KVCache>([cache]);
-  let step: number[][] = rows;
+  /** One forward of `step` (ids [B, t]); returns the argmax ids [B] (greedy) or the last logits [B, V]. */
+  const runStep = (step: IdsLike, t: number): tf.Tensor => {
+    // copies: the loop extends `mask` in place, and a replacement forward may keep what it was given
+    const inputs = { inputIds: step, attentionMask: mask.map((r) => r.slice()), positionIds: positionsFromMask(mask, t), pastKeyValues: cache, useCache: true };
+    let nextCache: KVCache | undefined;
+    const picked = tf.tidy(() => {
+      const res = forward(ownForward ? { ...inputs, logitsToKeep: 1 } as typeof inputs : inputs);
+      nextCache = res.pastKeyValues;
+      const [b, tt, v] = res.logits.shape as number[];
+      // one position (the LM head limited by logitsToKeep, or a decode step): a reshape, not a copy
+      const last = (tt === 1 ? res.logits : tf.slice(res.logits, [0, tt - 1, 0], [b, 1, v])).reshape([b, v]);
+      return doSample ? last.toFloat() : tf.argMax(last, -1);
+    });
+    if (nextCache && nextCache !== cache) {
+      cache = nextCache;
+      caches.add(cache);
+    }
+    return picked;
+  };
+  /** Records step n's tokens (a finished row gets the pad id); false once every row has finished. */
+  const accept = (tokens: ArrayLike<number>): boolean => {
+    for (let i = 0; i < batch; i++) {
+      const tok = unfinished[i] ? tokens[i] : pad;
+      out[i].push(tok);
+      if (unfinished[i] && eos.includes(tok)) unfinished[i] = false;
+    }
+    return unfinished.some(Boolean);
+  };
   try {
+    if (!doSample && tf.getBackend() === 'webgpu') {
+      await greedyPipelined(rows, maxNewTokens, mask, runStep, accept);
+      return out;
+    }
+    let step: number[][] = rows;
     for (let n = 0; n < maxNewTokens; n++) {
-      const t = step[0].length;
-      // copies: the loop extends `mask` in place, and a replacement forward may keep what it was given
-      const inputs = { inputIds: step, attentionMask: mask.map((r) => r.slice()), positionIds: positionsFromMask(mask, t), pastKeyValues: cache, useCache: true };
-      let nextCache: KVCache | undefined;
-      const picked = tf.tidy(() => {
-        const res = forward(ownForward ? { ...inputs, logitsToKeep: 1 } as typeof inputs : inputs);
-        nextCache = res.pastKeyValues;
-        const [b, tt, v] = res.logits.shape as number[];
-        // one position (the LM head limited by logitsToKeep, or a decode step): a reshape, not a copy
-        const last = (tt === 1 ? res.logits : tf.slice(res.logits, [0, tt - 1, 0], [b, 1, v])).reshape([b, v]);
-        return doSample ? last.toFloat() : tf.argMax(last, -1);
-      });
-      if (nextCache && nextCache !== cache) {
-        cache = nextCache;
-        caches.add(cache);
-      }
+      const picked = runStep(step, step[0].length);
       const data = await picked.data();
       picked.dispose();
       const v = doSample ? data.length / batch : 0;
       const tokens: number[] = [];
       for (let i = 0; i < batch; i++) {
-        let tok = doSample ? sampleToken((data as Float32Array).slice(i * v, (i + 1) * v), { temperature, topK, topP }, rand) : (data[i] as number);
-        if (!unfinished[i]) tok = pad;
-        tokens.push(tok);
-        out[i].push(tok);
+        tokens.push(doSample ? sampleToken((data as Float32Array).slice(i * v, (i + 1) * v), { temperature, topK, topP }, rand) : (data[i] as number));
         mask[i].push(1);
-        if (unfinished[i] && eos.includes(tok)) unfinished[i] = false;
       }
-      step = tokens.map((x) => [x]);
-      if (!unfinished.some(Boolean)) break;
+      const more = accept(tokens);
+      step = out.map((r) => [r[r.length - 1]]);
+      if (!more) break;
     }
   } finally {
     for (const c of caches) c.dispose();
   }
   return out;
+}
+
+/**
+ * Greedy decoding on webgpu without waiting for each token: step n+1 is recorded with step n's argmax
+ * ids still on the GPU (no upload), while step n's ids are read back asynchronously, so the GPU's work
+ * and the read-back's latency overlap the CPU's recording of the next step. A finished row is fed its
+ * own argmax rather than the pad id: rows never interact, and its outputs are replaced by the pad id
+ * (`accept`), so the tokens are HF's. Once every row has finished, the one step recorded ahead is
+ * discarded.
+ */
+async function greedyPipelined(
+  rows: number[][],
+  maxNewTokens: number,
+  mask: number[][],
+  runStep: (step: IdsLike, t: number) => tf.Tensor,
+  accept: (tokens: ArrayLike<number>) => boolean,
+): Promise<void> {
+  const batch = rows.length;
+  let ahead: { ids: tf.Tensor; read: Promise<ArrayLike<number>> } | null = null;
+  try {
+    for (let n = 0; n < maxNewTokens; n++) {
+      // the previous step's argmax, still on the GPU, is this step's input
+      const ids = ahead ? ahead.ids.reshape([batch, 1]) : null;
+      const picked = runStep(ids ?? rows, ids ? 1 : rows[0].length);
+      ids?.dispose();
+      for (const r of mask) r.push(1);
+      const next = { ids: picked, read: picked.data() as Promise<ArrayLike<number>> };
+      if (ahead) {
+        const prev = ahead;
+        ahead = next;
+        const more = accept(await prev.read);
+        prev.ids.dispose();
+        if (!more) return;
+      } else {
+        ahead = next;
+      }
+    }
+    if (ahead) accept(await ahead.read);
+  } finally {
+    if (ahead) {
+      // a read still in flight: let it settle before its tensor goes
+      const a = ahead;
+      await a.read.catch(() => undefined);
+      a.ids.dispose();
+    }
+  }
 }
