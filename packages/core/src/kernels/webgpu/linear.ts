@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { registerFastPath, type Op } from '../registry';
-import { matmulSupports, runMatmul } from './matmul';
+import { matmulSupports, originalKernels, runMatmul } from './matmul';
+import { useWgslForTfjsMatMul } from './tfjs_matmul';
 import { fusedMatMul, matmulGradients, matmulOp, reduceToShape } from './matmul_op';
 
 /**
@@ -33,10 +34,17 @@ function tfjsKernel(name: string, backend: unknown, inputs: Record<string, Info>
   return k.kernelFunc({ inputs: inputs as never, backend: backend as never, attrs: attrs as never }) as Info;
 }
 
-/** tfjs's own kernels saved when ./tfjs_matmul.ts replaces them (so fallbacks never recurse). */
-export const originalKernels = new Map<string, tf.KernelConfig>();
 
 let registered = false;
+
+/** PEFTJS_WGSL_TFJS_MATMUL=1: replace tfjs's webgpu matMul kernels too, on the first fast-path call. */
+let envChecked = false;
+function checkEnv(): void {
+  if (envChecked) return;
+  envChecked = true;
+  const env = typeof process !== 'undefined' ? process.env?.PEFTJS_WGSL_TFJS_MATMUL : undefined;
+  if (env === '1') useWgslForTfjsMatMul(true);
+}
 
 export function registerWebgpuFastPaths(
   linearOp: Op<{ x: tf.Tensor; weight: tf.Tensor; bias?: tf.Tensor }, Record<string, never>>,
@@ -52,6 +60,7 @@ export function registerWebgpuFastPaths(
     backendName,
     tags,
     kernelFunc: ({ inputs, attrs, backend }) => {
+      checkEnv();
       const { a, b, bias, c } = inputs;
       // partial batch broadcasting ([2, 1] with [1, 3]) throws a PeftError here; fusedMatMul routes it to the reference
       return runMatmul(backend, { a, b, bias, c, transA: attrs.transA, transB: attrs.transB, alpha: attrs.alpha, beta: attrs.beta });
@@ -71,6 +80,7 @@ export function registerWebgpuFastPaths(
     backendName,
     tags,
     kernelFunc: ({ inputs, backend }) => {
+      checkEnv();
       const { x, weight, bias } = inputs;
       return runMatmul(backend, { a: as2d(x), b: weight, transB: true, bias, outShape: [...x.shape.slice(0, -1), weight.shape[0]] });
     },
@@ -87,6 +97,7 @@ export function registerWebgpuFastPaths(
     backendName,
     tags,
     kernelFunc: ({ inputs, attrs, backend }) => {
+      checkEnv();
       const { base, x, loraA, loraB } = inputs;
       const xa = runMatmul(backend, { a: as2d(x), b: loraA, transB: true }); // [rows, r]
       const out = runMatmul(backend, { a: xa, b: loraB, transB: true, c: base, alpha: attrs.scaling, beta: 1, outShape: base.shape });
@@ -112,6 +123,7 @@ export function registerWebgpuFastPaths(
     backendName,
     tags,
     kernelFunc: ({ inputs, backend }) => {
+      checkEnv();
       const { a, b } = inputs;
       if (!matmulSupports(a, b)) return tfjsKernel('BatchMatMul', backend, { a, b }, { transposeA: false, transposeB: false });
       return runMatmul(backend, { a, b });

@@ -434,6 +434,9 @@ export function matmulSupports(a: tf.TensorInfo, b: tf.TensorInfo, transA = fals
 
 type Backend = { disposeData(dataId: unknown): void; device: GPUDevice };
 
+/** tfjs's own webgpu kernels, saved when ./tfjs_matmul.ts replaces them (so fallbacks never recurse). */
+export const originalKernels = new Map<string, tf.KernelConfig>();
+
 /**
  * alpha·op(a)·op(b) (+ bias) (+ beta·c) on the webgpu backend: one dispatch, or two with split K.
  * Returns a new TensorInfo owned by the caller (a kernelFunc's result).

@@ -1,6 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { matmulSupports, runMatmul } from './matmul';
-import { originalKernels } from './linear';
+import { matmulSupports, originalKernels, runMatmul } from './matmul';
 
 /**
  * Optionally runs tfjs's own `BatchMatMul` and `_FusedMatMul` kernels on webgpu through the WGSL matmul
@@ -8,8 +7,8 @@ import { originalKernels } from './linear';
  * Cases it does not cover fall through to tfjs's kernel: non-float32 dtypes, partial batch broadcasting
  * ([2, 1] with [1, 3]), a fused activation other than linear, a bias not of size N, prelu weights.
  *
- * Off by default: `useWgslForTfjsMatMul(true)` turns it on, `useWgslForTfjsMatMul(false)` restores
- * tfjs's kernels.
+ * Off by default: `useWgslForTfjsMatMul(true)` turns it on (so does PEFTJS_WGSL_TFJS_MATMUL=1, on the
+ * first call of a WGSL matmul fast path), `useWgslForTfjsMatMul(false)` restores tfjs's kernels.
  */
 
 type Info = tf.TensorInfo;
