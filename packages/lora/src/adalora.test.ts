@@ -333,6 +333,17 @@ describe('AdaLoRA rank allocator on its own', () => {
   });
 });
 
+describe('AdaLoRA registration', () => {
+  it('is registered under ADALORA by @peftjs/lora and by the peftjs umbrella', async () => {
+    const { getPeftMethod } = await import('@peftjs/core');
+    const { adaloraMethod } = await import('./index');
+    expect(getPeftMethod('ADALORA')).toBe(adaloraMethod);
+    const umbrella = await import('peftjs');
+    expect(umbrella.AdaLoraConfig).toBe(AdaLoraConfig);
+    expect(umbrella.getPeftMethod('ADALORA').configClass).toBe(AdaLoraConfig);
+  });
+});
+
 describe('AdaLoraConfig mirrors HF PEFT 0.21', () => {
   it('defaults, the file keys (deltaT) and a round trip', () => {
     const c = new AdaLoraConfig({ totalStep: 100, targetModules: ['q_proj'] });
