@@ -90,6 +90,8 @@ describe.skipIf(!onGpu)('WGSL matmul (webgpu)', () => {
     { name: 'split K, vec4', a: [24, 300], b: [300, 20], splits: 3, bias: true, c: 'full' as const, alpha: 2, beta: 0.5 },
     { name: 'split K, scalar, transposed', a: [301, 23], b: [21, 301], transA: true, transB: true, splits: 4, bias: true },
     { name: 'split K with more splits than K-steps', a: [5, 20], b: [20, 6], splits: 8, tile: 't32x32' as const },
+    { name: 'split K, batched, b broadcast, c of one entry', a: [3, 9, 70], b: [70, 12], splits: 3, bias: true, c: 'one' as const, beta: -1 },
+    { name: 'split K, batched, scalar, c per entry', a: [2, 70, 9], b: [2, 70, 11], transA: true, splits: 2, c: 'full' as const },
   ])('$name', async (cs) => {
     await check(cs);
   });
