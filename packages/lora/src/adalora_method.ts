@@ -68,6 +68,8 @@ export const adaloraMethod: PeftMethod<AdaLoraConfig> = {
   },
 
   afterOptimizerStep({ peft, adapterName, step, grads, apply }) {
+    // only the adapter being trained (an inactive one is frozen: no gradients to score)
+    if (!peft.activeAdapters.includes(adapterName)) return;
     return updateAndAllocate(peft, step, grads, { adapterName, apply });
   },
 
