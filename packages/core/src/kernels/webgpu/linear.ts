@@ -105,14 +105,16 @@ export function registerWebgpuFastPaths(
       return out;
     },
     gradient: (dy, { x, loraA, loraB }, { scaling: s }) => {
-      // dy·B [rows, r] (recomputed per thunk: the engine's tidy around a thunk would free a cached one)
-      const dyB = () => fusedMatMul(t2(dy), loraB);
+      // dy·B [rows, r], shared by dx and dA: computed here, in the backward pass's scope (freed with
+      // it), not in a thunk (the engine's tidy around each thunk would free it after the first). One
+      // dispatch fewer a layer; r columns, so it is small.
+      const dyB = fusedMatMul(t2(dy), loraB);
       return {
         // a reshape shares dy's buffer (as tfjs's own Add gradient does): no copy dispatch
         base: () => tf.reshape(dy, dy.shape),
-        x: () => tf.reshape(fusedMatMul(dyB(), loraA, { alpha: s }), x.shape),
+        x: () => tf.reshape(fusedMatMul(dyB, loraA, { alpha: s }), x.shape),
         // dA = s·(dy·B)ᵀ·x: [r, rows]·[rows, in]
-        loraA: () => fusedMatMul(dyB(), t2(x), { transA: true, alpha: s }),
+        loraA: () => fusedMatMul(dyB, t2(x), { transA: true, alpha: s }),
         // dB = s·dyᵀ·xa: [out, rows]·[rows, r], xa = x·Aᵀ
         loraB: () => fusedMatMul(t2(dy), fusedMatMul(t2(x), loraA, { transB: true }), { transA: true, alpha: s }),
       };
