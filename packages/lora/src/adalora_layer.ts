@@ -306,7 +306,7 @@ export class RankAllocator {
     const score = (key: string) => {
       const a = this.expAvgIpt.get(key);
       const u = this.expAvgUnc.get(key);
-      if (!a || !u) throw new PeftError('INVALID_ARGUMENT', `AdaLoRA rank allocator: no importance scores for "${key}" yet (masking before any update)`);
+      if (!a || !u) throw new PeftError('INVALID_ARGUMENT', `AdaLoRA rank allocator: no importance scores for "${key}" yet (masking before any update in this process, e.g. a run resumed from a checkpoint at totalStep − tfinal)`);
       return tf.mul(a, u);
     };
     const k = this.initBudget - budget;
@@ -355,7 +355,7 @@ export class RankAllocator {
   /** HF's mask_using_rank_pattern (every step after the final allocation). */
   private maskUsingRankPattern(apply?: tf.Scalar): void {
     const pattern = this.config.rankPattern;
-    if (!pattern) throw new PeftError('INVALID_CONFIG', 'AdaLoRA: a step after totalStep − tfinal but the config has no rankPattern (the final allocation never ran)');
+    if (!pattern) throw new PeftError('INVALID_CONFIG', 'AdaLoRA: a step after totalStep − tfinal but the config has no rankPattern: the final allocation never ran in this process (a run resumed from a checkpoint after totalStep − tfinal: the allocator state is not checkpointed; load the checkpoint\'s adapter_config.json rank_pattern into the config first)');
     const mods = this.modules();
     const keeps = mods.map((m) => {
       const bits = pattern[`${m.path}.lora_E`] ?? pattern[`${m.path}.lora_E.${this.adapterName}`];
