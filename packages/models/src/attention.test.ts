@@ -21,6 +21,8 @@ interface Case {
   causal: boolean;
   /** keep-vector rows (length s), or none */
   keep?: number[][];
+  /** q [B, T, H, hd], k/v [B, S, kvH, hd] */
+  tokenMajor?: boolean;
 }
 
 const pad = (s: number, zeros: number[]) => Array.from({ length: s }, (_, j) => (zeros.includes(j) ? 0 : 1));
@@ -34,13 +36,16 @@ const cases: Case[] = [
   { name: 'GQA 3, past 33 (S > T), padding in the past, hd 64, batch 2', b: 2, h: 6, kvH: 2, t: 4, s: 37, hd: 64, causal: true, keep: [pad(37, [3, 4, 35]), pad(37, [])] },
   { name: 'MHA, 70 rows and keys (2 tiles each, split dK/dV), hd 8', b: 1, h: 2, kvH: 2, t: 70, s: 70, hd: 8, causal: true, keep: [pad(70, [0, 69])] },
   { name: 'GQA 2, not causal, hd 4', b: 1, h: 2, kvH: 1, t: 3, s: 3, hd: 4, causal: false },
+  { name: 'token-major, GQA 3, blind rows, hd 16, batch 2', b: 2, h: 3, kvH: 1, t: 6, s: 6, hd: 16, causal: true, keep: [pad(6, [0, 1]), pad(6, [])], tokenMajor: true },
+  { name: 'token-major, GQA 7, 70 rows (split dK/dV), hd 12', b: 1, h: 7, kvH: 1, t: 10, s: 10, hd: 12, causal: true, tokenMajor: true },
+  { name: 'token-major, MHA, 70 keys, hd 64', b: 1, h: 2, kvH: 2, t: 70, s: 70, hd: 64, causal: true, keep: [pad(70, [0])], tokenMajor: true },
 ];
 
 function makeInputs(c: Case) {
   return () => ({
-    q: tf.randomNormal([c.b, c.h, c.t, c.hd], 0, 1 / Math.sqrt(c.hd) * 2, 'float32', 11),
-    k: tf.randomNormal([c.b, c.kvH, c.s, c.hd], 0, 1, 'float32', 12),
-    v: tf.randomNormal([c.b, c.kvH, c.s, c.hd], 0, 1, 'float32', 13),
+    q: tf.randomNormal(c.tokenMajor ? [c.b, c.t, c.h, c.hd] : [c.b, c.h, c.t, c.hd], 0, (1 / Math.sqrt(c.hd)) * 2, 'float32', 11),
+    k: tf.randomNormal(c.tokenMajor ? [c.b, c.s, c.kvH, c.hd] : [c.b, c.kvH, c.s, c.hd], 0, 1, 'float32', 12),
+    v: tf.randomNormal(c.tokenMajor ? [c.b, c.s, c.kvH, c.hd] : [c.b, c.kvH, c.s, c.hd], 0, 1, 'float32', 13),
     keep: c.keep ? tf.tensor2d(c.keep, [c.b, c.s], 'float32') : undefined,
   });
 }
@@ -49,7 +54,7 @@ describe.skipIf(!onGpu)('flash attention (webgpu)', () => {
   for (const c of cases) {
     it(`conforms to the reference: ${c.name}`, async () => {
       const before = tf.memory().numTensors;
-      const r = await checkConformance(attentionOp, makeInputs(c), { causal: c.causal }, { rtol: 1e-4 });
+      const r = await checkConformance(attentionOp, makeInputs(c), { causal: c.causal, tokenMajor: !!c.tokenMajor }, { rtol: 1e-4 });
       console.log(`${c.name}: fwd ${r.forwardMaxAbsDiff.toExponential(2)} grads ${JSON.stringify(Object.fromEntries(Object.entries(r.gradMaxAbsDiff).map(([k, v]) => [k, v.toExponential(2)])))}`);
       expect(r.ok).toBe(true);
       expect(tf.memory().numTensors).toBe(before);
@@ -93,17 +98,20 @@ describe.skipIf(!onGpu)('flash attention (webgpu)', () => {
 });
 
 describe.skipIf(!onGpu)('RoPE (webgpu)', () => {
-  for (const [name, cb, transpose] of [
-    ['shared table', 1, false],
-    ['per-batch table (position ids)', 2, false],
-    ['transposed (the gradient)', 2, true],
+  for (const [name, cb, transpose, tokenMajor] of [
+    ['shared table', 1, false, false],
+    ['per-batch table (position ids)', 2, false, false],
+    ['transposed (the gradient)', 2, true, false],
+    ['token-major x [B, T, H, D], tables [1, T, 1, D]', 1, false, true],
+    ['token-major, per-batch, transposed', 2, true, true],
   ] as const) {
     it(`conforms to the reference: ${name}`, async () => {
       const before = tf.memory().numTensors;
+      const table = tokenMajor ? [cb, 5, 1, 8] : [cb, 1, 5, 8];
       const make = () => ({
-        x: tf.randomNormal([2, 3, 5, 8], 0, 1, 'float32', 1),
-        cos: tf.randomNormal([cb, 1, 5, 8], 0, 1, 'float32', 2),
-        sin: tf.randomNormal([cb, 1, 5, 8], 0, 1, 'float32', 3),
+        x: tf.randomNormal(tokenMajor ? [2, 5, 3, 8] : [2, 3, 5, 8], 0, 1, 'float32', 1),
+        cos: tf.randomNormal(table, 0, 1, 'float32', 2),
+        sin: tf.randomNormal(table, 0, 1, 'float32', 3),
       });
       const r = await checkConformance(ropeOp, make, { transpose }, { rtol: 1e-5 });
       expect(r.ok).toBe(true);

@@ -308,15 +308,22 @@ type AttentionInputs = { q: tf.Tensor; k: tf.Tensor; v: tf.Tensor; keep?: tf.Ten
 /**
  * `peftjs.Attention`: causal grouped-query attention softmax(q·kᵀ + mask)·v → [B, T, H·hd], for
  * q [B, H, T, hd] (pre-scaled), k/v [B, kvH, S, hd], an optional key keep-vector [B, S] (0/1) and
- * `causal` (queries at positions S − T..S − 1). A query that sees no key outputs zeros. The reference is
+ * `causal` (queries at positions S − T..S − 1); with `tokenMajor` q is [B, T, H, hd] and k/v [B, S, kvH, hd]
+ * (the projections' layout). A query that sees no key outputs zeros. The reference is
  * the tfjs composition above (with the additive MASK_MIN mask); the webgpu fast path is flash attention
  * (kernels/flash_attention.ts), which also returns the per-row logsumexp, saved for its backward.
  */
-export const attentionOp = defineOp<AttentionInputs, { causal: boolean }>({
+export const attentionOp = defineOp<AttentionInputs, { causal: boolean; tokenMajor?: boolean }>({
   name: 'peftjs.Attention',
   inputNames: ['q', 'k', 'v', 'keep'],
   outputsToSave: [true, true],
-  reference: ({ q, k, v, keep }, { causal }) => {
+  reference: ({ q, k, v, keep }, { causal, tokenMajor }) => {
+    if (tokenMajor) {
+      // [B, T, heads, hd] → [B, heads, T, hd]
+      q = tf.transpose(q, [0, 2, 1, 3]);
+      k = tf.transpose(k, [0, 2, 1, 3]);
+      v = tf.transpose(v, [0, 2, 1, 3]);
+    }
     const [b, , t] = q.shape as number[];
     const s = k.shape[2] as number;
     // the keep-vector is a 0/1 mask: no gradient flows into it
@@ -332,10 +339,10 @@ registerFastPath(attentionOp, {
   backendName: 'webgpu',
   kernelFunc: ({ inputs, attrs, backend }) => {
     const { q, k, v, keep } = inputs as unknown as Record<string, tf.TensorInfo | undefined>;
-    return flashForward(backend, q!, k!, v!, keep, attrs.causal);
+    return flashForward(backend, q!, k!, v!, keep, attrs.causal, !!attrs.tokenMajor);
   },
-  gradient: (dy, { q, k, v, keep }, { causal }, outputs) => {
-    const { dq, dk, dv } = flashBackward(q, k, v, keep, outputs[0]!, outputs[1]!, dy, causal);
+  gradient: (dy, { q, k, v, keep }, { causal, tokenMajor }, outputs) => {
+    const { dq, dk, dv } = flashBackward(q, k, v, keep, outputs[0]!, outputs[1]!, dy, causal, !!tokenMajor);
     return { q: dq, k: dk, v: dv, ...(keep ? { keep: () => tf.zerosLike(keep) } : {}) };
   },
   tags: ['attention'],
@@ -367,9 +374,30 @@ export function attention(
   return sdpaComposite(q, key, value, mask, dropout, rowKeep);
 }
 
-/** [B, T, H·hd] → [B, H, T, hd]. */
+/**
+ * Where attention with this mask runs the flash kernel on q [B, T, H, hd], k/v [B, S, kvH, hd] read in
+ * the projections' token-major layout (webgpu, no attention dropout, a mask from prepareInputs or none):
+ * the caller then skips splitHeads' transposes and calls attentionTokenMajor.
+ */
+export function tokenMajorAttention(mask: tf.Tensor | null, heads: number, kvHeads: number, headDim: number, dropout?: unknown): boolean {
+  if (dropout || !attentionOp.fastPathBackends().includes(tf.getBackend())) return false;
+  if (mask && !maskSources.has(mask)) return false;
+  const q = { shape: [1, 1, heads, headDim] };
+  const k = { shape: [1, 1, kvHeads, headDim] };
+  return flashSupports(q, k, k, true);
+}
+
+/** attention() on token-major q [B, T, H, hd] and k/v [B, S, kvH, hd] (see tokenMajorAttention) → [B, T, H·hd]. */
+export function attentionTokenMajor(q: tf.Tensor, key: tf.Tensor, value: tf.Tensor, mask: tf.Tensor | null): tf.Tensor {
+  const src = mask ? maskSources.get(mask) : { keep: null, causal: false };
+  if (!src) throw new PeftError('INVALID_ARGUMENT', 'attentionTokenMajor: the mask was not built by prepareInputs');
+  return attentionOp({ q, k: key, v: value, keep: src.keep ?? undefined }, { causal: src.causal, tokenMajor: true });
+}
+
+/** [B, T, H·hd] → [B, H, T, hd] (one position: a reshape, the same element order). */
 export function splitHeads(x: tf.Tensor, heads: number, headDim: number): tf.Tensor {
   const [b, t] = x.shape as number[];
+  if (t === 1) return x.reshape([b, heads, 1, headDim]);
   return tf.transpose(x.reshape([b, t, heads, headDim]), [0, 2, 1, 3]);
 }
 

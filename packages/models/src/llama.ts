@@ -6,9 +6,11 @@ import {
   TiedLinear,
   activate,
   attention,
+  attentionTokenMajor,
   makeLinear,
   splitHeads,
   sub,
+  tokenMajorAttention,
   withPast,
   type AttentionContext,
   type Prepared,
@@ -48,11 +50,21 @@ export class LlamaAttention extends Module {
 
   forward(x: tf.Tensor, ctx: LlamaContext): tf.Tensor {
     const { numAttentionHeads: h, numKeyValueHeads: kv, headDim: hd, attentionDropout } = this.config;
+    const drop = ctx.training && attentionDropout > 0 ? (p: tf.Tensor) => tf.dropout(p, attentionDropout, undefined, nextSeed()) : undefined;
+    if (!ctx.cache && tokenMajorAttention(ctx.mask, h, kv, hd, drop)) {
+      // webgpu flash attention without a past: q/k/v stay in the projections' [B, T, heads, hd] layout
+      // (no head transposes), RoPE on that layout with the tables viewed as [1|B, T, 1, hd]
+      const [b, t] = x.shape as number[];
+      const tm = (c: tf.Tensor) => c.reshape([c.shape[0], t, 1, hd]);
+      const q = applyRope(sub(this, 'q_proj').forward(x).reshape([b, t, h, hd]), tm(ctx.cosQ), tm(ctx.sinQ));
+      const k = applyRope(sub(this, 'k_proj').forward(x).reshape([b, t, kv, hd]), tm(ctx.cos), tm(ctx.sin));
+      const v = sub(this, 'v_proj').forward(x).reshape([b, t, kv, hd]);
+      return sub(this, 'o_proj').forward(attentionTokenMajor(q, k, v, ctx.mask));
+    }
     const q = applyRope(splitHeads(sub(this, 'q_proj').forward(x), h, hd), ctx.cosQ, ctx.sinQ);
     const k = applyRope(splitHeads(sub(this, 'k_proj').forward(x), kv, hd), ctx.cos, ctx.sin);
     const v = splitHeads(sub(this, 'v_proj').forward(x), kv, hd);
     const { key, value } = withPast(ctx, this.layerIdx, k, v);
-    const drop = ctx.training && attentionDropout > 0 ? (p: tf.Tensor) => tf.dropout(p, attentionDropout, undefined, nextSeed()) : undefined;
     return sub(this, 'o_proj').forward(attention(q, key, value, ctx.mask, drop, ctx.rowKeep));
   }
 }

@@ -46,19 +46,22 @@ export interface FlashShapes {
  */
 export const MAX_HEAD_DIM = 64;
 
-/** Whether the kernels handle these shapes (else the caller runs the reference). */
-export function flashSupports(q: { shape: number[] }, k: { shape: number[] }, v: { shape: number[] }): boolean {
+/**
+ * Whether the kernels handle these shapes (else the caller runs the reference): q [B, H, T, hd] and
+ * k, v [B, kvH, S, hd], or with `tokenMajor` q [B, T, H, hd] and k, v [B, S, kvH, hd].
+ */
+export function flashSupports(q: { shape: number[] }, k: { shape: number[] }, v: { shape: number[] }, tokenMajor = false): boolean {
   if (q.shape.length !== 4 || k.shape.length !== 4 || v.shape.length !== 4) return false;
-  const [b, h, t, hd] = q.shape;
-  const [kb, kvH, s, khd] = k.shape;
+  const { b, h, t, hd, kvH, s } = flashShapes(q, k, tokenMajor);
+  const [kb, , , khd] = k.shape;
   if (kb !== b || khd !== hd || !tf.util.arraysEqual(k.shape, v.shape)) return false;
   if (h % kvH !== 0 || s < t || hd % 4 !== 0 || hd > MAX_HEAD_DIM || hd === 0) return false;
   return true;
 }
 
-export function flashShapes(q: tf.TensorInfo, k: tf.TensorInfo): FlashShapes {
-  const [b, h, t, hd] = q.shape;
-  const [, kvH, s] = k.shape;
+export function flashShapes(q: { shape: number[] }, k: { shape: number[] }, tokenMajor = false): FlashShapes {
+  const [b, h, t, hd] = tokenMajor ? [q.shape[0], q.shape[2], q.shape[1], q.shape[3]] : q.shape;
+  const [kvH, s] = tokenMajor ? [k.shape[2], k.shape[1]] : [k.shape[1], k.shape[2]];
   return { b, h, kvH, t, s, hd };
 }
 
@@ -89,17 +92,29 @@ fn keyEnd(r0: u32, n: u32) -> u32 {
   return min(u.S, u.past + tMax + 1u);
 }`;
 
+/**
+ * Row offsets (in vec4s) of q-like [B, H, T, hd] and k-like [B, kvH, S, hd] tensors, or, token-major,
+ * [B, T, H, hd] and [B, S, kvH, hd] (the projections' own layout: no head transposes).
+ */
+function layoutFns(tokenMajor: boolean): string {
+  return tokenMajor
+    ? `fn qIdx(b: u32, h: u32, t: u32) -> u32 { return ((b * u.T + t) * (u.kvH * u.nRep) + h) * D4; }
+fn kIdx(b: u32, kvh: u32, j: u32) -> u32 { return ((b * u.S + j) * u.kvH + kvh) * D4; }`
+    : `fn qIdx(b: u32, h: u32, t: u32) -> u32 { return ((b * u.kvH * u.nRep + h) * u.T + t) * D4; }
+fn kIdx(b: u32, kvh: u32, j: u32) -> u32 { return ((b * u.kvH + kvh) * u.S + j) * D4; }`;
+}
+
 function bindings(names: [string, string][], keep: boolean, startAt = 0): string {
   const all = keep ? [...names, ['keep', 'array<f32>'] as [string, string]] : names;
   return all.map(([n, ty], i) => `@group(0) @binding(${startAt + i}) var<storage, read> ${n}: ${ty};`).join('\n');
 }
 
 /** Forward: out, lse ← q, k, v[, keep]; or with `split` > 1 the partial outputs of S-splits. */
-function forwardKernel(hd: number, keep: boolean, split: boolean): WgslKernel {
+function forwardKernel(hd: number, keep: boolean, split: boolean, tm: boolean): WgslKernel {
   const d4 = hd / 4;
   const bc = keyTile(hd);
   return {
-    key: `flash-fwd:${hd}:${keep ? 'keep' : 'nokeep'}:${split ? 'split' : 'full'}`,
+    key: `flash-fwd:${hd}:${keep ? 'keep' : 'nokeep'}:${split ? 'split' : 'full'}:${tm ? 'bshd' : 'bhsd'}`,
     code: () => /* wgsl */ `
 ${UNIFORM_STRUCT}
 @group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;
@@ -114,6 +129,7 @@ var<workgroup> ks: array<vec4<f32>, ${bc * d4}>;
 var<workgroup> vs: array<vec4<f32>, ${bc * d4}>;
 ${keep ? `var<workgroup> kk: array<f32, ${bc}>;` : ''}
 ${KEY_END_FN}
+${layoutFns(tm)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let b = wid.z;
@@ -134,18 +150,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   kEnd = min(kEnd, (part + 1u) * per * BC);` : ''}
   var qr: array<vec4<f32>, D4>;
   var o: array<vec4<f32>, D4>;
-  let qBase = (bk * u.R + rr) * D4;
+  let kvh = wid.y % u.kvH;
+  let qBase = qIdx(b, kvh * u.nRep + rr / u.T, t);
   for (var d = 0u; d < D4; d++) { qr[d] = q[qBase + d]; o[d] = vec4<f32>(0.0); }
   var m = -3.0e38;
   var l = 0.0;
-  let kvBase = bk * u.S * D4;
   for (var kt = kBeg; kt < kEnd; kt += BC) {
     workgroupBarrier();
     let n = min(BC, u.S - kt) * D4;
     for (var i = li; i < BC * D4; i += WG) {
       if (i < n) {
-        ks[i] = k[kvBase + kt * D4 + i];
-        vs[i] = v[kvBase + kt * D4 + i];
+        let ki = kIdx(b, kvh, kt + i / D4) + i % D4;
+        ks[i] = k[ki];
+        vs[i] = v[ki];
       } else {
         ks[i] = vec4<f32>(0.0);
         vs[i] = vec4<f32>(0.0);
@@ -245,11 +262,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 /** dQ and D = rowsum(dO∘O): one thread per folded row, over the key tiles it sees. */
-function dqKernel(hd: number, keep: boolean): WgslKernel {
+function dqKernel(hd: number, keep: boolean, tm: boolean): WgslKernel {
   const d4 = hd / 4;
   const bc = keyTile(hd);
   return {
-    key: `flash-dq:${hd}:${keep ? 'keep' : 'nokeep'}`,
+    key: `flash-dq:${hd}:${keep ? 'keep' : 'nokeep'}:${tm ? 'bshd' : 'bhsd'}`,
     code: () => /* wgsl */ `
 ${UNIFORM_STRUCT}
 @group(0) @binding(0) var<storage, read_write> dq: array<vec4<f32>>;
@@ -263,6 +280,7 @@ var<workgroup> ks: array<vec4<f32>, ${bc * d4}>;
 var<workgroup> vs: array<vec4<f32>, ${bc * d4}>;
 ${keep ? `var<workgroup> kk: array<f32, ${bc}>;` : ''}
 ${KEY_END_FN}
+${layoutFns(tm)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let b = wid.z;
@@ -281,7 +299,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var qr: array<vec4<f32>, D4>;
   var dor: array<vec4<f32>, D4>;
   var acc: array<vec4<f32>, D4>;
-  let qBase = (bk * u.R + rr) * D4;
+  let kvh = wid.y;
+  let qBase = qIdx(b, h, t);
   var dd = vec4<f32>(0.0);
   for (var d = 0u; d < D4; d++) {
     qr[d] = q[qBase + d];
@@ -290,14 +309,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     acc[d] = vec4<f32>(0.0);
   }
   let D = (dd.x + dd.y) + (dd.z + dd.w);
-  let kvBase = bk * u.S * D4;
   for (var kt = 0u; kt < kEnd; kt += BC) {
     workgroupBarrier();
     let n = min(BC, u.S - kt) * D4;
     for (var i = li; i < BC * D4; i += WG) {
       if (i < n) {
-        ks[i] = k[kvBase + kt * D4 + i];
-        vs[i] = v[kvBase + kt * D4 + i];
+        let ki = kIdx(b, kvh, kt + i / D4) + i % D4;
+        ks[i] = k[ki];
+        vs[i] = v[ki];
       } else {
         ks[i] = vec4<f32>(0.0);
         vs[i] = vec4<f32>(0.0);
@@ -333,10 +352,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
  * dK, dV: one thread per key over the folded rows [split·rowsPer, …) of its kv head; with several splits
  * the outputs are partials [B, kvH, splits, S, hd] summed afterwards.
  */
-function dkvKernel(hd: number, keep: boolean): WgslKernel {
+function dkvKernel(hd: number, keep: boolean, tm: boolean): WgslKernel {
   const d4 = hd / 4;
   return {
-    key: `flash-dkv:${hd}:${keep ? 'keep' : 'nokeep'}`,
+    key: `flash-dkv:${hd}:${keep ? 'keep' : 'nokeep'}:${tm ? 'bshd' : 'bhsd'}`,
     code: () => /* wgsl */ `
 ${UNIFORM_STRUCT}
 @group(0) @binding(0) var<storage, read_write> dk: array<vec4<f32>>;
@@ -346,6 +365,7 @@ ${bindings([['q', 'array<vec4<f32>>'], ['k', 'array<vec4<f32>>'], ['v', 'array<v
 const D4 = ${d4}u;
 const BR = ${BR}u;
 const WG = ${WG}u;
+${layoutFns(tm)}
 var<workgroup> qs: array<vec4<f32>, ${BR * d4}>;
 var<workgroup> dos: array<vec4<f32>, ${BR * d4}>;
 var<workgroup> ls: array<f32, ${BR}>;
@@ -370,7 +390,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var vr: array<vec4<f32>, D4>;
   var dka: array<vec4<f32>, D4>;
   var dva: array<vec4<f32>, D4>;
-  let kBase = (bk * u.S + jj) * D4;
+  let kBase = kIdx(b, kvh, jj);
   for (var d = 0u; d < D4; d++) {
     kr[d] = k[kBase + d];
     vr[d] = v[kBase + d];
@@ -393,7 +413,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let tt = rc % u.T;
       let oi = ((b * u.T + tt) * H + hh) * D4 + i % D4;
       if (row < rEnd) {
-        qs[i] = q[(bk * u.R + rc) * D4 + i % D4];
+        qs[i] = q[qIdx(b, hh, tt) + i % D4];
         dos[i] = dout[oi];
       } else {
         qs[i] = vec4<f32>(0.0);
@@ -428,7 +448,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
   if (j < u.S) {
-    let base = ((bk * nSplit + split) * u.S + j) * D4;
+    // partials [splits, k's elements]: split 0 alone is k's layout
+    let base = split * (u.B * u.S * u.kvH * D4) + kIdx(b, kvh, j);
     for (var d = 0u; d < D4; d++) { dk[base + d] = dka[d]; dv[base + d] = dva[d]; }
   }
 }`,
@@ -443,11 +464,11 @@ const BR2 = 8;
  * dkvKernel, twice the workgroups): per query tile each thread writes its partial q·k and dO·v to
  * workgroup memory, and after a barrier adds its partner's. For hd a multiple of 8.
  */
-function dkvPairKernel(hd: number, keep: boolean): WgslKernel {
+function dkvPairKernel(hd: number, keep: boolean, tm: boolean): WgslKernel {
   const d4 = hd / 4;
   const h4 = d4 / 2;
   return {
-    key: `flash-dkv2:${hd}:${keep ? 'keep' : 'nokeep'}`,
+    key: `flash-dkv2:${hd}:${keep ? 'keep' : 'nokeep'}:${tm ? 'bshd' : 'bhsd'}`,
     code: () => /* wgsl */ `
 ${UNIFORM_STRUCT}
 @group(0) @binding(0) var<storage, read_write> dk: array<vec4<f32>>;
@@ -459,6 +480,7 @@ const H4 = ${h4}u;
 const BR = ${BR2}u;
 const WG = ${WG}u;
 const KT = ${WG / 2}u;
+${layoutFns(tm)}
 var<workgroup> qs: array<vec4<f32>, ${BR2 * d4}>;
 var<workgroup> dos: array<vec4<f32>, ${BR2 * d4}>;
 var<workgroup> ls: array<f32, ${BR2}>;
@@ -485,7 +507,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var vr: array<vec4<f32>, H4>;
   var dka: array<vec4<f32>, H4>;
   var dva: array<vec4<f32>, H4>;
-  let kBase = (bk * u.S + jj) * D4 + off;
+  let kBase = kIdx(b, kvh, jj) + off;
   for (var d = 0u; d < H4; d++) {
     kr[d] = k[kBase + d];
     vr[d] = v[kBase + d];
@@ -506,7 +528,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let hh = kvh * u.nRep + rc / u.T;
       let tt = rc % u.T;
       if (row < rEnd) {
-        qs[i] = q[(bk * u.R + rc) * D4 + i % D4];
+        qs[i] = q[qIdx(b, hh, tt) + i % D4];
         dos[i] = dout[((b * u.T + tt) * H + hh) * D4 + i % D4];
       } else {
         qs[i] = vec4<f32>(0.0);
@@ -548,7 +570,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
   if (j < u.S) {
-    let base = ((bk * nSplit + split) * u.S + j) * D4 + off;
+    let base = split * (u.B * u.S * u.kvH * D4) + kIdx(b, kvh, j) + off;
     for (var d = 0u; d < H4; d++) { dk[base + d] = dka[d]; dv[base + d] = dva[d]; }
   }
 }`,
@@ -559,10 +581,10 @@ function check(cond: boolean, msg: string): void {
   if (!cond) throw new PeftError('INVALID_ARGUMENT', `peftjs.Attention (webgpu): ${msg}`);
 }
 
-function checkInputs(q: tf.TensorInfo, k: tf.TensorInfo, v: tf.TensorInfo, keep: tf.TensorInfo | undefined): FlashShapes {
-  check(flashSupports(q, k, v), `unsupported shapes q [${q.shape}], k [${k.shape}], v [${v.shape}]`);
+function checkInputs(q: tf.TensorInfo, k: tf.TensorInfo, v: tf.TensorInfo, keep: tf.TensorInfo | undefined, tm: boolean): FlashShapes {
+  check(flashSupports(q, k, v, tm), `unsupported shapes q [${q.shape}], k [${k.shape}], v [${v.shape}] (${tm ? 'token' : 'head'}-major)`);
   check([q, k, v].every((x) => x.dtype === 'float32'), 'q, k, v must be float32');
-  const sh = flashShapes(q, k);
+  const sh = flashShapes(q, k, tm);
   if (keep) check(keep.dtype === 'float32' && tf.util.arraysEqual(keep.shape, [sh.b, sh.s]), `keep must be float32 [${sh.b}, ${sh.s}], got [${keep.shape}]`);
   return sh;
 }
@@ -577,14 +599,23 @@ export function decodeSplits(sh: FlashShapes): number {
 }
 
 /** Forward on the backend's data: [out [B, T, H·hd], lse [B, H, T]]. */
-export function flashForward(backend: unknown, q: tf.TensorInfo, k: tf.TensorInfo, v: tf.TensorInfo, keep: tf.TensorInfo | undefined, causal: boolean, splits?: number): tf.TensorInfo[] {
-  const sh = checkInputs(q, k, v, keep);
+export function flashForward(
+  backend: unknown,
+  q: tf.TensorInfo,
+  k: tf.TensorInfo,
+  v: tf.TensorInfo,
+  keep: tf.TensorInfo | undefined,
+  causal: boolean,
+  tokenMajor = false,
+  splits?: number,
+): tf.TensorInfo[] {
+  const sh = checkInputs(q, k, v, keep, tokenMajor);
   const r = (sh.h / sh.kvH) * sh.t;
   const rowTiles = Math.ceil(r / WG);
   const ins = keep ? [q, k, v, keep] : [q, k, v];
   const nSplit = splits ?? decodeSplits(sh);
   if (nSplit <= 1) {
-    return runWgsl(backend, forwardKernel(sh.hd, !!keep, false), {
+    return runWgsl(backend, forwardKernel(sh.hd, !!keep, false, tokenMajor), {
       inputs: ins,
       outputs: [{ shape: [sh.b, sh.t, sh.h * sh.hd], dtype: 'float32' }, { shape: [sh.b, sh.h, sh.t], dtype: 'float32' }],
       uniforms: uniforms(sh, causal),
@@ -593,7 +624,7 @@ export function flashForward(backend: unknown, q: tf.TensorInfo, k: tf.TensorInf
     });
   }
   const rows = sh.b * sh.kvH * r;
-  const [po, pm, pl] = runWgsl(backend, forwardKernel(sh.hd, !!keep, true), {
+  const [po, pm, pl] = runWgsl(backend, forwardKernel(sh.hd, !!keep, true, tokenMajor), {
     inputs: ins,
     outputs: [{ shape: [rows * nSplit, sh.hd], dtype: 'float32' }, { shape: [rows * nSplit], dtype: 'float32' }, { shape: [rows * nSplit], dtype: 'float32' }],
     uniforms: uniforms(sh, causal, nSplit),
@@ -631,7 +662,7 @@ function rowSplits(sh: FlashShapes, keysPerGroup: number): number {
 }
 
 /**
- * Backward: dq [B, H, T, hd], dk, dv [B, kvH, S, hd] as tensors, from dout [B, T, H·hd] and the
+ * Backward: dq, dk, dv (shaped as q, k, v) as tensors, from dout [B, T, H·hd] and the
  * forward's out and lse. Call inside a tidy (temporaries are engine tensors).
  */
 export function flashBackward(
@@ -643,13 +674,14 @@ export function flashBackward(
   lse: tf.Tensor,
   dout: tf.Tensor,
   causal: boolean,
+  tokenMajor = false,
   splits?: number,
 ): { dq: tf.Tensor; dk: tf.Tensor; dv: tf.Tensor } {
-  const sh = checkInputs(q, k, v, keep);
+  const sh = checkInputs(q, k, v, keep, tokenMajor);
   const backend = tf.backend();
   const r = (sh.h / sh.kvH) * sh.t;
   const kp = keep ? [keep] : [];
-  const [dqI, deltaI] = runWgsl(backend, dqKernel(sh.hd, !!keep), {
+  const [dqI, deltaI] = runWgsl(backend, dqKernel(sh.hd, !!keep, tokenMajor), {
     inputs: [q, k, v, out, dout, lse, ...kp],
     outputs: [{ shape: q.shape, dtype: 'float32' }, { shape: [sh.b, sh.h, sh.t], dtype: 'float32' }],
     uniforms: uniforms(sh, causal),
@@ -661,8 +693,8 @@ export function flashBackward(
   const paired = sh.hd % 8 === 0 && pairedDkv;
   const keysPerGroup = paired ? WG / 2 : WG;
   const ns = splits ?? rowSplits(sh, keysPerGroup);
-  const partShape = ns === 1 ? k.shape : [sh.b * sh.kvH, ns, sh.s * sh.hd];
-  const [dkI, dvI] = runWgsl(backend, (paired ? dkvPairKernel : dkvKernel)(sh.hd, !!keep), {
+  const partShape = ns === 1 ? k.shape : [ns, sh.b * sh.kvH * sh.s * sh.hd];
+  const [dkI, dvI] = runWgsl(backend, (paired ? dkvPairKernel : dkvKernel)(sh.hd, !!keep, tokenMajor), {
     inputs: [q, k, v, dout, lse, delta, ...kp],
     outputs: [{ shape: partShape, dtype: 'float32' }, { shape: partShape, dtype: 'float32' }],
     uniforms: uniforms(sh, causal, ns),
@@ -675,8 +707,8 @@ export function flashBackward(
   if (ns > 1) {
     const pk = dk;
     const pv = dv;
-    dk = tf.sum(pk, 1).reshape(k.shape);
-    dv = tf.sum(pv, 1).reshape(v.shape);
+    dk = tf.sum(pk, 0).reshape(k.shape);
+    dv = tf.sum(pv, 0).reshape(v.shape);
     tf.dispose([pk, pv]);
   }
   return { dq, dk, dv };

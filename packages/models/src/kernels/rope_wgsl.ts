@@ -3,13 +3,14 @@ import { PeftError, dispatch1d, runWgsl, type WgslKernel } from '@peftjs/core';
 
 /**
  * `peftjs.Rope` on webgpu: out = x·cos + swap(x)·sinSigned (or, transposed, x·cos + swap(x·sinSigned)),
- * x [B, H, T, D], cos / sinSigned [1 or B, 1, T, D]; one thread per output element. Each product is
- * rounded to float32 and then summed, as the reference.
+ * x [B, H, T, D], cos / sinSigned [1 or B, 1, T, D] — or any x [B, A1, A2, D] with tables
+ * [1 or B, 1 or A1, 1 or A2, D] (the token-major [B, T, H, D] with [1 or B, T, 1, D] tables the flash
+ * attention path uses); one thread per output element.
  */
 const kernel: WgslKernel = {
-  key: 'rope',
+  key: 'rope:bcast',
   code: () => /* wgsl */ `
-struct U { n: u32, H: u32, T: u32, D: u32, tableB: u32, transpose: u32 }
+struct U { n: u32, A1: u32, A2: u32, D: u32, c0: u32, c1: u32, c2: u32, transpose: u32 }
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> cosT: array<f32>;
@@ -22,9 +23,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let half = u.D / 2u;
   let d = i % u.D;
   let row = i / u.D;
-  let t = row % u.T;
-  let b = row / (u.T * u.H);
-  let c = select(0u, b, u.tableB > 1u) * u.T * u.D + t * u.D + d;
+  let a2 = row % u.A2;
+  let a1 = (row / u.A2) % u.A1;
+  let b = row / (u.A2 * u.A1);
+  let c = ((select(0u, b, u.c0 > 1u) * u.c1 + select(0u, a1, u.c1 > 1u)) * u.c2 + select(0u, a2, u.c2 > 1u)) * u.D + d;
   let lo = d < half;
   let partner = select(i - half, i + half, lo);
   // the sin entry: the output's own, or (transposed) the partner's
@@ -37,16 +39,17 @@ export function ropeWebgpu({ inputs, attrs, backend }: { inputs: { x: tf.Tensor;
   const x = inputs.x as unknown as tf.TensorInfo;
   const cos = inputs.cos as unknown as tf.TensorInfo;
   const sin = inputs.sin as unknown as tf.TensorInfo;
-  const [b, h, t, d] = x.shape;
-  const cb = cos.shape[0];
+  const [b, a1, a2, d] = x.shape;
+  const [c0, c1, c2] = cos.shape;
+  const fits = (c: number, n: number) => c === 1 || c === n;
   const ok = x.shape.length === 4 && d % 2 === 0 && x.dtype === 'float32' && cos.dtype === 'float32' && sin.dtype === 'float32' &&
-    tf.util.arraysEqual(cos.shape, sin.shape) && cos.shape.length === 4 && (cb === 1 || cb === b) && cos.shape[1] === 1 && cos.shape[2] === t && cos.shape[3] === d;
-  if (!ok) throw new PeftError('INVALID_ARGUMENT', `peftjs.Rope: x must be float32 [B, H, T, D] (D even) and cos / sin [1 or B, 1, T, D]; got x [${x.shape}], cos [${cos.shape}], sin [${sin.shape}]`);
-  const n = b * h * t * d;
+    tf.util.arraysEqual(cos.shape, sin.shape) && cos.shape.length === 4 && fits(c0, b) && fits(c1, a1) && fits(c2, a2) && cos.shape[3] === d;
+  if (!ok) throw new PeftError('INVALID_ARGUMENT', `peftjs.Rope: x must be float32 [B, H, T, D] (D even) and cos / sin [1 or B, 1, T, D] (or broadcastable to x); got x [${x.shape}], cos [${cos.shape}], sin [${sin.shape}]`);
+  const n = b * a1 * a2 * d;
   const [out] = runWgsl(backend, kernel, {
     inputs: [x, cos, sin],
     outputs: [{ shape: [...x.shape], dtype: 'float32' }],
-    uniforms: [n, h, t, d, cb, attrs.transpose ? 1 : 0].map((v) => ({ type: 'uint32' as const, data: [v] })),
+    uniforms: [n, a1, a2, d, c0, c1, c2, attrs.transpose ? 1 : 0].map((v) => ({ type: 'uint32' as const, data: [v] })),
     workgroups: dispatch1d(n, 64),
     name: 'Rope',
   });
