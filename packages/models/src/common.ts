@@ -168,23 +168,28 @@ function slabCapacity(c: KVCache, n: number): number {
 function storeInSlab(c: KVCache, layer: number, k: tf.Tensor, v: tf.Tensor): { key: tf.Tensor; value: tf.Tensor } {
   let slab = c.slabs[layer];
   const t = k.shape[2] as number;
-  if (slab && t === 1) {
-    if (slab.length + 1 > slab.capacity) {
-      const capacity = slabCapacity(c, 2 * slab.capacity);
-      const grown = slabCopy(slab.key, slab.value, slab.length, null, capacity);
-      slab = { ...grown, length: slab.length, capacity };
-      c.setSlab(layer, slab);
-    }
+  if (slab && slab.length + t > slab.capacity) {
+    const capacity = slabCapacity(c, Math.max(2 * slab.capacity, slab.length + t + 1));
+    slab = { ...slabCopy(slab.key, slab.value, slab.length, null, capacity), length: slab.length, capacity };
+    c.setSlab(layer, slab);
+  }
+  if (slab && t === 1 && !isRecordingGradients()) {
     pendingDecode.set(k, { slab, value: v });
     return { key: k, value: v };
   }
-  // a prompt (or a past handed in, e.g. prefix tuning's): attended as full tensors, then kept in a slab
+  // a prompt, a past handed in (e.g. prefix tuning's) or a step whose gradient is recorded: attended as
+  // full tensors (the gradient flows into k, v), stored in the slab
   const past = slab ? { key: slabRows(slab.key, slab.length), value: slabRows(slab.value, slab.length) } : c.keys[layer] && c.values[layer] ? { key: c.keys[layer]!, value: c.values[layer]! } : null;
   const key = past ? tf.concat([past.key, k], 2) : k;
   const value = past ? tf.concat([past.value, v], 2) : v;
-  const n = key.shape[2] as number;
-  const capacity = slabCapacity(c, n + 1);
-  c.setSlab(layer, { ...slabCopy(key, value, n, null, capacity), length: n, capacity });
+  if (slab) {
+    slabCopy(k, v, t, slab, slab.capacity, slab.length);
+    slab.length += t;
+  } else {
+    const n = key.shape[2] as number;
+    const capacity = slabCapacity(c, n + 1);
+    c.setSlab(layer, { ...slabCopy(key, value, n, null, capacity), length: n, capacity });
+  }
   return { key, value };
 }
 
@@ -428,6 +433,52 @@ function arrayPositions(ids: number[][], past: number, batch: number, seqLen: nu
   return isDefault ? 'default' : max + 1;
 }
 
+/** Mask elements (B·T·S) up to which a plain-array mask is built in JS on webgpu. */
+const JS_MASK_LIMIT = 1 << 16;
+
+/**
+ * prepareInputs' keep-vector, additive mask and row-keep built in JS from a plain-array mask (webgpu,
+ * small masks: a decode step's): the same values as the tensor composition (0/1 keep as int32 then
+ * float, −0 for a visible key and MASK_MIN for a hidden one, 1/0 row-keep), as three uploads and no
+ * kernels, where the composition runs five to seven small kernels a forward.
+ */
+function masksFromArray(m: number[][], batch: number, seqLen: number, past: number, currentOnly: boolean): { mask: tf.Tensor; rowKeep: tf.Tensor | null } {
+  const total = past + seqLen;
+  const keepVals = new Float32Array(batch * total);
+  for (let b = 0; b < batch; b++) {
+    const row = Int32Array.from(m[b]);
+    const base = b * total;
+    if (currentOnly) {
+      keepVals.fill(1, base, base + past);
+      keepVals.set(row, base + past);
+    } else {
+      keepVals.set(row, base);
+    }
+  }
+  const maskVals = new Float32Array(batch * seqLen * total);
+  const rowVals = new Float32Array(batch * seqLen);
+  for (let b = 0; b < batch; b++) {
+    for (let i = 0; i < seqLen; i++) {
+      const o = (b * seqLen + i) * total;
+      // causal: query i (at past + i) sees keys ≤ past + i; a decode step (T = 1) sees every key
+      const seen = seqLen > 1 ? past + i + 1 : total;
+      let any = 0;
+      for (let j = 0; j < total; j++) {
+        const vis = j < seen ? keepVals[b * total + j] : 0;
+        maskVals[o + j] = (1 - vis) * MASK_MIN;
+        if (vis > any) any = vis;
+      }
+      rowVals[b * seqLen + i] = any;
+    }
+  }
+  const keep = tf.tensor2d(keepVals, [batch, total]);
+  const mask = tf.tensor4d(maskVals, [batch, 1, seqLen, total]);
+  maskSources.set(mask, { keep, causal: true });
+  // as the composition: a row-keep only where a query may see no key (never with a current-only mask)
+  const maybeBlind = !currentOnly && m.some((r) => r.slice(0, past + 1).every((v) => v === 0));
+  return { mask, rowKeep: maybeBlind ? tf.tensor4d(rowVals, [batch, 1, seqLen, 1]) : null };
+}
+
 /** The inputs of a forward, converted and checked once for every layer. */
 export interface Prepared {
   batch: number;
@@ -503,6 +554,7 @@ export function prepareInputs(
     if (pos.rank !== 2 || (pos.shape[0] !== batch && pos.shape[0] !== 1) || pos.shape[1] !== seqLen) {
       throw new PeftError('INVALID_ARGUMENT', `${opts.what}: positionIds must be [${batch}, ${seqLen}], got [${pos.shape}]`);
     }
+    if (typeof bound === 'number') notePositionBound(pos, bound);
   }
 
   let keep: tf.Tensor | null = null; // [B, S] float 1/0
@@ -516,6 +568,9 @@ export function prepareInputs(
       throw new PeftError('INVALID_ARGUMENT', `${opts.what}: attentionMask must be [${batch}, ${total}] (past ${pastLength} + ${seqLen} positions), got [${shape}]`);
     }
     // an all-ones mask (checked only when it is a plain array: no read-back) is no mask
+    if (Array.isArray(attentionMask) && !allOnes(attentionMask) && tf.getBackend() === 'webgpu' && batch * seqLen * total <= JS_MASK_LIMIT) {
+      return { batch, seqLen, pastLength, ids, embeds, positionIds: pos, ...masksFromArray(attentionMask, batch, seqLen, pastLength, currentOnly), cache, store };
+    }
     if (!(Array.isArray(attentionMask) && allOnes(attentionMask))) {
       let m = toIdsTensor(attentionMask, 'attentionMask');
       if (currentOnly) m = tf.concat([tf.ones([batch, pastLength], 'int32'), m], 1);
@@ -524,7 +579,6 @@ export function prepareInputs(
       // a plain-array mask tells without a read-back whether any row is like that
       maybeBlind = !currentOnly && (!Array.isArray(attentionMask) || attentionMask.some((r) => r.slice(0, pastLength + 1).every((v) => v === 0)));
     }
-    if (typeof bound === 'number') notePositionBound(pos, bound);
   }
 
   let mask = visibility(batch, seqLen, total, keep, true);

@@ -125,6 +125,32 @@ describe.skipIf(!onGpu)('generate on webgpu', () => {
     model.dispose();
   });
 
+  it('a decode step under gradient recording attends full tensors: the gradient equals that of a read-only past', async () => {
+    const model = smallModel();
+    const base = model.model as unknown as CausalLMBase;
+    // layer 1's v_proj LoRA B: its gradient flows through this step's value only
+    const w = [...model.namedParameters()].find(([n, p]) => p.trainable && n.includes('layers.1.') && n.includes('v_proj') && n.includes('lora_B'))![1] as tf.Variable;
+    const cache = new KVCache();
+    base.forward({ inputIds: [[5, 17, 42, 99]], pastKeyValues: cache, useCache: true }).logits.dispose();
+    const grad = async (store: boolean) => {
+      const { value, grads } = tf.variableGrads(() => {
+        const { logits } = base.forward({ inputIds: [[7]], pastKeyValues: cache, useCache: store });
+        return tf.sum(tf.mul(logits, tf.range(0, 512, 1, 'float32').div(512)));
+      }, [w]);
+      const g = await grads[w.name].data();
+      tf.dispose([value, ...Object.values(grads)]);
+      return g;
+    };
+    const readOnly = await grad(false);
+    expect(cache.length).toBe(4);
+    const stored = await grad(true);
+    expect(cache.length).toBe(5);
+    expect(Math.max(...readOnly.map(Math.abs))).toBeGreaterThan(0);
+    expect(Array.from(stored)).toEqual(Array.from(readOnly));
+    cache.dispose();
+    model.dispose();
+  });
+
   it('a head dim the slab kernel does not take (80) falls back to the slab rows and still equals cpu', async () => {
     const model = smallModel(80);
     const opts = { ...PADDED, maxNewTokens: 6, eosTokenId: [], padTokenId: 0 };
