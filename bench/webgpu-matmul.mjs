@@ -13,7 +13,7 @@
 import * as tf from '@tensorflow/tfjs';
 import * as core from '@peftjs/core';
 
-const { initBackend, fusedMatMul, loraLinearOp, setFastPathsEnabled, wgslMatmul, planMatmul, MATMUL_TILES, toTensor, GpuProfiler, matmulTuning } = core;
+const { initBackend, fusedMatMul, loraLinearOp, setFastPathsEnabled, setFusedLoraForward, wgslMatmul, planMatmul, MATMUL_TILES, toTensor, GpuProfiler, matmulTuning } = core;
 const argv = process.argv.slice(2);
 const opt = (name, def) => {
   const i = argv.indexOf(`--${name}`);
@@ -122,7 +122,10 @@ for (const c of cases) {
     tfjsT = await time(call);
     setFastPathsEnabled(true);
     oursT = await time(call);
-    plan = 'xa, then base + s·xa·Bᵀ';
+    setFusedLoraForward(false);
+    const two = await time(call);
+    setFusedLoraForward(true);
+    plan = `one dispatch | as two WGSL products: wall ${fmt(two.wall)} gpu ${fmt(two.gpu)}`;
     tf.dispose([base, x, A, B]);
   } else {
     const lead = c.batch ? [c.batch] : [];

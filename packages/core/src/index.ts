@@ -132,6 +132,6 @@ export {
   type MatmulPlan,
 } from './kernels/webgpu/matmul';
 export { matmulOp, fusedMatMul, matmulGradients, type FusedMatMulOptions } from './kernels/webgpu/matmul_op';
-export { WGSL_MATMUL } from './kernels/webgpu/linear';
+export { WGSL_MATMUL, setFusedLoraForward } from './kernels/webgpu/linear';
 export { useWgslForTfjsMatMul, wgslForTfjsMatMul } from './kernels/webgpu/tfjs_matmul';
 export { installWebgpuElementwise, uninstallWebgpuElementwise } from './kernels/webgpu/elementwise';

@@ -7,7 +7,7 @@ import { initBackend } from '../../backend';
 import { checkConformance, setBackendFastPaths } from '../registry';
 import { batchMatMulOp, linearOp, loraLinearOp } from '../ops';
 import { fusedMatMul, matmulOp } from './matmul_op';
-import { WGSL_MATMUL } from './linear';
+import { WGSL_MATMUL, setFusedLoraForward } from './linear';
 
 const report = await initBackend({ prefer: 'webgpu', allowSoftwareGpu: true }).catch((e: Error) => e);
 const onGpu = !(report instanceof Error) && tf.getBackend() === 'webgpu';
@@ -37,18 +37,26 @@ describe.skipIf(!onGpu)('WGSL matmul fast paths (webgpu)', () => {
     expect(r.ok, JSON.stringify(r)).toBe(true);
   });
 
-  it.each([
-    { scaling: 1, rows: [2, 3], inF: 5, out: 6, r: 4 },
-    { scaling: 0.5, rows: [37], inF: 12, out: 9, r: 8 },
-    { scaling: 2, rows: [4], inF: 3, out: 2, r: 1 },
-  ])('peftjs.LoraLinear: scaling $scaling, r = $r', async ({ scaling, rows, inF, out, r }) => {
-    const rep = await checkConformance(
-      loraLinearOp,
-      () => ({ base: tf.randomNormal([...rows, out]), x: tf.randomNormal([...rows, inF]), loraA: tf.randomNormal([r, inF]), loraB: tf.randomNormal([out, r]) }),
-      { scaling },
-    );
-    expect(rep.ok, JSON.stringify(rep)).toBe(true);
-  });
+  for (const fused of [true, false]) {
+    it.each([
+      { scaling: 1, rows: [2, 3], inF: 5, out: 6, r: 4 },
+      { scaling: 0.5, rows: [37], inF: 70, out: 9, r: 8 },
+      { scaling: 2, rows: [4], inF: 3, out: 2, r: 1 },
+      { scaling: 0.25, rows: [1, 3], inF: 130, out: 5, r: 48 },
+    ])(`peftjs.LoraLinear${fused ? ' (one dispatch)' : ' (two products)'}: scaling $scaling, r = $r`, async ({ scaling, rows, inF, out, r }) => {
+      setFusedLoraForward(fused);
+      try {
+        const rep = await checkConformance(
+          loraLinearOp,
+          () => ({ base: tf.randomNormal([...rows, out]), x: tf.randomNormal([...rows, inF]), loraA: tf.randomNormal([r, inF]), loraB: tf.randomNormal([out, r]) }),
+          { scaling },
+        );
+        expect(rep.ok, JSON.stringify(rep)).toBe(true);
+      } finally {
+        setFusedLoraForward(true);
+      }
+    });
+  }
 
   it.each([
     { a: [2, 3, 4, 5], b: [2, 3, 5, 6] },

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { registerFastPath, type Op } from '../registry';
 import { matmulSupports, originalKernels, runMatmul } from './matmul';
 import { useWgslForTfjsMatMul } from './tfjs_matmul';
+import { loraFusedSupports, runLoraFused } from './lowrank';
 import { fusedMatMul, matmulGradients, matmulOp, reduceToShape } from './matmul_op';
 
 /**
@@ -9,8 +10,8 @@ import { fusedMatMul, matmulGradients, matmulOp, reduceToShape } from './matmul_
  *
  *  - peftjs.Linear: y = x·Wᵀ + b in one dispatch (W read transposed in place, bias in the epilogue).
  *    Backward: dx = dy·W; dW = dyᵀ·x; db = Σ dy — thunks, so a frozen W costs nothing.
- *  - peftjs.LoraLinear: xa = x·Aᵀ [rows, r], then out = base + s·xa·Bᵀ (base in the epilogue): two
- *    dispatches. Backward: dx = s·(dy·B)·A, dA = s·(dy·B)ᵀ·x, dB = s·dyᵀ·xa, each its own thunk.
+ *  - peftjs.LoraLinear: base + s·(x·Aᵀ)·Bᵀ in one dispatch (./lowrank.ts; r ≤ 256), else xa = x·Aᵀ
+ *    [rows, r], then out = base + s·xa·Bᵀ with base in the matmul's epilogue. Backward: dx = s·(dy·B)·A, dA = s·(dy·B)ᵀ·x, dB = s·dyᵀ·xa, each its own thunk.
  *  - peftjs.BatchMatMul and peftjs.MatMul: batched products, gradients with transposed layouts.
  *
  * `setBackendFastPaths('webgpu', false, WGSL_MATMUL)` parks them all (the ops then run their tfjs
@@ -36,6 +37,15 @@ function tfjsKernel(name: string, backend: unknown, inputs: Record<string, Info>
 
 
 let registered = false;
+
+let fusedLora = true;
+/**
+ * LoRA's forward as one dispatch (./lowrank.ts, default) or as two WGSL products (xa = x·Aᵀ, then
+ * base + s·xa·Bᵀ in the matmul's epilogue); a switch for benchmarks and debugging.
+ */
+export function setFusedLoraForward(on: boolean): void {
+  fusedLora = on;
+}
 
 /** PEFTJS_WGSL_TFJS_MATMUL=1: replace tfjs's webgpu matMul kernels too, on the first fast-path call. */
 let envChecked = false;
@@ -99,6 +109,8 @@ export function registerWebgpuFastPaths(
     kernelFunc: ({ inputs, attrs, backend }) => {
       checkEnv();
       const { base, x, loraA, loraB } = inputs;
+      const maxShared = (backend as { device: GPUDevice }).device.limits.maxComputeWorkgroupStorageSize;
+      if (fusedLora && loraFusedSupports(x, loraA, loraB, maxShared)) return runLoraFused(backend, { base, x, loraA, loraB, scaling: attrs.scaling });
       const xa = runMatmul(backend, { a: as2d(x), b: loraA, transB: true }); // [rows, r]
       const out = runMatmul(backend, { a: xa, b: loraB, transB: true, c: base, alpha: attrs.scaling, beta: 1, outShape: base.shape });
       (backend as { disposeData(id: unknown): void }).disposeData(xa.dataId);

@@ -1,0 +1,137 @@
+import * as tf from '@tensorflow/tfjs';
+import { PeftError } from '../../errors';
+import { dispatch1d, runWgsl, type WgslKernel } from './runner';
+
+/**
+ * LoRA's whole forward update in one dispatch:
+ *
+ *     out[M, N] = base + s · (x[M, K] · A[R, K]ᵀ) · B[N, R]ᵀ
+ *
+ * Each workgroup owns TM rows: it computes their xa = s·x·Aᵀ [TM, R] in workgroup memory (x and A
+ * staged KT columns at a time, each output summed by G threads then reduced), then writes every column
+ * of those rows: out = base + xa·Bᵀ (R FMAs an element, base and out read/written coalesced along N).
+ * Two tfjs-level products (xa, then the epilogue) would be two dispatches; a training step on webgpu is
+ * bound by dispatches, and this work is small (r ≪ K, N). R ≤ 256.
+ */
+
+const THREADS = 256;
+const KT = 64;
+
+function lowRankPlan(R: number) {
+  const TM = R <= 32 ? 8 : Math.max(1, Math.floor(THREADS / R));
+  const G = Math.max(1, Math.floor(THREADS / (TM * R)));
+  return { TM, G };
+}
+
+function lowRankKernel(R: number): WgslKernel {
+  const { TM, G } = lowRankPlan(R);
+  const outs = TM * R;
+  return {
+    key: `peftjsLoraFused:${R}`,
+    code: () => /* wgsl */ `
+struct U { M: u32, N: u32, K: u32, s: f32 }
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> base: array<f32>;
+@group(0) @binding(2) var<storage, read> X: array<f32>;
+@group(0) @binding(3) var<storage, read> A: array<f32>;
+@group(0) @binding(4) var<storage, read> B: array<f32>;
+@group(0) @binding(5) var<uniform> u: U;
+var<workgroup> xs: array<f32, ${TM * KT}>;
+var<workgroup> as_: array<f32, ${R * KT}>;
+var<workgroup> part: array<f32, ${G * outs}>;
+var<workgroup> xa: array<f32, ${outs}>;
+
+@compute @workgroup_size(${THREADS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let m0 = (wid.x + wid.y * nwg.x) * ${TM}u;
+  // phase 1: xa[TM][R] = x[m0.., :] · Aᵀ; thread t sums output o = t % (TM·R) over kk ≡ g (mod G)
+  let o = t % ${outs}u;
+  let g = t / ${outs}u;
+  let row = o / ${R}u;
+  let j = o % ${R}u;
+  var acc = 0.0;
+  for (var k0 = 0u; k0 < u.K; k0 = k0 + ${KT}u) {
+    for (var i = t; i < ${TM * KT}u; i = i + ${THREADS}u) {
+      let r = i / ${KT}u;
+      let k = k0 + i % ${KT}u;
+      var v = 0.0;
+      if (m0 + r < u.M && k < u.K) { v = X[(m0 + r) * u.K + k]; }
+      xs[i] = v;
+    }
+    for (var i = t; i < ${R * KT}u; i = i + ${THREADS}u) {
+      let r = i / ${KT}u;
+      let k = k0 + i % ${KT}u;
+      var v = 0.0;
+      if (k < u.K) { v = A[r * u.K + k]; }
+      as_[i] = v;
+    }
+    workgroupBarrier();
+    if (g < ${G}u) {
+      for (var kk = g; kk < ${KT}u; kk = kk + ${G}u) {
+        acc = fma(xs[row * ${KT}u + kk], as_[j * ${KT}u + kk], acc);
+      }
+    }
+    workgroupBarrier();
+  }
+  if (g < ${G}u) { part[g * ${outs}u + o] = acc; }
+  workgroupBarrier();
+  if (t < ${outs}u) {
+    var s = 0.0;
+    for (var q = 0u; q < ${G}u; q = q + 1u) { s = s + part[q * ${outs}u + t]; }
+    xa[t] = s * u.s;
+  }
+  workgroupBarrier();
+  // phase 2: out[m, n] = base[m, n] + Σ_j xa[row][j] · B[n, j], consecutive threads along n
+  for (var e = t; e < ${TM}u * u.N; e = e + ${THREADS}u) {
+    let r = e / u.N;
+    let n = e % u.N;
+    let m = m0 + r;
+    if (m < u.M) {
+      var v = 0.0;
+      for (var q = 0u; q < ${R}u; q = q + 1u) { v = fma(xa[r * ${R}u + q], B[n * ${R}u + q], v); }
+      out[m * u.N + n] = base[m * u.N + n] + v;
+    }
+  }
+}`,
+  };
+}
+
+/** Whether the one-dispatch LoRA update applies (float32, r ≤ 256, workgroup memory enough). */
+export function loraFusedSupports(x: tf.TensorInfo, loraA: tf.TensorInfo, loraB: tf.TensorInfo, maxShared = 16384): boolean {
+  const R = loraA.shape[0];
+  if (loraA.shape.length !== 2 || loraB.shape.length !== 2 || loraB.shape[1] !== R || R < 1 || R > 256) return false;
+  if ([x, loraA, loraB].some((t) => t.dtype !== 'float32')) return false;
+  const { TM, G } = lowRankPlan(R);
+  const shared = (TM * KT + R * KT + G * TM * R + TM * R) * 4;
+  return shared <= maxShared;
+}
+
+/**
+ * base + s·(x·Aᵀ)·Bᵀ in one dispatch: x [..., K] (rows = all but the last dim), A [R, K], B [N, R],
+ * base [..., N] with the same rows. Returns a new TensorInfo shaped like base.
+ */
+export function runLoraFused(backend: unknown, args: { base: tf.TensorInfo; x: tf.TensorInfo; loraA: tf.TensorInfo; loraB: tf.TensorInfo; scaling: number }): tf.TensorInfo {
+  const { base, x, loraA, loraB } = args;
+  const K = x.shape[x.shape.length - 1];
+  const M = tf.util.sizeFromShape(x.shape) / Math.max(K, 1);
+  const [R, Ka] = loraA.shape;
+  const N = loraB.shape[0];
+  if (Ka !== K || loraB.shape[1] !== R) {
+    throw new PeftError('SHAPE_MISMATCH', `LoRA update: x [${x.shape}], lora_A [${loraA.shape}], lora_B [${loraB.shape}] do not chain (A must be [r, ${K}], B [out, r])`);
+  }
+  if (tf.util.sizeFromShape(base.shape) !== M * N) throw new PeftError('SHAPE_MISMATCH', `LoRA update: base [${base.shape}] is not [${M} rows, ${N}]`);
+  const { TM } = lowRankPlan(R);
+  const [out] = runWgsl(backend, lowRankKernel(R), {
+    inputs: [base, x, loraA, loraB],
+    outputs: [{ shape: base.shape, dtype: 'float32' }],
+    uniforms: [
+      { type: 'uint32', data: [M] },
+      { type: 'uint32', data: [N] },
+      { type: 'uint32', data: [K] },
+      { type: 'float32', data: [args.scaling] },
+    ],
+    workgroups: dispatch1d(M, TM),
+    name: 'peftjsLoraFused',
+  });
+  return out;
+}
