@@ -1,6 +1,32 @@
 import { z } from 'zod';
 import { PeftError } from './errors';
+import { MAX_JSON_DEPTH, checkJsonDepth } from './io/fs';
 
+/** float32's largest finite value: a config number beyond it can only become ±Inf (then NaN) in the model. */
+const FLOAT32_MAX = 3.4028234663852886e38;
+
+/** A value from a config briefly, for a message (never whole: it may be huge or deep). */
+function brief(v: unknown): string {
+  if (v === null || typeof v === 'number' || typeof v === 'boolean') return String(v);
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  return v === undefined ? 'nothing' : `an ${typeof v}`;
+}
+
+/** Refuses numbers float32 cannot hold (lora_alpha 1e308 …), naming the field; no recursion. */
+function checkNumbers(data: Record<string, unknown>, where: string, snake: boolean): void {
+  const stack: [unknown, string][] = Object.entries(data).map(([k, v]) => [v, snake ? camelToSnake(k) : k]);
+  while (stack.length) {
+    const [v, path] = stack.pop()!;
+    if (typeof v === 'number') {
+      if (!Number.isFinite(v) || Math.abs(v) > FLOAT32_MAX) {
+        throw new PeftError('INVALID_CONFIG', `${where}: field "${path}" = ${v} is beyond float32's range; the model could only compute Inf or NaN with it`);
+      }
+    } else if (v && typeof v === 'object') {
+      for (const [k, c] of Object.entries(v)) stack.push([c, `${path}.${k}`]);
+    }
+  }
+}
 /** HF PEFT's task types. */
 export const TaskType = {
   CAUSAL_LM: 'CAUSAL_LM',
@@ -54,6 +80,7 @@ function describeIssue(issue: z.core.$ZodIssue, snake: boolean): string {
 }
 
 function deepEqual(a: unknown, b: unknown): boolean {
+  // values are depth-checked before they get here, so JSON.stringify cannot overflow the stack
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
@@ -110,10 +137,16 @@ export function parseFields(shape: ConfigShape, input: unknown, where: string, s
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new PeftError('INVALID_CONFIG', `${where}: expected an object of config fields`);
   }
+  try {
+    checkJsonDepth(input, where, MAX_JSON_DEPTH);
+  } catch (e) {
+    throw new PeftError('INVALID_CONFIG', (e as Error).message);
+  }
   const result = z.object(shape).strict().safeParse(input);
   if (!result.success) {
-    throw new PeftError('INVALID_CONFIG', `${where}: ${result.error.issues.map((i) => describeIssue(i, snake)).join('; ')}`);
+    throw new PeftError('INVALID_CONFIG', `${where}: ${result.error.issues.slice(0, 8).map((i) => describeIssue(i, snake)).join('; ')}`);
   }
+  checkNumbers(result.data as Record<string, unknown>, where, snake);
   return result.data as Record<string, unknown>;
 }
 
@@ -122,12 +155,18 @@ export function parseFields(shape: ConfigShape, input: unknown, where: string, s
  * defaults, unknown keys rejected by name.
  */
 export function configFromHfJson<C extends PeftConfig>(cls: PeftConfigClass<C>, json: Record<string, unknown>, source: string): C {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new PeftError('INVALID_CONFIG', `${source}: expected a JSON object`);
+  try {
+    checkJsonDepth(json, source, MAX_JSON_DEPTH);
+  } catch (e) {
+    throw new PeftError('INVALID_CONFIG', (e as Error).message);
+  }
   const camel: Record<string, unknown> = {};
   const unknown: string[] = [];
   for (const [key, value] of Object.entries(json)) {
     if (key === 'peft_type') {
       if (value !== cls.peftType) {
-        throw new PeftError('INVALID_CONFIG', `${source}: peft_type "${String(value)}" where ${cls.peftType} was expected`);
+        throw new PeftError('INVALID_CONFIG', `${source}: peft_type ${brief(value)} where ${cls.peftType} was expected`);
       }
       continue;
     }
@@ -137,7 +176,7 @@ export function configFromHfJson<C extends PeftConfig>(cls: PeftConfigClass<C>, 
       if (!deepEqual(value, def) && !(isEmpty && (def === null || deepEqual(def, {}) || deepEqual(def, [])))) {
         throw new PeftError(
           'UNSUPPORTED',
-          `${source}: field "${key}" = ${JSON.stringify(value)} is not supported by peftjs (only ${JSON.stringify(def)})`,
+          `${source}: field "${key}" = ${brief(value)} is not supported by peftjs (only ${JSON.stringify(def)})`,
         );
       }
       continue;
@@ -150,7 +189,8 @@ export function configFromHfJson<C extends PeftConfig>(cls: PeftConfigClass<C>, 
     camel[ck] = value;
   }
   if (unknown.length) {
-    throw new PeftError('INVALID_CONFIG', `${source}: unknown field${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `"${k}"`).join(', ')} for ${cls.peftType}`);
+    const names = unknown.slice(0, 8).map((k) => brief(k)).join(', ') + (unknown.length > 8 ? ` and ${unknown.length - 8} more` : '');
+    throw new PeftError('INVALID_CONFIG', `${source}: unknown field${unknown.length > 1 ? 's' : ''} ${names} for ${cls.peftType}`);
   }
   // validate with snake_case names in messages, then build
   parseFields(cls.shape, camel, source, true);

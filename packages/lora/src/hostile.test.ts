@@ -4,7 +4,9 @@ import * as tf from '@tensorflow/tfjs';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PeftError, PeftModel, getPeftModel } from '@peftjs/core';
+import { PeftError, PeftModel, getPeftModel, TaskType, configFromHfJson } from '@peftjs/core';
+import { PromptTuningConfig } from '@peftjs/prompt';
+import { PromptEncoderConfig } from '@peftjs/ptuning';
 import { AutoModelForCausalLM } from '@peftjs/models';
 import { LoraConfig } from './index';
 import { hfCase } from '../../../tools/testing/fixtures';
@@ -86,5 +88,50 @@ describe('interrupted savePretrained', () => {
       }
     }
     expect(readFileSync(join(fresh, 'adapter_config.json'), 'utf8')).toMatch(/"lora_alpha": 3/);
+  });
+});
+
+describe('configs that can only give NaN, deep values, huge sizes', () => {
+  it('lora_alpha ±1e308 is refused naming the field', async () => {
+    for (const a of [1e308, -1e308, 1e39]) {
+      const e = await peftError(() => new LoraConfig({ targetModules: ['q_proj'], loraAlpha: a }));
+      expect(e.code).toBe('INVALID_CONFIG');
+      expect(e.message).toContain('loraAlpha');
+    }
+    const json = JSON.parse(readFileSync(`${hfCase('llama_lora_qv')}adapter/adapter_config.json`, 'utf8'));
+    const e = await peftError(() => configFromHfJson(LoraConfig, { ...json, lora_alpha: 1e308 }, 'adapter_config.json'));
+    expect(e.message).toContain('lora_alpha');
+    expect(e.message).toContain('adapter_config.json');
+  });
+
+  it('a deep value in an HF-only field is a PeftError, not a stack overflow', async () => {
+    const json = JSON.parse(readFileSync(`${hfCase('llama_lora_qv')}adapter/adapter_config.json`, 'utf8'));
+    let deep: unknown = 1;
+    for (let i = 0; i < 20_000; i++) deep = [deep];
+    for (const field of ['loftq_config', 'megatron_config', 'rank_pattern']) {
+      const e = await peftError(() => configFromHfJson(LoraConfig, { ...json, [field]: deep }, 'adapter_config.json'));
+      expect(e.message).toContain('adapter_config.json');
+    }
+    const dir = join(tmp, 'deep-adapter');
+    cpSync(`${hfCase('llama_lora_qv')}adapter`, dir, { recursive: true });
+    const text = JSON.stringify({ ...json, loftq_config: 'DEEP' }).replace('"DEEP"', '['.repeat(100_000) + ']'.repeat(100_000));
+    writeFileSync(join(dir, 'adapter_config.json'), text);
+    expect((await peftError(PeftModel.fromPretrained(await base(), dir))).message).toContain('adapter_config.json');
+  });
+
+  it('huge r, num_virtual_tokens and encoder_hidden_size are typed errors before allocation; nothing leaks', async () => {
+    const m = await base();
+    const before = tf.memory().numTensors;
+    for (const make of [
+      () => getPeftModel(m, new LoraConfig({ targetModules: ['q_proj'], r: 1e9 })),
+      () => getPeftModel(m, new PromptTuningConfig({ taskType: TaskType.CAUSAL_LM, numVirtualTokens: 1e9 })),
+      () => getPeftModel(m, new PromptEncoderConfig({ taskType: TaskType.CAUSAL_LM, numVirtualTokens: 4, encoderHiddenSize: 1e9 })),
+      () => getPeftModel(m, new PromptEncoderConfig({ taskType: TaskType.CAUSAL_LM, numVirtualTokens: 1e8, encoderHiddenSize: 8 })),
+      () => getPeftModel(m, new PromptEncoderConfig({ taskType: TaskType.CAUSAL_LM, numVirtualTokens: 4, encoderHiddenSize: 8, encoderReparameterizationType: 'LSTM', encoderNumLayers: 1e6 })),
+    ]) {
+      const e = await peftError(make);
+      expect(['LIMIT_EXCEEDED', 'INVALID_CONFIG']).toContain(e.code);
+      expect(tf.memory().numTensors, e.message).toBe(before);
+    }
   });
 });

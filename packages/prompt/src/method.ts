@@ -5,6 +5,7 @@ import {
   Module,
   PeftError,
   PEFT_METHOD_SPEC_VERSION,
+  checkAllocation,
   forwardWithVirtualTokens,
   getFileSystem,
   joinPath,
@@ -91,9 +92,16 @@ export function textInitIds(ids: number[], n: number): number[] {
   return Array.from({ length: reps }, () => ids).flat().slice(0, n);
 }
 
+/** Prompts longer than this are refused (checked before anything is allocated). */
+export const MAX_VIRTUAL_TOKENS = 1 << 16;
+
 function initialPrompt(model: PreTrainedModel, config: PromptTuningConfig): tf.Tensor {
   const n = config.numVirtualTokens * (config.numTransformerSubmodules ?? 1);
   const d = config.tokenDim!;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_VIRTUAL_TOKENS) {
+    throw new PeftError('LIMIT_EXCEEDED', `PromptTuningConfig: num_virtual_tokens × num_transformer_submodules = ${n} must be from 1 to ${MAX_VIRTUAL_TOKENS}`);
+  }
+  checkAllocation([n, d], `PromptTuningConfig: the prompt [num_virtual_tokens ${n}, token_dim ${d}]`);
   const words = model.getInputEmbeddings();
   const rows = (ids: number[]) => {
     const bad = ids.find((i) => i < 0 || i >= words.numEmbeddings);

@@ -1,5 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
-import { Embedding, Linear, Module, ModuleDict, PeftError, nextSeed } from '@peftjs/core';
+import { Embedding, Linear, Module, ModuleDict, PeftError, checkAllocation, nextSeed } from '@peftjs/core';
+
+/** Caps on the encoder's sizes (far above any real prompt encoder), checked before anything is allocated. */
+export const MAX_VIRTUAL_TOKENS = 1 << 16;
+export const MAX_ENCODER_HIDDEN_SIZE = 1 << 16;
+export const MAX_ENCODER_LAYERS = 64;
 
 /**
  * torch.nn.LSTM(batch_first, bidirectional) over one sequence, with PyTorch's parameter names
@@ -14,6 +19,10 @@ export class BiLSTM extends Module {
     readonly dropout: number,
   ) {
     super();
+    if (!Number.isInteger(numLayers) || numLayers < 1 || numLayers > MAX_ENCODER_LAYERS) {
+      throw new PeftError('LIMIT_EXCEEDED', `PromptEncoderConfig: encoder_num_layers ${numLayers} must be an integer from 1 to ${MAX_ENCODER_LAYERS}`);
+    }
+    for (let k = 0; k < numLayers; k++) checkAllocation([4 * hiddenSize, k === 0 ? inputSize : 2 * hiddenSize], `PromptEncoderConfig: the LSTM's weight_ih_l${k} (encoder_hidden_size ${hiddenSize})`);
     const bound = 1 / Math.sqrt(hiddenSize);
     const u = (shape: number[]) => tf.randomUniform(shape, -bound, bound, 'float32', nextSeed());
     for (let k = 0; k < numLayers; k++) {
@@ -79,6 +88,19 @@ export class PromptEncoder extends Module {
   constructor(opts: { numVirtualTokens: number; tokenDim: number; hiddenSize: number; kind: PromptEncoderKind; numLayers: number; dropout: number }) {
     super();
     const { numVirtualTokens: n, tokenDim: d, hiddenSize: h } = opts;
+    // every size checked before the first tensor is made (a failure half way would leave the rest allocated)
+    if (!Number.isInteger(n) || n < 1 || n > MAX_VIRTUAL_TOKENS) {
+      throw new PeftError('LIMIT_EXCEEDED', `PromptEncoderConfig: num_virtual_tokens ${n} must be an integer from 1 to ${MAX_VIRTUAL_TOKENS}`);
+    }
+    if (opts.kind !== 'table' && (!Number.isInteger(h) || h < 1 || h > MAX_ENCODER_HIDDEN_SIZE)) {
+      throw new PeftError('LIMIT_EXCEEDED', `PromptEncoderConfig: encoder_hidden_size ${h} must be an integer from 1 to ${MAX_ENCODER_HIDDEN_SIZE}`);
+    }
+    if (opts.kind === 'LSTM' && (!Number.isInteger(opts.numLayers) || opts.numLayers < 1 || opts.numLayers > MAX_ENCODER_LAYERS)) {
+      throw new PeftError('LIMIT_EXCEEDED', `PromptEncoderConfig: encoder_num_layers ${opts.numLayers} must be an integer from 1 to ${MAX_ENCODER_LAYERS}`);
+    }
+    if (opts.kind === 'LSTM') checkAllocation([4 * h, 2 * h], `PromptEncoderConfig: the LSTM (encoder_hidden_size ${h})`);
+    checkAllocation([n, d], `PromptEncoderConfig: the embedding [num_virtual_tokens ${n}, token_dim ${d}]`);
+    if (opts.kind !== 'table') checkAllocation([2 * h, 2 * h], `PromptEncoderConfig: the MLP head (encoder_hidden_size ${h})`);
     this.kind = opts.kind;
     this.registerModule('embedding', new Embedding(n, d));
     if (opts.kind === 'MLP') {

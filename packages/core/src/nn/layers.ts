@@ -1,11 +1,42 @@
 import * as tf from '@tensorflow/tfjs';
 import { Module, type Layer } from './module';
+import { PeftError } from '../errors';
 import { linearOp, linear2d } from '../kernels/ops';
 import { rmsNormOp } from '../kernels/webgpu/norm';
 import { nextSeed } from './random';
 
+/** The most elements one tensor made by peftjs may have (a typed array's limit; 8 GiB of float32). */
+export const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
+/** On wasm, what all tensors together may hold (its memory is 32-bit: 4 GiB), and one new tensor. */
+const WASM_MAX_BYTES = 2 ** 32 - 2 ** 28;
+const WASM_MAX_TENSOR_BYTES = 2 ** 30;
+
+/**
+ * Throws LIMIT_EXCEEDED (INVALID_ARGUMENT for a dimension that is not a non-negative integer)
+ * before a tensor of `shape` is allocated when it could not be: more than MAX_TENSOR_ELEMENTS
+ * elements, or beyond what the wasm backend's memory can hold. `what` names the parameter (and the
+ * config field that sized it) in the message; no untyped RangeError or wasm trap reaches the user.
+ */
+export function checkAllocation(shape: readonly number[], what: string, bytesPerElement = 4): void {
+  let n = 1;
+  for (const d of shape) {
+    if (!Number.isSafeInteger(d) || d < 0) throw new PeftError('INVALID_ARGUMENT', `${what}: dimension ${d} of shape [${shape}] is not a non-negative integer`);
+    n *= d;
+  }
+  if (n > MAX_TENSOR_ELEMENTS) {
+    throw new PeftError('LIMIT_EXCEEDED', `${what}: shape [${shape}] has ${n} elements, more than one tensor can hold (${MAX_TENSOR_ELEMENTS})`);
+  }
+  if (tf.getBackend() === 'wasm' && (n * bytesPerElement > WASM_MAX_TENSOR_BYTES || tf.memory().numBytes + n * bytesPerElement > WASM_MAX_BYTES)) {
+    throw new PeftError(
+      'LIMIT_EXCEEDED',
+      `${what}: shape [${shape}] needs ${((n * bytesPerElement) / 2 ** 30).toFixed(2)} GiB, beyond what the wasm backend's 4 GiB memory can hold (1 GiB a new tensor; ${(tf.memory().numBytes / 2 ** 30).toFixed(2)} GiB in use)`,
+    );
+  }
+}
+
 /** Kaiming-uniform with a = √5, PyTorch's default for Linear weights: U(-1/√fanIn, 1/√fanIn). */
 export function kaimingUniform(shape: number[], fanIn: number, seed?: number): tf.Tensor {
+  checkAllocation(shape, 'kaimingUniform');
   const bound = 1 / Math.sqrt(fanIn);
   return tf.randomUniform(shape, -bound, bound, 'float32', seed ?? nextSeed());
 }
@@ -25,6 +56,7 @@ export class Linear extends Module implements Layer {
     super();
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
+    if (!opts.weight) checkAllocation([outFeatures, inFeatures], `Linear(${inFeatures}, ${outFeatures}) weight`);
     this.registerParameter('weight', opts.weight ?? kaimingUniform([outFeatures, inFeatures], inFeatures), true, !opts.weight);
     if (opts.bias ?? true) this.registerParameter('bias', opts.biasValue ?? kaimingUniform([outFeatures], inFeatures), true, !opts.biasValue);
   }
@@ -47,6 +79,7 @@ export class Conv1D extends Module implements Layer {
     super();
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
+    checkAllocation([inFeatures, outFeatures], `Conv1D(${outFeatures}, ${inFeatures}) weight`);
     this.registerParameter('weight', tf.randomNormal([inFeatures, outFeatures], 0, 0.02, 'float32', nextSeed()), true, true);
     this.registerParameter('bias', tf.zeros([outFeatures]), true, true);
   }
@@ -72,6 +105,7 @@ export class Embedding extends Module {
     super();
     this.numEmbeddings = numEmbeddings;
     this.embeddingDim = embeddingDim;
+    if (!weight) checkAllocation([numEmbeddings, embeddingDim], `Embedding(${numEmbeddings}, ${embeddingDim}) weight`);
     this.registerParameter('weight', weight ?? tf.randomNormal([numEmbeddings, embeddingDim], 0, 1, 'float32', nextSeed()), true, !weight);
   }
   get weight(): tf.Variable {
