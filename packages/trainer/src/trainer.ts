@@ -10,6 +10,7 @@ import {
   manualSeed,
   parseSafetensors,
   rawToTensor,
+  readFileChecked,
   readJson,
   setRngState,
   stableJson,

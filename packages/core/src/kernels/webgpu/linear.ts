@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { registerFastPath, type Op } from '../registry';
 import { matmulSupports, originalKernels, runMatmul } from './matmul';
 import { useWgslForTfjsMatMul } from './tfjs_matmul';
-import { loraFusedSupports, runLoraFused } from './lowrank';
+import { loraFusedSupports, loraRowsPerWorkgroup, runLoraFused, runLoraSkinnyPair } from './lowrank';
 import { fusedMatMul, matmulGradients, matmulOp, reduceToShape } from './matmul_op';
 
 /**
@@ -37,6 +37,31 @@ function tfjsKernel(name: string, backend: unknown, inputs: Record<string, Info>
 
 
 let registered = false;
+
+const SKINNY_PAIR = 'peftjs.LoraSkinnyPair';
+/** [x·Aᵀ, dy·B] in one dispatch (an engine kernel with two outputs), or undefined where it does not apply. */
+function skinnyPair(x2: tf.Tensor, loraA: tf.Tensor, dy2: tf.Tensor, loraB: tf.Tensor): tf.Tensor[] | undefined {
+  if (tf.getBackend() !== 'webgpu') return undefined;
+  const maxShared = (tf.backend() as unknown as { device: GPUDevice }).device.limits.maxComputeWorkgroupStorageSize;
+  const R = loraA.shape[0];
+  const rows = x2.shape[0];
+  if (!loraFusedSupports(x2, loraA, loraB, maxShared) || dy2.dtype !== 'float32' || loraB.shape[1] !== R || dy2.shape[0] !== rows) return undefined;
+  if (!tf.getKernel(SKINNY_PAIR, 'webgpu')) {
+    tf.registerKernel({
+      kernelName: SKINNY_PAIR,
+      backendName: 'webgpu',
+      kernelFunc: ({ inputs, backend }) => {
+        const { x, loraA: a, dy, loraB: b } = inputs as Record<string, tf.TensorInfo>;
+        const limit = (backend as { device: GPUDevice }).device.limits.maxComputeWorkgroupStorageSize;
+        const out = runLoraSkinnyPair(backend, x, a, dy, b, limit);
+        if (!out) throw new Error(`${SKINNY_PAIR}: unsupported shapes x [${x.shape}], A [${a.shape}], dy [${dy.shape}], B [${b.shape}]`);
+        return out;
+      },
+    });
+  }
+  if (Math.ceil(rows / loraRowsPerWorkgroup(R)) > 65535 || rows === 0) return undefined;
+  return tf.engine().runKernel(SKINNY_PAIR, { x: x2, loraA, dy: dy2, loraB } as tf.NamedTensorMap, {}) as unknown as tf.Tensor[];
+}
 
 let fusedLora = true;
 /**
@@ -120,15 +145,19 @@ export function registerWebgpuFastPaths(
       // dy·B [rows, r], shared by dx and dA: computed here, in the backward pass's scope (freed with
       // it), not in a thunk (the engine's tidy around each thunk would free it after the first). One
       // dispatch fewer a layer; r columns, so it is small.
-      const dyB = fusedMatMul(t2(dy), loraB);
+      const x2 = t2(x);
+      const dy2 = t2(dy);
+      // x·Aᵀ (for dB) and dy·B (for dx and dA) as one dispatch where it applies
+      const pair = fusedLora ? skinnyPair(x2, loraA, dy2, loraB) : undefined;
+      const dyB = pair ? pair[1] : fusedMatMul(dy2, loraB);
       return {
         // a reshape shares dy's buffer (as tfjs's own Add gradient does): no copy dispatch
         base: () => tf.reshape(dy, dy.shape),
         x: () => tf.reshape(fusedMatMul(dyB, loraA, { alpha: s }), x.shape),
         // dA = s·(dy·B)ᵀ·x: [r, rows]·[rows, in]
-        loraA: () => fusedMatMul(dyB, t2(x), { transA: true, alpha: s }),
+        loraA: () => fusedMatMul(dyB, x2, { transA: true, alpha: s }),
         // dB = s·dyᵀ·xa: [out, rows]·[rows, r], xa = x·Aᵀ
-        loraB: () => fusedMatMul(t2(dy), fusedMatMul(t2(x), loraA, { transB: true }), { transA: true, alpha: s }),
+        loraB: () => fusedMatMul(dy2, pair ? pair[0] : fusedMatMul(x2, loraA, { transB: true }), { transA: true, alpha: s }),
       };
     },
   });

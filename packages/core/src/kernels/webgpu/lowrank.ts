@@ -96,6 +96,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   };
 }
 
+/** Rows of x one workgroup of the LoRA kernels handles at rank R. */
+export function loraRowsPerWorkgroup(R: number): number {
+  return lowRankPlan(R).TM;
+}
+
 /** Whether the one-dispatch LoRA update applies (float32, r ≤ 256, workgroup memory enough). */
 export function loraFusedSupports(x: tf.TensorInfo, loraA: tf.TensorInfo, loraB: tf.TensorInfo, maxShared = 16384): boolean {
   const R = loraA.shape[0];
@@ -134,4 +139,99 @@ export function runLoraFused(backend: unknown, args: { base: tf.TensorInfo; x: t
     name: 'peftjsLoraFused',
   });
   return out;
+}
+
+/**
+ * The two skinny products of LoRA's backward in one dispatch: xa = x·Aᵀ (A [R, K1]) and dyB = dy·B
+ * (B [K2, R]), both [rows, R]; workgroup row y = 0 computes the first, y = 1 the second.
+ */
+function skinnyPairKernel(R: number): WgslKernel {
+  const { TM, G } = lowRankPlan(R);
+  const outs = TM * R;
+  const body = (O: string, X: string, W: string, Kname: string, rk: boolean) => `
+    var acc = 0.0;
+    for (var k0 = 0u; k0 < u.${Kname}; k0 = k0 + ${KT}u) {
+      for (var i = t; i < ${TM * KT}u; i = i + ${THREADS}u) {
+        let r = i / ${KT}u;
+        let k = k0 + i % ${KT}u;
+        var v = 0.0;
+        if (m0 + r < u.M && k < u.${Kname}) { v = ${X}[(m0 + r) * u.${Kname} + k]; }
+        xs[i] = v;
+      }
+      for (var i = t; i < ${R * KT}u; i = i + ${THREADS}u) {
+        let r = i / ${KT}u;
+        let k = k0 + i % ${KT}u;
+        var v = 0.0;
+        if (k < u.${Kname}) { v = ${W}[${rk ? `r * u.${Kname} + k` : `k * ${R}u + r`}]; }
+        ws[i] = v;
+      }
+      workgroupBarrier();
+      if (g < ${G}u) {
+        for (var kk = g; kk < ${KT}u; kk = kk + ${G}u) {
+          acc = fma(xs[row * ${KT}u + kk], ws[j * ${KT}u + kk], acc);
+        }
+      }
+      workgroupBarrier();
+    }
+    if (g < ${G}u) { part[g * ${outs}u + o] = acc; }
+    workgroupBarrier();
+    if (t < ${outs}u && m0 + t / ${R}u < u.M) {
+      var s = 0.0;
+      for (var q = 0u; q < ${G}u; q = q + 1u) { s = s + part[q * ${outs}u + t]; }
+      ${O}[m0 * ${R}u + t] = s;
+    }`;
+  return {
+    key: `peftjsLoraSkinnyPair:${R}`,
+    code: () => /* wgsl */ `
+struct U { M: u32, K1: u32, K2: u32 }
+@group(0) @binding(0) var<storage, read_write> O1: array<f32>;
+@group(0) @binding(1) var<storage, read_write> O2: array<f32>;
+@group(0) @binding(2) var<storage, read> X1: array<f32>;
+@group(0) @binding(3) var<storage, read> W1: array<f32>;
+@group(0) @binding(4) var<storage, read> X2: array<f32>;
+@group(0) @binding(5) var<storage, read> W2: array<f32>;
+@group(0) @binding(6) var<uniform> u: U;
+var<workgroup> xs: array<f32, ${TM * KT}>;
+var<workgroup> ws: array<f32, ${R * KT}>;
+var<workgroup> part: array<f32, ${G * outs}>;
+
+@compute @workgroup_size(${THREADS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let m0 = wid.x * ${TM}u;
+  let o = t % ${outs}u;
+  let g = t / ${outs}u;
+  let row = o / ${R}u;
+  let j = o % ${R}u;
+  if (wid.y == 0u) {${body('O1', 'X1', 'W1', 'K1', true)}
+  } else {${body('O2', 'X2', 'W2', 'K2', false)}
+  }
+}`,
+  };
+}
+
+/**
+ * [x·Aᵀ, dy·B] in one dispatch: x [rows, K1], A [R, K1], dy [rows, K2], B [K2, R] (LoRA's lora_B is
+ * [out, r]: K2 = out). Returns two new TensorInfos [rows, R]; undefined where it does not apply.
+ */
+export function runLoraSkinnyPair(backend: unknown, x: tf.TensorInfo, loraA: tf.TensorInfo, dy: tf.TensorInfo, loraB: tf.TensorInfo, maxShared = 16384): [tf.TensorInfo, tf.TensorInfo] | undefined {
+  const R = loraA.shape[0];
+  const K1 = x.shape[x.shape.length - 1];
+  const K2 = dy.shape[dy.shape.length - 1];
+  const M = tf.util.sizeFromShape(x.shape) / Math.max(K1, 1);
+  if (!loraFusedSupports(x, loraA, loraB, maxShared) || dy.dtype !== 'float32') return undefined;
+  if (loraA.shape[1] !== K1 || loraB.shape[0] !== K2 || tf.util.sizeFromShape(dy.shape) !== M * K2) return undefined;
+  const { TM } = lowRankPlan(R);
+  if (Math.ceil(M / TM) > 65535 || M === 0) return undefined;
+  const outs = runWgsl(backend, skinnyPairKernel(R), {
+    inputs: [x, loraA, dy, loraB],
+    outputs: [{ shape: [M, R], dtype: 'float32' }, { shape: [M, R], dtype: 'float32' }],
+    uniforms: [
+      { type: 'uint32', data: [M] },
+      { type: 'uint32', data: [K1] },
+      { type: 'uint32', data: [K2] },
+    ],
+    workgroups: [Math.ceil(M / TM), 2, 1],
+    name: 'peftjsLoraSkinnyPair',
+  });
+  return [outs[0], outs[1]];
 }
