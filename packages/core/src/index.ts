@@ -57,6 +57,7 @@ export {
   type SafetensorsFile,
   type TensorToWrite,
 } from './io/safetensors';
+export { commitFiles, committedView, recoverFolder, COMMIT_JOURNAL, STAGING_PREFIX, type CommittedView } from './io/commit';
 export { MATMUL_LAYOUT } from './kernels/cpu';
 export {
   defineOp,

@@ -35,6 +35,36 @@ export interface CollatorOptions {
   padToMultipleOf?: number;
   /** Cut rows to at most this many tokens. */
   maxLength?: number;
+  /**
+   * The model's vocabulary size: inputIds must then be ids below it, and labels such ids or -100
+   * (the Trainer sets it for causal LMs). A label of -5 or ≥ vocab would otherwise fail deep in the
+   * loss or silently give a wrong one.
+   */
+  vocabSize?: number;
+}
+
+/**
+ * Checks a batch's ids on the host (no GPU read): inputIds integers in [0, vocabSize), labels -100 or
+ * in [0, vocabSize). Throws INVALID_ARGUMENT naming the example and position.
+ */
+export function checkBatchIds(batch: Batch, vocabSize: number, where = 'dataCollator'): void {
+  const check = (rows: number[][], field: string, allowIgnore: boolean) => {
+    if (!Array.isArray(rows)) throw new PeftError('INVALID_ARGUMENT', `${where}: ${field} must be an array of rows`);
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i];
+      if (!Array.isArray(r)) throw new PeftError('INVALID_ARGUMENT', `${where}: ${field}[${i}] must be an array of token ids`);
+      for (let j = 0; j < r.length; j++) {
+        const v = r[j];
+        if (typeof v === 'number' && Number.isInteger(v) && ((v >= 0 && v < vocabSize) || (allowIgnore && v === IGNORE_INDEX))) continue;
+        throw new PeftError(
+          'INVALID_ARGUMENT',
+          `${where}: ${field}[${i}][${j}] = ${typeof v === 'number' ? v : typeof v} is not ${allowIgnore ? '-100 (ignored) or ' : ''}a token id in [0, ${vocabSize}) (the model's vocab_size)`,
+        );
+      }
+    }
+  };
+  check(batch.inputIds, 'inputIds', false);
+  check(batch.labels, 'labels', true);
 }
 
 /**
@@ -66,11 +96,13 @@ export function dataCollatorWithPadding(opts: CollatorOptions = {}): DataCollato
       const p = new Array<number>(len - a.length).fill(v);
       return side === 'right' ? [...a, ...p] : [...p, ...a];
     };
-    return {
+    const batch = {
       inputIds: rows.map((r) => (r.ids.length === len ? r.ids : fill(r.ids, pad))),
       attentionMask: rows.map((r) => (r.mask.length === len ? r.mask : fill(r.mask, 0))),
       labels: rows.map((r) => (r.labels.length === len ? r.labels : fill(r.labels, IGNORE_INDEX))),
     };
+    if (opts.vocabSize !== undefined) checkBatchIds(batch, opts.vocabSize);
+    return batch;
   };
 }
 

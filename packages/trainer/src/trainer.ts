@@ -21,6 +21,7 @@ import {
 } from '@peftjs/core';
 import { bestMetricKey, greaterIsBetter, resolveTrainingArguments, type TrainingArguments, type TrainingArgumentsInput } from './args';
 import { countLabelTokens, dataCollatorWithPadding, epochOrder, type Batch, type DataCollator, type Example } from './data';
+import { recoverCheckpoints } from './checkpoint_recovery';
 import { AdamW, HOST_BACKENDS, SGD, clipByNorm, clipGradNormOnDevice, gradNormTensor, type NamedParams, type Optimizer } from './optimizer';
 import { LrScheduler, resolveWarmupSteps, type SchedulerState } from './schedule';
 import { createTrainProgress, type ProgressSink } from './progress';
@@ -193,6 +194,8 @@ export class Trainer {
   private interrupted: string | null = null;
   private progress: ProgressSink = createTrainProgress(false);
   private bestSnapshot: Map<string, tf.Tensor> | null = null;
+  /** The step bestSnapshot was taken at (a resumed run has none for a best step before the resume). */
+  private bestSnapshotStep: number | null = null;
   /** Steps not yet read (lazy mode). */
   private pending: StepRecord[] = [];
   private lastLoss: number | undefined;
@@ -211,7 +214,10 @@ export class Trainer {
     if (this.trainDataset !== undefined && !Array.isArray(this.trainDataset)) throw new PeftError('INVALID_ARGUMENT', 'Trainer: trainDataset must be an array of examples');
     if (this.evalDataset !== undefined && !Array.isArray(this.evalDataset)) throw new PeftError('INVALID_ARGUMENT', 'Trainer: evalDataset must be an array of examples');
     const pad = opts.padTokenId ?? (this.model instanceof PeftModel ? this.model.model.config.padTokenId : this.model.config.padTokenId) ?? 0;
-    this.dataCollator = opts.dataCollator ?? dataCollatorWithPadding({ padTokenId: pad });
+    const base = this.model instanceof PeftModel ? this.model.model : this.model;
+    // a causal LM's labels are checked against its vocabulary in the collator (on the host)
+    const vocabSize = base.taskType === 'CAUSAL_LM' ? base.config.vocabSize : undefined;
+    this.dataCollator = opts.dataCollator ?? dataCollatorWithPadding({ padTokenId: pad, vocabSize });
     this.computeMetrics = opts.computeMetrics;
     this.callbacks = opts.callbacks ?? [];
     if (opts.optimizerFactory !== undefined && typeof opts.optimizerFactory !== 'function') throw new PeftError('INVALID_ARGUMENT', 'Trainer: optimizerFactory must be a function (params, args) => Optimizer');
@@ -296,6 +302,8 @@ export class Trainer {
     const maxSteps = args.maxSteps > 0 ? args.maxSteps : Math.ceil(args.numTrainEpochs * stepsPerEpoch);
     const numEpochs = Math.ceil(maxSteps / stepsPerEpoch);
 
+    // what a killed earlier run left: a checkpoint between its renames, temp folders and files
+    await recoverCheckpoints(this.fs, args.outputDir, CHECKPOINT_FILES.trainerState);
     const resume = opts.resumeFromCheckpoint ?? args.resumeFromCheckpoint;
     let resumeDir: string | null = null;
     if (resume === true) {
@@ -444,12 +452,13 @@ export class Trainer {
       throw new PeftError('INVALID_ARGUMENT', `training interrupted by ${signal}`);
     }
 
-    if (args.loadBestModelAtEnd && this.bestSnapshot) {
-      const byName = new Map(this.trainableParameters());
-      for (const [n, t] of this.bestSnapshot) byName.get(n)?.assign(t);
+    try {
+      if (args.loadBestModelAtEnd) await this.restoreBestModel();
+    } finally {
+      tf.dispose([...(this.bestSnapshot?.values() ?? [])]);
+      this.bestSnapshot = null;
+      this.bestSnapshotStep = null;
     }
-    tf.dispose([...(this.bestSnapshot?.values() ?? [])]);
-    this.bestSnapshot = null;
     const runtime = (Date.now() - t0) / 1000;
     const metrics: Record<string, number> = {
       trainRuntime: runtime,
@@ -735,6 +744,7 @@ export class Trainer {
       if (this.args.loadBestModelAtEnd) {
         tf.dispose([...(this.bestSnapshot?.values() ?? [])]);
         this.bestSnapshot = new Map(this.trainableParameters().map(([n, p]) => [n, p.clone()]));
+        this.bestSnapshotStep = this.state.globalStep;
       }
     }
     if (this.args.earlyStoppingPatience > 0) {
@@ -858,6 +868,48 @@ export class Trainer {
     }
   }
 
+  /**
+   * loadBestModelAtEnd: the best step's weights, from this run's snapshot when it took one at that step,
+   * else (a run resumed after its best evaluation) from the best step's checkpoint folder.
+   */
+  private async restoreBestModel(): Promise<void> {
+    const step = this.state.bestGlobalStep;
+    if (step === null) return;
+    if (this.bestSnapshot && this.bestSnapshotStep === step) {
+      const byName = new Map(this.trainableParameters());
+      for (const [n, t] of this.bestSnapshot) byName.get(n)?.assign(t);
+      return;
+    }
+    const candidates = [this.state.bestModelCheckpoint, joinPath(this.args.outputDir, `checkpoint-${step}`)].filter((d): d is string => !!d);
+    for (const dir of candidates) {
+      if (await this.fs.exists(joinPath(dir, CHECKPOINT_FILES.trainerState))) {
+        await this.loadParameters(dir);
+        return;
+      }
+    }
+    this.warn(`Trainer: loadBestModelAtEnd: the best step ${step} has no checkpoint in ${this.args.outputDir} (saveSteps should be a multiple of evalSteps); keeping the last step's weights`);
+  }
+
+  /** The trainable parameters (the whole model for full fine-tuning) from a checkpoint folder. */
+  private async loadParameters(dir: string): Promise<void> {
+    const fs = this.fs;
+    const paramsFile = joinPath(dir, this.isPeft() ? CHECKPOINT_FILES.trainableParams : CHECKPOINT_FILES.fullModel);
+    if (!(await fs.exists(paramsFile))) throw new PeftError('FILE_NOT_FOUND', `checkpoint ${dir}: ${paramsFile.slice(dir.length + 1)} is missing (not a checkpoint folder, or one written by something else)`);
+    const file = parseSafetensors(await readFileChecked(paramsFile, fs), paramsFile);
+    const targets = this.isPeft() ? new Map(this.trainableParameters()) : new Map(this.model.namedParameters());
+    // every tensor checked before any parameter is changed: a bad file leaves the model as it was
+    for (const [n, v] of targets) {
+      const raw = Object.hasOwn(file.tensors, n) ? file.tensors[n] : undefined;
+      if (!raw) throw new PeftError('INVALID_FILE', `${paramsFile}: tensor "${n}" is missing (a checkpoint of another model or adapter?)`);
+      if (!tf.util.arraysEqual(raw.shape, v.shape)) throw new PeftError('SHAPE_MISMATCH', `${paramsFile}: tensor "${n}" has shape [${raw.shape}] but the model needs [${v.shape}]`);
+    }
+    for (const [n, v] of targets) {
+      const t = rawToTensor(n, file.tensors[n], paramsFile);
+      v.assign(t);
+      t.dispose();
+    }
+  }
+
   /** Restores model, optimizer, scheduler, RNG and data position from a checkpoint folder. */
   async loadCheckpoint(dir: string): Promise<void> {
     const fs = this.fs;
@@ -867,20 +919,11 @@ export class Trainer {
       return p;
     };
     // parameters
-    const paramsFile = await need(this.isPeft() ? CHECKPOINT_FILES.trainableParams : CHECKPOINT_FILES.fullModel);
-    const file = parseSafetensors(await fs.readFile(paramsFile), paramsFile);
-    const targets = this.isPeft() ? new Map(this.trainableParameters()) : new Map(this.model.namedParameters());
-    for (const [n, v] of targets) {
-      const raw = file.tensors[n];
-      if (!raw) throw new PeftError('INVALID_FILE', `${paramsFile}: tensor "${n}" is missing (a checkpoint of another model or adapter?)`);
-      if (!tf.util.arraysEqual(raw.shape, v.shape)) throw new PeftError('SHAPE_MISMATCH', `${paramsFile}: tensor "${n}" has shape [${raw.shape}] but the model needs [${v.shape}]`);
-      const t = rawToTensor(n, raw, paramsFile);
-      v.assign(t);
-      t.dispose();
-    }
+    await need(this.isPeft() ? CHECKPOINT_FILES.trainableParams : CHECKPOINT_FILES.fullModel);
+    await this.loadParameters(dir);
     // optimizer
     const optPath = await need(CHECKPOINT_FILES.optimizer);
-    const optFile = parseSafetensors(await fs.readFile(optPath), optPath);
+    const optFile = parseSafetensors(await readFileChecked(optPath, fs), optPath);
     const optTensors: Record<string, tf.Tensor> = {};
     for (const [n, raw] of Object.entries(optFile.tensors)) optTensors[n] = rawToTensor(n, raw, optPath);
     try {
