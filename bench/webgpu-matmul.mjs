@@ -58,6 +58,7 @@ const cases = [
   mm('lora dA        (dyB)ᵀ[8,2048]·x[2048,576]', 8, 576, T, true, false),
   mm('lora dB        dYᵀ[576,2048]·xa[2048,8]', 576, 8, T, true, false),
   { name: 'lora fused    base + s·(x·Aᵀ)·Bᵀ (576→576, r 8)', kind: 'lora', M: T, N: 576, K: 576, r: 8 },
+  { name: 'lora fwd+bwd  Linear + LoRA, grads x, A, B (r 8)', kind: 'lora-grad', M: T, N: 576, K: 576, r: 8 },
   // attention-like, 8 × 9 heads
   mm('attn q·kᵀ      [72,256,64]·[72,256,64]ᵀ', 256, 256, 64, false, true, 72),
   mm('attn p·v       [72,256,256]·[72,256,64]', 256, 64, 256, false, false, 72),
@@ -108,11 +109,28 @@ console.log(`${pad('case', 48)} ${pad('tfjs wall', 10)} ${pad('tfjs gpu', 10)} $
 
 for (const c of cases) {
   const batch = c.batch || 1;
-  const flop = 2 * c.M * c.N * c.K * batch + (c.kind === 'lora' ? 2 * c.M * c.N * c.r + 2 * c.M * c.K * c.r : 0);
+  const lowRank = 2 * c.M * c.N * c.r + 2 * c.M * c.K * c.r;
+  // lora-grad: base forward + dX (2 big products), LoRA forward, and its backward (≈ 4 low-rank products)
+  const flop = c.kind === 'lora-grad' ? 4 * c.M * c.N * c.K + 3 * lowRank : 2 * c.M * c.N * c.K * batch + (c.kind === 'lora' ? lowRank : 0);
   let tfjsT;
   let oursT;
   let plan = '';
-  if (c.kind === 'lora') {
+  if (c.kind === 'lora-grad') {
+    const x = tf.randomNormal([c.M, c.K]);
+    const W = tf.randomNormal([c.N, c.K]);
+    const A = tf.randomNormal([c.r, c.K]);
+    const B = tf.randomNormal([c.N, c.r]);
+    const { linearOp } = core;
+    // one forward and backward; the sum of the gradients stands for the step's output (one tensor to await)
+    const f = (xx, a, b) => tf.sum(loraLinearOp({ base: linearOp({ x: xx, weight: W }, {}), x: xx, loraA: a, loraB: b }, { scaling: 2 }));
+    const call = () => tf.tidy(() => tf.addN(tf.grads(f)([x, A, B]).map((g) => tf.sum(g))));
+    setFastPathsEnabled(false);
+    tfjsT = await time(call);
+    setFastPathsEnabled(true);
+    oursT = await time(call);
+    plan = 'fast paths vs tfjs references';
+    tf.dispose([x, W, A, B]);
+  } else if (c.kind === 'lora') {
     const base = tf.randomNormal([c.M, c.N]);
     const x = tf.randomNormal([c.M, c.K]);
     const A = tf.randomNormal([c.r, c.K]);
