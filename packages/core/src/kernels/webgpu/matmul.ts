@@ -330,6 +330,8 @@ export const matmulTuning = {
   /** Below this K a split is never worth its scratch buffer. */
   minKPerSplit: 256,
   maxSplits: 32,
+  /** Largest split-K scratch tensor (splits × batch × M × N floats) the planner may ask for. */
+  maxScratchBytes: 64 * 1024 * 1024,
   /**
    * Compact mode: one small tile, scalar loads, no split K — the fewest distinct shaders. For software
    * adapters (lavapipe compiles each WGSL variant for seconds); 'auto' turns it on for those.
@@ -364,7 +366,8 @@ export function planMatmul(M: number, N: number, K: number, batch: number, limit
     if (sharedBytes(tile) > maxShared || tile.wx * tile.wy > maxThreads) continue;
     const { TM, TN } = tileDims(tile);
     const tiles = Math.ceil(M / TM) * Math.ceil(N / TN) * batch;
-    const maxSplit = Math.max(1, Math.min(matmulTuning.maxSplits, Math.floor(K / matmulTuning.minKPerSplit)));
+    const byScratch = Math.floor(matmulTuning.maxScratchBytes / Math.max(1, batch * M * N * 4));
+    const maxSplit = Math.max(1, Math.min(matmulTuning.maxSplits, Math.floor(K / matmulTuning.minKPerSplit), byScratch));
     for (let s = 1; s <= maxSplit; s = s < 4 ? s + 1 : s * 2) {
       const kChunk = Math.ceil(Math.ceil(K / s) / tile.kt) * tile.kt;
       const splits = Math.ceil(K / kChunk);
