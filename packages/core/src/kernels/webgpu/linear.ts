@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { PeftError } from '../../errors';
 import { registerFastPath, type Op } from '../registry';
 import { matmulSupports, originalKernels, runMatmul } from './matmul';
 import { useWgslForTfjsMatMul } from './tfjs_matmul';
@@ -11,7 +12,9 @@ import { fusedMatMul, matmulGradients, matmulOp, reduceToShape } from './matmul_
  *  - peftjs.Linear: y = x·Wᵀ + b in one dispatch (W read transposed in place, bias in the epilogue).
  *    Backward: dx = dy·W; dW = dyᵀ·x; db = Σ dy — thunks, so a frozen W costs nothing.
  *  - peftjs.LoraLinear: base + s·(x·Aᵀ)·Bᵀ in one dispatch (./lowrank.ts; r ≤ 256), else xa = x·Aᵀ
- *    [rows, r], then out = base + s·xa·Bᵀ with base in the matmul's epilogue. Backward: dx = s·(dy·B)·A, dA = s·(dy·B)ᵀ·x, dB = s·dyᵀ·xa, each its own thunk.
+ *    [rows, r], then out = base + s·xa·Bᵀ with base in the matmul's epilogue. Backward: [xa, dy·B] in
+ *    one dispatch, then dx = s·(dy·B)·A, dA = s·(dy·B)ᵀ·x, dB = s·dyᵀ·xa, each its own thunk; the base's
+ *    gradient is dy (a reshape, no copy).
  *  - peftjs.BatchMatMul and peftjs.MatMul: batched products, gradients with transposed layouts.
  *
  * `setBackendFastPaths('webgpu', false, WGSL_MATMUL)` parks them all (the ops then run their tfjs
@@ -31,10 +34,9 @@ const t2 = (x: tf.Tensor): tf.Tensor2D => tf.reshape(x, [-1, x.shape[x.shape.len
 /** The backend's own kernel (partial batch broadcasting, non-float dtypes). */
 function tfjsKernel(name: string, backend: unknown, inputs: Record<string, Info>, attrs: Record<string, unknown>): Info {
   const k = originalKernels.get(name) ?? tf.getKernel(name, 'webgpu');
-  if (!k) throw new Error(`peftjs webgpu fast path: kernel ${name} is missing on webgpu`);
+  if (!k) throw new PeftError('BACKEND', `peftjs webgpu fast path: tfjs kernel ${name} is missing on webgpu`);
   return k.kernelFunc({ inputs: inputs as never, backend: backend as never, attrs: attrs as never }) as Info;
 }
-
 
 let registered = false;
 
@@ -46,6 +48,7 @@ function skinnyPair(x2: tf.Tensor, loraA: tf.Tensor, dy2: tf.Tensor, loraB: tf.T
   const R = loraA.shape[0];
   const rows = x2.shape[0];
   if (!loraFusedSupports(x2, loraA, loraB, maxShared) || dy2.dtype !== 'float32' || loraB.shape[1] !== R || dy2.shape[0] !== rows) return undefined;
+  if (loraA.shape[1] !== x2.shape[1] || loraB.shape[0] !== dy2.shape[1]) return undefined;
   if (!tf.getKernel(SKINNY_PAIR, 'webgpu')) {
     tf.registerKernel({
       kernelName: SKINNY_PAIR,
@@ -54,7 +57,7 @@ function skinnyPair(x2: tf.Tensor, loraA: tf.Tensor, dy2: tf.Tensor, loraB: tf.T
         const { x, loraA: a, dy, loraB: b } = inputs as Record<string, tf.TensorInfo>;
         const limit = (backend as { device: GPUDevice }).device.limits.maxComputeWorkgroupStorageSize;
         const out = runLoraSkinnyPair(backend, x, a, dy, b, limit);
-        if (!out) throw new Error(`${SKINNY_PAIR}: unsupported shapes x [${x.shape}], A [${a.shape}], dy [${dy.shape}], B [${b.shape}]`);
+        if (!out) throw new PeftError('UNSUPPORTED', `${SKINNY_PAIR}: unsupported shapes x [${x.shape}], A [${a.shape}], dy [${dy.shape}], B [${b.shape}]`);
         return out;
       },
     });
