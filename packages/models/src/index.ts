@@ -1,4 +1,4 @@
-export { AutoModelForCausalLM, AutoModelForSequenceClassification, type FromPretrainedOptions, type SeqClsFromPretrainedOptions } from './auto';
+export { AutoModelForCausalLM, AutoModelForSequenceClassification, type FromPretrainedOptions, type SeqClsFromPretrainedOptions, estimateParameters } from './auto';
 export { AutoTokenizer, PreTrainedTokenizer, type BatchEncodeOptions, type BatchEncoding, type DecodeOptions, type EncodeOptions, type PaddingSide } from './tokenizer';
 export { CausalLMBase, SeqClsBase, type Backbone, type GenerationDefaults, type SeqClsForwardInputs } from './heads';
 export { LlamaForCausalLM, LlamaForSequenceClassification, LlamaModel, LlamaDecoderLayer, LlamaAttention, LlamaMLP } from './llama';
@@ -8,6 +8,7 @@ export {
   parseClassificationFields,
   SUPPORTED_MODEL_TYPES,
   LLAMA_FAMILY,
+  MODEL_CONFIG_CAPS,
   type SupportedModelType,
   type AnyModelConfig,
   type LlamaConfig,
