@@ -82,6 +82,16 @@ class CheckpointSource extends ParamSource {
   }
 }
 
+export interface SeqClsFromPretrainedOptions extends FromPretrainedOptions {
+  /** Overrides config.json's num_labels (e.g. when starting from a causal LM checkpoint). */
+  numLabels?: number;
+  problemType?: ClassificationFields['problemType'];
+  /** Called with a message when `score` is newly initialized (default: console.warn). */
+  onWarning?: (message: string) => void;
+}
+
+type Classification = ClassificationFields & { problemTypeExplicit: boolean };
+
 async function readConfig(dir: string, fs: FileSystem): Promise<{ raw: Record<string, unknown>; path: string }> {
   const path = joinPath(dir, 'config.json');
   if (!(await fs.exists(path))) {
