@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { KVCache, Linear, PeftError, batchMatMulOp, defineOp, isRecordingGradients, nextSeed, registerFastPath, stopGradient, toIdsTensor, type ForwardInputs, type IdsLike, type KVSlab, type Module } from '@peftjs/core';
 import type { Activation } from './config';
-import { flashBackward, flashForward, flashSupports } from './kernels/flash_attention';
+import { flashBackward, flashDeviceReady, flashForward, flashSupports } from './kernels/flash_attention';
 import { SLAB_MAX_HEAD_DIM, slabCopy, slabDecodeAttention, slabSupports } from './kernels/kv_cache';
 import { crossEntropyOp } from './ops';
 import { notePositionBound } from './rope';
@@ -372,7 +372,7 @@ export function attention(
 ): tf.Tensor {
   // a decode step held in a KV slab (withPast, webgpu generation)
   if (pendingDecode.has(key)) return pendingAttention(q, key, mask, dropout, (k, v) => attention(q, k, v, mask, dropout, rowKeep));
-  if (!dropout && attentionOp.fastPathBackends().includes(tf.getBackend()) && flashSupports(q, key, value)) {
+  if (!dropout && attentionOp.fastPathBackends().includes(tf.getBackend()) && flashSupports(q, key, value) && flashDeviceReady()) {
     const src = mask ? maskSources.get(mask) : { keep: null, causal: false };
     if (src) return attentionOp({ q, k: key, v: value, keep: src.keep ?? undefined }, { causal: src.causal });
   }
@@ -385,7 +385,7 @@ export function attention(
  * the caller then skips splitHeads' transposes and calls attentionTokenMajor.
  */
 export function tokenMajorAttention(mask: tf.Tensor | null, heads: number, kvHeads: number, headDim: number, dropout?: unknown): boolean {
-  if (dropout || !attentionOp.fastPathBackends().includes(tf.getBackend())) return false;
+  if (dropout || !attentionOp.fastPathBackends().includes(tf.getBackend()) || !flashDeviceReady()) return false;
   if (mask && !maskSources.has(mask)) return false;
   const q = { shape: [1, 1, heads, headDim] };
   const k = { shape: [1, 1, kvHeads, headDim] };

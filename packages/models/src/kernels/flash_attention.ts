@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { PeftError, runWgsl, toTensor, type Uniform, type WgslKernel } from '@peftjs/core';
+import { PeftError, runWgsl, toTensor, webgpuBackend, type Uniform, type WgslKernel } from '@peftjs/core';
 
 /**
  * Causal grouped-query flash attention in WGSL (tfjs-webgpu's command stream, through core's runWgsl).
@@ -21,9 +21,12 @@ import { PeftError, runWgsl, toTensor, type Uniform, type WgslKernel } from '@pe
  * when there are few key tiles the rows are split across workgroups and the partial dK/dV summed.
  */
 
-/** Keys per tile in the forward / dQ kernels, from hd (K and V tiles ≤ 16 KB of workgroup memory). */
+/**
+ * Keys per tile in the forward / dQ kernels, from hd: the K and V tiles plus the tile's keep flags fit
+ * WebGPU's default 16 KB of workgroup memory (31 keys at hd 64).
+ */
 function keyTile(hd: number): number {
-  return Math.max(4, Math.min(32, Math.floor(2048 / hd)));
+  return Math.max(4, Math.min(32, Math.floor(2016 / hd)));
 }
 const WG = 64;
 /** Query rows per tile in the dK/dV kernel. */
@@ -57,6 +60,27 @@ export function flashSupports(q: { shape: number[] }, k: { shape: number[] }, v:
   if (kb !== b || khd !== hd || !tf.util.arraysEqual(k.shape, v.shape)) return false;
   if (h % kvH !== 0 || s < t || hd % 4 !== 0 || hd > MAX_HEAD_DIM || hd === 0) return false;
   return true;
+}
+
+/** Storage buffers the largest kernel binds (dQ and dK/dV with a keep-vector: 2 outputs, 7 inputs). */
+const STORAGE_BUFFERS = 9;
+const deviceOk = new WeakMap<object, boolean>();
+
+/** Whether the active webgpu device has the limits the kernels need (else attention runs the reference). */
+export function flashDeviceReady(): boolean {
+  let device: GPUDevice;
+  try {
+    device = webgpuBackend().device;
+  } catch {
+    return false;
+  }
+  let ok = deviceOk.get(device);
+  if (ok === undefined) {
+    const l = device.limits;
+    ok = l.maxStorageBuffersPerShaderStage >= STORAGE_BUFFERS && l.maxComputeWorkgroupStorageSize >= 16384 && l.maxComputeInvocationsPerWorkgroup >= WG;
+    deviceOk.set(device, ok);
+  }
+  return ok;
 }
 
 export function flashShapes(q: { shape: number[] }, k: { shape: number[] }, tokenMajor = false): FlashShapes {
