@@ -43,6 +43,7 @@ describe.skipIf(!onGpu)('WGSL matmul fast paths (webgpu)', () => {
       { scaling: 0.5, rows: [37], inF: 70, out: 9, r: 8 },
       { scaling: 2, rows: [4], inF: 3, out: 2, r: 1 },
       { scaling: 0.25, rows: [1, 3], inF: 130, out: 5, r: 48 },
+      { scaling: 1.5, rows: [3, 50], inF: 100, out: 130, r: 16 },
     ])(`peftjs.LoraLinear${fused ? ' (one dispatch)' : ' (two products)'}: scaling $scaling, r = $r`, async ({ scaling, rows, inF, out, r }) => {
       setFusedLoraForward(fused);
       try {

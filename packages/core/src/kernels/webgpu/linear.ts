@@ -3,7 +3,7 @@ import { PeftError } from '../../errors';
 import { registerFastPath, type Op } from '../registry';
 import { matmulSupports, originalKernels, runMatmul } from './matmul';
 import { useWgslForTfjsMatMul } from './tfjs_matmul';
-import { loraFusedSupports, loraRowsPerWorkgroup, runLoraFused, runLoraSkinnyPair } from './lowrank';
+import { LORA_GRAD_MAX_RANK, loraFusedSupports, loraRowsPerWorkgroup, runLoraFused, runLoraGradAB, runLoraSkinnyPair } from './lowrank';
 import { fusedMatMul, matmulGradients, matmulOp, reduceToShape } from './matmul_op';
 
 /**
@@ -13,8 +13,8 @@ import { fusedMatMul, matmulGradients, matmulOp, reduceToShape } from './matmul_
  *    Backward: dx = dy·W; dW = dyᵀ·x; db = Σ dy — thunks, so a frozen W costs nothing.
  *  - peftjs.LoraLinear: base + s·(x·Aᵀ)·Bᵀ in one dispatch (./lowrank.ts; r ≤ 256), else xa = x·Aᵀ
  *    [rows, r], then out = base + s·xa·Bᵀ with base in the matmul's epilogue. Backward: [xa, dy·B] in
- *    one dispatch, then dx = s·(dy·B)·A, dA = s·(dy·B)ᵀ·x, dB = s·dyᵀ·xa, each its own thunk; the base's
- *    gradient is dy (a reshape, no copy).
+ *    one dispatch, dx = s·(dy·B)·A in another, [dA = s·(dy·B)ᵀ·x, dB = s·dyᵀ·xa] in a third (r ≤ 16);
+ *    the base's gradient is dy (a reshape, no copy).
  *  - peftjs.BatchMatMul and peftjs.MatMul: batched products, gradients with transposed layouts.
  *
  * `setBackendFastPaths('webgpu', false, WGSL_MATMUL)` parks them all (the ops then run their tfjs
@@ -64,6 +64,29 @@ function skinnyPair(x2: tf.Tensor, loraA: tf.Tensor, dy2: tf.Tensor, loraB: tf.T
   }
   if (Math.ceil(rows / loraRowsPerWorkgroup(R)) > 65535 || rows === 0) return undefined;
   return tf.engine().runKernel(SKINNY_PAIR, { x: x2, loraA, dy: dy2, loraB } as tf.NamedTensorMap, {}) as unknown as tf.Tensor[];
+}
+
+const GRAD_AB = 'peftjs.LoraGradAB';
+/** [s·dyBᵀ·x, s·dyᵀ·xa] in one dispatch (an engine kernel with two outputs), or undefined where it does not apply. */
+function gradAB(x2: tf.Tensor, dyB: tf.Tensor, dy2: tf.Tensor, xa: tf.Tensor, scaling: number): tf.Tensor[] | undefined {
+  const R = dyB.shape[1] as number;
+  const K1 = x2.shape[1] as number;
+  const K2 = dy2.shape[1] as number;
+  if (tf.getBackend() !== 'webgpu' || R > LORA_GRAD_MAX_RANK || K1 === 0 || K2 === 0) return undefined;
+  if (Math.ceil(K1 / 64) + Math.ceil(K2 / 64) > 65535) return undefined;
+  if (!tf.getKernel(GRAD_AB, 'webgpu')) {
+    tf.registerKernel({
+      kernelName: GRAD_AB,
+      backendName: 'webgpu',
+      kernelFunc: ({ inputs, attrs, backend }) => {
+        const { x, dyB: p, dy, xa: q } = inputs as Record<string, tf.TensorInfo>;
+        const out = runLoraGradAB(backend, { x, dyB: p, dy, xa: q, scaling: (attrs as { scaling: number }).scaling });
+        if (!out) throw new PeftError('UNSUPPORTED', `${GRAD_AB}: unsupported shapes x [${x.shape}], dy·B [${p.shape}], dy [${dy.shape}], xa [${q.shape}]`);
+        return out;
+      },
+    });
+  }
+  return tf.engine().runKernel(GRAD_AB, { x: x2, dyB, dy: dy2, xa } as tf.NamedTensorMap, { scaling } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[];
 }
 
 let fusedLora = true;
@@ -153,14 +176,16 @@ export function registerWebgpuFastPaths(
       // x·Aᵀ (for dB) and dy·B (for dx and dA) as one dispatch where it applies
       const pair = fusedLora ? skinnyPair(x2, loraA, dy2, loraB) : undefined;
       const dyB = pair ? pair[1] : fusedMatMul(dy2, loraB);
+      // dA and dB as one dispatch too (both are trained in LoRA; one unasked for is freed with the pass)
+      const ab = pair ? gradAB(x2, dyB, dy2, pair[0], s) : undefined;
       return {
         // a reshape shares dy's buffer (as tfjs's own Add gradient does): no copy dispatch
         base: () => tf.reshape(dy, dy.shape),
         x: () => tf.reshape(fusedMatMul(dyB, loraA, { alpha: s }), x.shape),
         // dA = s·(dy·B)ᵀ·x: [r, rows]·[rows, in]
-        loraA: () => fusedMatMul(dyB, x2, { transA: true, alpha: s }),
+        loraA: () => (ab ? ab[0] : fusedMatMul(dyB, x2, { transA: true, alpha: s })),
         // dB = s·dyᵀ·xa: [out, rows]·[rows, r], xa = x·Aᵀ
-        loraB: () => fusedMatMul(dy2, pair ? pair[0] : fusedMatMul(x2, loraA, { transB: true }), { transA: true, alpha: s }),
+        loraB: () => (ab ? ab[1] : fusedMatMul(dy2, pair ? pair[0] : fusedMatMul(x2, loraA, { transB: true }), { transA: true, alpha: s })),
       };
     },
   });

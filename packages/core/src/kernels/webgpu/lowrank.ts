@@ -235,3 +235,93 @@ export function runLoraSkinnyPair(backend: unknown, x: tf.TensorInfo, loraA: tf.
   });
   return [outs[0], outs[1]];
 }
+
+/**
+ * LoRA's two weight gradients in one dispatch: dA = s·(dy·B)ᵀ·x [R, K1] and dB = s·dyᵀ·xa [K2, R], each a
+ * sum over the rows of a skinny [rows, R] factor times a wide [rows, K] one. A workgroup owns 64 columns
+ * of one of the two (the first ceil(K1/64) workgroups dA, the rest dB); its 256 threads are 64 columns ×
+ * 4 row phases, each keeping R sums, reduced through workgroup memory at the end. R ≤ 16.
+ */
+const GRAD_COLS = 64;
+const GRAD_PHASES = 4;
+export const LORA_GRAD_MAX_RANK = 16;
+
+function loraGradKernel(R: number): WgslKernel {
+  const accs = Array.from({ length: R }, (_, j) => j);
+  const body = (OUT: string, W: string, P: string, Kname: string, c0: string, transposed: boolean) => `
+    let col = ${c0} + c;
+    ${accs.map((j) => `var a${j} = 0.0;`).join(' ')}
+    if (col < u.${Kname}) {
+      for (var m = h; m < u.M; m = m + ${GRAD_PHASES}u) {
+        let w = ${W}[m * u.${Kname} + col];
+        let p = m * ${R}u;
+        ${accs.map((j) => `a${j} = fma(${P}[p + ${j}u], w, a${j});`).join('\n        ')}
+      }
+    }
+    ${accs.map((j) => `red[(h * ${R}u + ${j}u) * ${GRAD_COLS}u + c] = a${j};`).join('\n    ')}
+    workgroupBarrier();
+    for (var e = t; e < ${R * GRAD_COLS}u; e = e + ${GRAD_PHASES * GRAD_COLS}u) {
+      let j = e / ${GRAD_COLS}u;
+      let cc = e % ${GRAD_COLS}u;
+      let col2 = ${c0} + cc;
+      if (col2 < u.${Kname}) {
+        var s = 0.0;
+        for (var q = 0u; q < ${GRAD_PHASES}u; q = q + 1u) { s = s + red[(q * ${R}u + j) * ${GRAD_COLS}u + cc]; }
+        ${OUT}[${transposed ? `col2 * ${R}u + j` : `j * u.${Kname} + col2`}] = s * u.s;
+      }
+    }`;
+  return {
+    key: `peftjsLoraGradAB:${R}`,
+    code: () => /* wgsl */ `
+struct U { M: u32, K1: u32, K2: u32, blocks1: u32, s: f32 }
+@group(0) @binding(0) var<storage, read_write> dA: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dB: array<f32>;
+@group(0) @binding(2) var<storage, read> X: array<f32>;
+@group(0) @binding(3) var<storage, read> DYB: array<f32>;
+@group(0) @binding(4) var<storage, read> DY: array<f32>;
+@group(0) @binding(5) var<storage, read> XA: array<f32>;
+@group(0) @binding(6) var<uniform> u: U;
+var<workgroup> red: array<f32, ${GRAD_PHASES * R * GRAD_COLS}>;
+
+@compute @workgroup_size(${GRAD_PHASES * GRAD_COLS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let c = t % ${GRAD_COLS}u;
+  let h = t / ${GRAD_COLS}u;
+  if (wid.x < u.blocks1) {${body('dA', 'X', 'DYB', 'K1', `wid.x * ${GRAD_COLS}u`, false)}
+  } else {${body('dB', 'DY', 'XA', 'K2', `(wid.x - u.blocks1) * ${GRAD_COLS}u`, true)}
+  }
+}`,
+  };
+}
+
+/**
+ * [dA, dB] = [s·dyBᵀ·x, s·dyᵀ·xa] in one dispatch: x [rows, K1], dyB [rows, R], dy [rows, K2], xa
+ * [rows, R] → dA [R, K1], dB [K2, R]. Undefined where it does not apply (R > 16, non-float32).
+ */
+export function runLoraGradAB(backend: unknown, args: { x: tf.TensorInfo; dyB: tf.TensorInfo; dy: tf.TensorInfo; xa: tf.TensorInfo; scaling: number }): [tf.TensorInfo, tf.TensorInfo] | undefined {
+  const { x, dyB, dy, xa } = args;
+  const R = dyB.shape[dyB.shape.length - 1];
+  const K1 = x.shape[x.shape.length - 1];
+  const K2 = dy.shape[dy.shape.length - 1];
+  const M = tf.util.sizeFromShape(x.shape) / Math.max(K1, 1);
+  if (R < 1 || R > LORA_GRAD_MAX_RANK || xa.shape[xa.shape.length - 1] !== R || K1 === 0 || K2 === 0) return undefined;
+  if ([x, dyB, dy, xa].some((t) => t.dtype !== 'float32')) return undefined;
+  if (tf.util.sizeFromShape(dyB.shape) !== M * R || tf.util.sizeFromShape(xa.shape) !== M * R || tf.util.sizeFromShape(dy.shape) !== M * K2) return undefined;
+  const blocks1 = Math.ceil(K1 / GRAD_COLS);
+  const blocks = blocks1 + Math.ceil(K2 / GRAD_COLS);
+  if (blocks > 65535) return undefined;
+  const outs = runWgsl(backend, loraGradKernel(R), {
+    inputs: [x, dyB, dy, xa],
+    outputs: [{ shape: [R, K1], dtype: 'float32' }, { shape: [K2, R], dtype: 'float32' }],
+    uniforms: [
+      { type: 'uint32', data: [M] },
+      { type: 'uint32', data: [K1] },
+      { type: 'uint32', data: [K2] },
+      { type: 'uint32', data: [blocks1] },
+      { type: 'float32', data: [args.scaling] },
+    ],
+    workgroups: [blocks, 1, 1],
+    name: 'peftjsLoraGradAB',
+  });
+  return [outs[0], outs[1]];
+}
