@@ -3,7 +3,7 @@ import { PeftError } from '../../errors';
 import { registerFastPath, type Op } from '../registry';
 import { matmulSupports, originalKernels, runMatmul } from './matmul';
 import { useWgslForTfjsMatMul } from './tfjs_matmul';
-import { LORA_GRAD_MAX_RANK, loraFusedSupports, loraRowsPerWorkgroup, runLoraFused, runLoraGradAB, runLoraSkinnyPair } from './lowrank';
+import { LORA_GRAD_COLS, LORA_GRAD_MAX_RANK, loraFusedSupports, loraRowsPerWorkgroup, runLoraFused, runLoraGradAB, runLoraSkinnyPair } from './lowrank';
 import { fusedMatMul, matmulGradients, matmulOp, reduceToShape } from './matmul_op';
 
 /**
@@ -73,7 +73,7 @@ function gradAB(x2: tf.Tensor, dyB: tf.Tensor, dy2: tf.Tensor, xa: tf.Tensor, sc
   const K1 = x2.shape[1] as number;
   const K2 = dy2.shape[1] as number;
   if (tf.getBackend() !== 'webgpu' || R > LORA_GRAD_MAX_RANK || K1 === 0 || K2 === 0) return undefined;
-  if (Math.ceil(K1 / 64) + Math.ceil(K2 / 64) > 65535) return undefined;
+  if (Math.ceil(K1 / LORA_GRAD_COLS) + Math.ceil(K2 / LORA_GRAD_COLS) > 65535) return undefined;
   if (!tf.getKernel(GRAD_AB, 'webgpu')) {
     tf.registerKernel({
       kernelName: GRAD_AB,

@@ -238,12 +238,13 @@ export function runLoraSkinnyPair(backend: unknown, x: tf.TensorInfo, loraA: tf.
 
 /**
  * LoRA's two weight gradients in one dispatch: dA = s·(dy·B)ᵀ·x [R, K1] and dB = s·dyᵀ·xa [K2, R], each a
- * sum over the rows of a skinny [rows, R] factor times a wide [rows, K] one. A workgroup owns 64 columns
- * of one of the two (the first ceil(K1/64) workgroups dA, the rest dB); its 256 threads are 64 columns ×
- * 4 row phases, each keeping R sums, reduced through workgroup memory at the end. R ≤ 16.
+ * sum over the rows of a skinny [rows, R] factor times a wide [rows, K] one. A workgroup owns 32 columns
+ * of one of the two (the first ceil(K1/32) workgroups dA, the rest dB); its 256 threads are 32 columns ×
+ * 8 row phases, each keeping R sums, reduced through workgroup memory at the end. R ≤ 16.
  */
-const GRAD_COLS = 64;
-const GRAD_PHASES = 4;
+export const LORA_GRAD_COLS = 32;
+const GRAD_COLS = LORA_GRAD_COLS;
+const GRAD_PHASES = 8;
 export const LORA_GRAD_MAX_RANK = 16;
 
 function loraGradKernel(R: number): WgslKernel {
