@@ -193,6 +193,48 @@ function storeInSlab(c: KVCache, layer: number, k: tf.Tensor, v: tf.Tensor): { k
   return { key, value };
 }
 
+/** The RoPE tables of a forward packed for the slab kernel ([4, 1|B, hd]), built once per forward. */
+const packedRope = new WeakMap<tf.Tensor, tf.Tensor>();
+
+/**
+ * A decode step (T = 1) of a RoPE model on a KV slab (webgpu generation, see withPast) in one dispatch:
+ * q [B, H, 1, hd] and k, v [B, kvH, 1, hd] as projected (before RoPE), `rope` the forward's tables
+ * ([1|B, 1, 1, hd]: cos, sinSigned, and both pre-scaled for q); RoPE, attention over the slab and the
+ * append happen in the slab kernel. Returns attention's output [B, 1, H·hd], or null where this does
+ * not apply (no slab yet, a full one, T > 1, dropout, gradients recorded, hd not a multiple of 8 or
+ * above SLAB_MAX_HEAD_DIM, a mask not from prepareInputs): the caller then applies RoPE and runs
+ * withPast and attention().
+ */
+export function ropeDecodeAttention(
+  ctx: AttentionContext,
+  layer: number,
+  q: tf.Tensor,
+  k: tf.Tensor,
+  v: tf.Tensor,
+  rope: { cos: tf.Tensor; sin: tf.Tensor; cosQ: tf.Tensor; sinQ: tf.Tensor },
+  dropout?: unknown,
+): tf.Tensor | null {
+  const slab = ctx.store && !dropout ? ctx.cache?.slabs[layer] : undefined;
+  if (!slab || q.shape[2] !== 1 || k.shape[2] !== 1 || slab.length + 1 > slab.capacity || !slabSupports(k) || isRecordingGradients()) return null;
+  const hd = q.shape[3] as number;
+  if (hd % 8 !== 0 || hd > SLAB_MAX_HEAD_DIM) return null;
+  const src = ctx.mask ? maskSources.get(ctx.mask) : { keep: null, causal: true };
+  const keep = src?.keep ?? null;
+  if (!src || (keep && keep.shape[1] !== slab.length + 1)) return null;
+  const b = q.shape[0] as number;
+  const tables = [rope.cos, rope.sin, rope.cosQ, rope.sinQ];
+  const bc = rope.cos.shape[0] as number;
+  if (!tables.every((t) => t.rank === 4 && t.shape[0] === bc && (bc === 1 || bc === b) && t.shape[1] === 1 && t.shape[2] === 1 && t.shape[3] === hd)) return null;
+  let packed = packedRope.get(rope.cosQ);
+  if (!packed || packed.isDisposed) {
+    packed = tf.concat(tables.map((t) => t.reshape([1, bc, hd])), 0);
+    packedRope.set(rope.cosQ, packed);
+  }
+  const out = slabDecodeAttention(q, k, v, slab, keep, packed);
+  slab.length++;
+  return out;
+}
+
 /**
  * attention() for a pending decode step (see withPast): the slab kernel where it applies (no dropout,
  * a mask from prepareInputs or none, one query position, hd ≤ SLAB_MAX_HEAD_DIM), otherwise the step is

@@ -8,6 +8,7 @@ import {
   attention,
   attentionTokenMajor,
   makeLinear,
+  ropeDecodeAttention,
   splitHeads,
   sub,
   tokenMajorAttention,
@@ -61,9 +62,14 @@ export class LlamaAttention extends Module {
       const v = sub(this, 'v_proj').forward(x).reshape([b, t, kv, hd]);
       return sub(this, 'o_proj').forward(attentionTokenMajor(q, k, v, ctx.mask));
     }
-    const q = applyRope(splitHeads(sub(this, 'q_proj').forward(x), h, hd), ctx.cosQ, ctx.sinQ);
-    const k = applyRope(splitHeads(sub(this, 'k_proj').forward(x), kv, hd), ctx.cos, ctx.sin);
+    const qh = splitHeads(sub(this, 'q_proj').forward(x), h, hd);
+    const kh = splitHeads(sub(this, 'k_proj').forward(x), kv, hd);
     const v = splitHeads(sub(this, 'v_proj').forward(x), kv, hd);
+    // a webgpu decode step on a KV slab: RoPE, attention and the cache append in one dispatch
+    const fused = ropeDecodeAttention(ctx, this.layerIdx, qh, kh, v, ctx, drop);
+    if (fused) return sub(this, 'o_proj').forward(fused);
+    const q = applyRope(qh, ctx.cosQ, ctx.sinQ);
+    const k = applyRope(kh, ctx.cos, ctx.sin);
     const { key, value } = withPast(ctx, this.layerIdx, k, v);
     return sub(this, 'o_proj').forward(attention(q, key, value, ctx.mask, drop, ctx.rowKeep));
   }

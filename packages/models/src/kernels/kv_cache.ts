@@ -46,21 +46,27 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   };
 }
 
-function decodeKernel(hd: number, keep: boolean): WgslKernel {
+function decodeKernel(hd: number, keep: boolean, rope: boolean): WgslKernel {
   const d4 = hd / 4;
+  // bindings: out, kc, vc, q, kn, vn[, tab][, keep], u
+  const tabAt = 6;
+  const keepAt = rope ? 7 : 6;
+  const uAt = 6 + (rope ? 1 : 0) + (keep ? 1 : 0);
   return {
-    key: `kv-slab-decode:${hd}:${keep ? 'keep' : 'nokeep'}`,
+    key: `kv-slab-decode:${hd}:${keep ? 'keep' : 'nokeep'}:${rope ? 'rope' : 'plain'}`,
     code: () => /* wgsl */ `
-struct U { H: u32, kvH: u32, nRep: u32, cap: u32, L: u32 }
+struct U { H: u32, kvH: u32, nRep: u32, cap: u32, L: u32, Bc: u32 }
 @group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> kc: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> vc: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> kn: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> vn: array<vec4<f32>>;
-${keep ? '@group(0) @binding(6) var<storage, read> keep: array<f32>;' : ''}
-@group(0) @binding(${keep ? 7 : 6}) var<uniform> u: U;
+${rope ? `@group(0) @binding(${tabAt}) var<storage, read> tab: array<vec4<f32>>;` : ''}
+${keep ? `@group(0) @binding(${keepAt}) var<storage, read> keep: array<f32>;` : ''}
+@group(0) @binding(${uAt}) var<uniform> u: U;
 const D4 = ${d4}u;
+const HALF = ${d4 / 2}u;
 const WG = ${WG}u;
 var<workgroup> ms: array<f32, ${WG}>;
 var<workgroup> ls: array<f32, ${WG}>;
@@ -75,8 +81,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let nb = bk * D4;
   let last = u.L - 1u;
   var qr: array<vec4<f32>, D4>;
+  var kr: array<vec4<f32>, D4>;
   var o: array<vec4<f32>, D4>;
-  for (var d = 0u; d < D4; d++) { qr[d] = q[qb + d]; o[d] = vec4<f32>(0.0); }
+  ${rope ? `
+  // RoPE (x·cos + swap(x)·sinSigned) of q (pre-scaled tables) and of the step's key; tab [4, Bc, hd]:
+  // cos, sinSigned, cos·scale, sinSigned·scale
+  let tb = select(0u, b, u.Bc > 1u) * D4;
+  let ts = u.Bc * D4;
+  for (var d = 0u; d < D4; d++) {
+    let p = (d + HALF) % D4;
+    qr[d] = q[qb + d] * tab[2u * ts + tb + d] + q[qb + p] * tab[3u * ts + tb + d];
+    kr[d] = kn[nb + d] * tab[tb + d] + kn[nb + p] * tab[ts + tb + d];
+    o[d] = vec4<f32>(0.0);
+  }` : `
+  for (var d = 0u; d < D4; d++) { qr[d] = q[qb + d]; kr[d] = kn[nb + d]; o[d] = vec4<f32>(0.0); }`}
   var m = -3.0e38;
   var l = 0.0;
   for (var j = li; j < u.L; j += WG) {
@@ -84,7 +102,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kb = (bk * u.cap + j) * D4;
     let isNew = j == last;
     var acc = vec4<f32>(0.0);
-    for (var d = 0u; d < D4; d++) { acc = fma(qr[d], select(kc[kb + d], kn[nb + d], isNew), acc); }
+    for (var d = 0u; d < D4; d++) { acc = fma(qr[d], select(kc[kb + d], kr[d], isNew), acc); }
     let s = (acc.x + acc.y) + (acc.z + acc.w);
     if (s > m) {
       let a = exp(m - s);
@@ -113,10 +131,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     out[qb + li] = acc * select(0.0, 1.0 / lt, lt > 0.0);
     // the first query head of each kv head stores the step's key/value (other workgroups read row
-    // \`last\` from kn/vn, never from the slab: no race)
+    // \`last\` from registers / vn, never from the slab: no race)
     if (h % u.nRep == 0u) {
       let t = (bk * u.cap + last) * D4 + li;
-      kc[t] = kn[nb + li];
+      kc[t] = kr[li];
       vc[t] = vn[nb + li];
     }
   }
@@ -164,9 +182,11 @@ export function slabCopy(key: tf.Tensor, value: tf.Tensor, n: number, into: KVSl
 /**
  * Attention of one query position q [B, H, 1, hd] (pre-scaled) over the slab's `slab.length` rows and
  * the step's key/value k, v [B, kvH, 1, hd] (position slab.length), which it writes into the slab (the
- * caller advances `length`). keep [B, slab.length + 1] (0/1) or null. Returns [B, 1, H·hd].
+ * caller advances `length`). keep [B, slab.length + 1] (0/1) or null. With `rope` (hd a multiple of 8),
+ * q and k are taken before RoPE and rotated here: rope [4, 1|B, hd] holds cos, sinSigned and both
+ * pre-scaled for q (RopeTables' layout). Returns [B, 1, H·hd].
  */
-export function slabDecodeAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, slab: KVSlab, keep: tf.Tensor | null): tf.Tensor {
+export function slabDecodeAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, slab: KVSlab, keep: tf.Tensor | null, rope?: tf.Tensor): tf.Tensor {
   const [b, h, t, hd] = q.shape as number[];
   const [kb, kvH, kt, khd] = dims(k, 'key');
   const L = slab.length + 1;
@@ -180,10 +200,15 @@ export function slabDecodeAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, sl
   if (keep && (keep.dtype !== 'float32' || !tf.util.arraysEqual(keep.shape, [b, L]))) {
     throw new PeftError('SHAPE_MISMATCH', `KV slab decode: keep must be float32 [${b}, ${L}], got ${keep.dtype} [${keep.shape}]`);
   }
-  const [out] = runWgsl(undefined, decodeKernel(hd, !!keep), {
-    inputs: keep ? [q, k, v, keep] : [q, k, v],
+  const bc = rope ? (rope.shape[1] as number) : 1;
+  if (rope && (hd % 8 !== 0 || rope.dtype !== 'float32' || rope.rank !== 3 || rope.shape[0] !== 4 || (bc !== 1 && bc !== b) || rope.shape[2] !== hd)) {
+    throw new PeftError('SHAPE_MISMATCH', `KV slab decode: the RoPE tables must be float32 [4, 1 or ${b}, ${hd}] (head dim a multiple of 8), got ${rope.dtype} [${rope.shape}]`);
+  }
+  const inputs = [q, k, v, ...(rope ? [rope] : []), ...(keep ? [keep] : [])];
+  const [out] = runWgsl(undefined, decodeKernel(hd, !!keep, !!rope), {
+    inputs,
     outputs: [{ shape: [b, 1, h * hd], dtype: 'float32' }, slab.key, slab.value],
-    uniforms: [{ type: 'uint32', data: [h] }, { type: 'uint32', data: [kvH] }, { type: 'uint32', data: [h / kvH] }, { type: 'uint32', data: [slab.capacity] }, { type: 'uint32', data: [L] }],
+    uniforms: [h, kvH, h / kvH, slab.capacity, L, bc].map((x) => ({ type: 'uint32' as const, data: [x] })),
     workgroups: [h, b, 1],
     name: 'KVSlabDecode',
   });
