@@ -196,8 +196,12 @@ async function greedyPipelined(
     for (let n = 0; n < maxNewTokens; n++) {
       // the previous step's argmax, still on the GPU, is this step's input
       const ids = ahead ? ahead.ids.reshape([batch, 1]) : null;
-      const picked = runStep(ids ?? rows, ids ? 1 : rows[0].length);
-      ids?.dispose();
+      let picked: tf.Tensor;
+      try {
+        picked = runStep(ids ?? rows, ids ? 1 : rows[0].length);
+      } finally {
+        ids?.dispose();
+      }
       for (const r of mask) r.push(1);
       const next = { ids: picked, read: picked.data() as Promise<ArrayLike<number>> };
       if (ahead) {
