@@ -1,0 +1,135 @@
+import * as tf from '@tensorflow/tfjs';
+import { PeftError, defineOp, dispatch1d, linear2d, runWgsl, type WgslKernel } from '@peftjs/core';
+import { BLOCKSIZE, NESTED_BLOCKSIZE, codeTable, type QuantType } from './bnb';
+
+/**
+ * `peftjs.Dequant4bitMatMul`: a matmul with a bitsandbytes 4-bit weight W [out, in], dequantised on the
+ * fly. `transW` false: y = x·Wᵀ (x [..., in] → [..., out], the forward); true: y = x·W (x [..., out] →
+ * [..., in], the input gradient dx = dy·W). The base is frozen: the weight's inputs get zero gradients.
+ *
+ * Inputs (device layout, see ./bnb.ts): `qweight` int32 words of bitsandbytes' bytes (8 codes a word);
+ * either `absmax` (float32, one a block of 64) or, double-quantised, `absmaxCodes` (int32 words of the
+ * 8-bit codes), `nestedAbsmax` (float32, one a block of 256 codes) and `nestedMap` (the 256-entry map)
+ * with the `offset` attribute. The reference (tfjs ops: dequantise, then matMul) runs on the CPU
+ * backends and materialises this one layer's weight transiently; webgpu runs ./webgpu.ts.
+ */
+export type Dequant4bitInputs = {
+  x: tf.Tensor;
+  qweight: tf.Tensor;
+  absmax?: tf.Tensor;
+  absmaxCodes?: tf.Tensor;
+  nestedAbsmax?: tf.Tensor;
+  nestedMap?: tf.Tensor;
+};
+export type Dequant4bitAttrs = { outFeatures: number; inFeatures: number; quantType: QuantType; offset: number; transW: boolean };
+
+/**
+ * `peftjs.UnpackBytes`: little-endian int32 words → their bytes as int32 (0…255), [words] → [n]. An
+ * integer kernel of its own because tfjs has no shifts and its wasm/webgpu backends divide int32 in
+ * float32 (24 bits: a packed word would lose its low bytes). CPU backends unpack the host data they
+ * already hold; webgpu runs one WGSL dispatch.
+ */
+const UNPACK = 'peftjs.UnpackBytes';
+const unpackHost = ({ inputs, attrs, backend }: any) => {
+  const n = attrs.n as number;
+  const words = backend.readSync(inputs.x.dataId) as Int32Array;
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) out[i] = (words[i >> 2] >>> (8 * (i & 3))) & 255;
+  return { dataId: backend.write(out, [n], 'int32'), shape: [n], dtype: 'int32' };
+};
+for (const backendName of ['cpu', 'wasm']) tf.registerKernel({ kernelName: UNPACK, backendName, kernelFunc: unpackHost });
+const unpackWgsl: WgslKernel = {
+  key: 'unpack-bytes',
+  code: () => /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> out: array<i32>;
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<uniform> n: u32;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * nwg.x * 64u;
+  if (i >= n) { return; }
+  out[i] = i32((w[i >> 2u] >> (8u * (i & 3u))) & 255u);
+}`,
+};
+tf.registerKernel({
+  kernelName: UNPACK,
+  backendName: 'webgpu',
+  kernelFunc: ({ inputs, attrs, backend }: any) =>
+    runWgsl(backend, unpackWgsl, {
+      inputs: [inputs.x],
+      outputs: [{ shape: [attrs.n], dtype: 'int32' }],
+      uniforms: [{ type: 'uint32', data: [attrs.n] }],
+      workgroups: dispatch1d(attrs.n, 64),
+      name: 'UnpackBytes',
+    })[0],
+});
+
+function wordBytes(words: tf.Tensor, n: number): tf.Tensor {
+  return tf.engine().runKernel(UNPACK, { x: words }, { n }) as tf.Tensor;
+}
+
+/** Per-block scales × values: v [≥ n] times s[block of `size`], the first n. */
+function scaleBlocks(v: tf.Tensor, s: tf.Tensor, n: number, size: number): tf.Tensor {
+  const nb = Math.ceil(n / size);
+  const head = v.size >= nb * size ? v.slice(0, nb * size) : tf.pad(v, [[0, nb * size - v.size]]);
+  return tf.mul(head.reshape([nb, size]), s.reshape([nb, 1])).reshape([-1]).slice(0, n);
+}
+
+/** The dequantised absmax values (float32 [blocks]): absmax itself, or map[code]·nested[block of 256] + offset. */
+export function absmaxReference(inputs: Dequant4bitInputs, blocks: number, offset: number): tf.Tensor {
+  if (inputs.absmax) return inputs.absmax;
+  const { absmaxCodes, nestedAbsmax, nestedMap } = inputs;
+  if (!absmaxCodes || !nestedAbsmax || !nestedMap) {
+    throw new PeftError('INVALID_ARGUMENT', 'peftjs.Dequant4bitMatMul: give absmax, or absmaxCodes with nestedAbsmax and nestedMap');
+  }
+  const codes = wordBytes(absmaxCodes, blocks);
+  return tf.add(scaleBlocks(tf.gather(nestedMap, codes), nestedAbsmax, blocks, NESTED_BLOCKSIZE), tf.scalar(offset));
+}
+
+/** W [out, in] float32 from the packed codes: table[code]·absmax[block of 64]. */
+export function dequantReference(inputs: Dequant4bitInputs, attrs: Pick<Dequant4bitAttrs, 'outFeatures' | 'inFeatures' | 'quantType' | 'offset'>): tf.Tensor2D {
+  const n = attrs.outFeatures * attrs.inFeatures;
+  return tf.tidy(() => {
+    const bytes = wordBytes(inputs.qweight, (n + 1) >> 1).reshape([-1, 1]);
+    // element 2i is the high nibble of byte i, 2i+1 the low one
+    const hi = tf.floorDiv(bytes, tf.scalar(16, 'int32'));
+    const lo = tf.mod(bytes, tf.scalar(16, 'int32'));
+    const codes = tf.concat([hi, lo], 1).reshape([-1]).slice(0, n);
+    const values = tf.gather(tf.tensor1d(codeTable(attrs.quantType)), codes);
+    const absmax = absmaxReference(inputs, Math.ceil(n / BLOCKSIZE), attrs.offset);
+    return scaleBlocks(values, absmax, n, BLOCKSIZE).reshape([attrs.outFeatures, attrs.inFeatures]) as tf.Tensor2D;
+  });
+}
+
+const WEIGHT_INPUTS = ['qweight', 'absmax', 'absmaxCodes', 'nestedAbsmax', 'nestedMap'] as const;
+
+/** The dequantised weight as a frozen function of its inputs (zero gradients for the codes and scales). */
+const frozenDequant = (attrs: Dequant4bitAttrs, present: (typeof WEIGHT_INPUTS)[number][]) =>
+  tf.customGrad(((...args: tf.Tensor[]) => {
+    const inputs = Object.fromEntries(present.map((n, i) => [n, args[i]])) as unknown as Dequant4bitInputs;
+    return { value: dequantReference(inputs, attrs), gradFunc: () => args.slice(0, present.length).map((a) => tf.zeros(a.shape, 'float32')) };
+  }) as any);
+
+export const dequant4bitMatMulOp = defineOp<Dequant4bitInputs, Dequant4bitAttrs>({
+  name: 'peftjs.Dequant4bitMatMul',
+  inputNames: ['x', 'qweight', 'absmax', 'absmaxCodes', 'nestedAbsmax', 'nestedMap'],
+  describe: 'x [..., in] (or [..., out] with transW), W 4-bit [out, in]',
+  reference: (inputs, attrs) => {
+    const present = WEIGHT_INPUTS.filter((n) => inputs[n]);
+    const w = frozenDequant(attrs, present)(...present.map((n) => inputs[n]!)) as tf.Tensor2D;
+    return linear2d(inputs.x, (x2) => tf.matMul(x2, w, false, !attrs.transW));
+  },
+});
+
+/** y = x·dequant(W)ᵀ (+ bias) through the op. */
+export function dequant4bitLinear(x: tf.Tensor, w: Omit<Dequant4bitInputs, 'x'>, attrs: Omit<Dequant4bitAttrs, 'transW'>, bias?: tf.Tensor): tf.Tensor {
+  const last = x.shape[x.shape.length - 1];
+  if (last !== attrs.inFeatures) {
+    throw new PeftError('SHAPE_MISMATCH', `Linear4bit(${attrs.inFeatures}, ${attrs.outFeatures}): input [${x.shape}] has ${last} features, not ${attrs.inFeatures}`);
+  }
+  const y = dequant4bitMatMulOp({ x, ...w }, { ...attrs, transW: false });
+  if (!bias) return y;
+  const out = tf.add(y, bias);
+  y.dispose();
+  return out;
+}
