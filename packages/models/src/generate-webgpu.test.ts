@@ -5,6 +5,9 @@ import * as tf from '@tensorflow/tfjs';
 import { GpuProfiler, KVCache, getPeftModel, initBackend, manualSeed, type PeftModel } from '@peftjs/core';
 import { LlamaForCausalLM, parseModelConfig, type CausalLMBase, type LlamaConfig } from '@peftjs/models';
 import { LoraConfig } from '@peftjs/lora';
+import '@peftjs/prefix';
+import '@peftjs/prompt';
+import { TOL, checkPromptCase } from '../../../tools/testing/prompt_learning';
 
 const report = process.env.PEFTJS_TEST_BACKEND === 'cpu' ? undefined : await initBackend({ prefer: 'webgpu', allowSoftwareGpu: true }).catch(() => undefined);
 const onGpu = report?.backend === 'webgpu' && tf.getBackend() === 'webgpu';
@@ -99,6 +102,15 @@ describe.skipIf(!onGpu)('generate on webgpu', () => {
     expect(tf.memory().numTensors).toBe(before);
     model.dispose();
   });
+
+  for (const [name, virtualInLogits] of [['llama_prefix_tuning', false], ['llama_prompt_tuning', true]] as const) {
+    it(`${name}: greedy generation matches HF (the prefix or virtual tokens enter the slabs on the first step)`, async () => {
+      const r = await checkPromptCase(name, virtualInLogits);
+      expect(r.rel).toBeLessThan(TOL);
+      expect(r.generated).toEqual(r.expected);
+      r.peft.dispose();
+    });
+  }
 
   it('a cache without a capacity hint grows by doubling; decode logits match full forwards', async () => {
     const model = smallModel();
