@@ -2,6 +2,7 @@
 // (bit for bit) and against a plain matMul of that weight; Linear4bit's forward, frozen weight, no leaks.
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
+import { linearOp } from '@peftjs/core';
 import { dequantizeState, Linear4bit, quantizeState, dequant4bitMatMulOp, type QuantType } from './index';
 
 let seed = 3;
@@ -23,10 +24,11 @@ describe('peftjs.Dequant4bitMatMul reference', () => {
         const x = tf.randomNormal([2, 3, inF], 0, 1, 'float32', seed++);
         const W = tf.tensor2d(host, [outF, inF]);
         const y = layer.forward(x);
-        const want = tf.tidy(() => tf.matMul(x.reshape([-1, inF]), W, false, true).reshape([2, 3, outF]));
+        // the same product an fp32 Linear of that weight runs: equal exactly
+        const want = linearOp({ x, weight: W }, {});
         expect(y.shape).toEqual([2, 3, outF]);
         const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(y, want))));
-        expect((await diff.data())[0]).toBeLessThan(1e-6);
+        expect((await diff.data())[0]).toBe(0);
         // the input gradient is dy·W; the weight is frozen
         const dy = tf.randomNormal([2, 3, outF], 0, 1, 'float32', seed++);
         const [dx] = tf.grads((a: tf.Tensor) => tf.sum(tf.mul(layer.forward(a), dy)))([x]);

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { PeftError, defineOp, dispatch1d, linear2d, runWgsl, type WgslKernel } from '@peftjs/core';
+import { PeftError, defineOp, dispatch1d, linear2d, linearOp, runWgsl, type WgslKernel } from '@peftjs/core';
 import { BLOCKSIZE, NESTED_BLOCKSIZE, codeTable, type QuantType } from './bnb';
 
 /**
@@ -117,7 +117,9 @@ export const dequant4bitMatMulOp = defineOp<Dequant4bitInputs, Dequant4bitAttrs>
   reference: (inputs, attrs) => {
     const present = WEIGHT_INPUTS.filter((n) => inputs[n]);
     const w = frozenDequant(attrs, present)(...present.map((n) => inputs[n]!)) as tf.Tensor2D;
-    return linear2d(inputs.x, (x2) => tf.matMul(x2, w, false, !attrs.transW));
+    // the forward through core's peftjs.Linear: the same product an fp32 Linear runs on this backend
+    if (!attrs.transW) return linearOp({ x: inputs.x, weight: w }, {});
+    return linear2d(inputs.x, (x2) => tf.matMul(x2, w));
   },
 });
 
