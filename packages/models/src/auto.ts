@@ -14,7 +14,27 @@ export interface FromPretrainedOptions {
    * config.json sizes them (16 GiB by default). Above it the load fails (LIMIT_EXCEEDED) before allocating.
    */
   maxBytes?: number;
+  /**
+   * Loads the model quantised (e.g. 4-bit: `new BitsAndBytesConfig({ loadIn4bit: true })` from
+   * @peftjs/quant, which implements this hook). See QuantizationHook.
+   */
+  quantizationConfig?: QuantizationHook;
 }
+
+// --- quantizationConfig hook (@peftjs/quant implements it; models does not depend on it) ---------
+/** What fromPretrained hands a quantizationConfig: the folder, its parsed config and the model builder. */
+export interface QuantizedLoad {
+  dir: string;
+  fs: FileSystem;
+  cfg: AnyModelConfig;
+  build: (src: ParamSource) => CausalLMBase;
+  maxBytes: number;
+}
+/** A quantisation config that loads the model itself (reading the weights layer by layer). */
+export interface QuantizationHook {
+  loadCausalLM(args: QuantizedLoad): Promise<CausalLMBase>;
+}
+// -----------------------------------------------------------------------------------------------------
 
 /**
  * The parameter count config.json implies (an upper estimate), to refuse a model that cannot fit the
@@ -207,6 +227,15 @@ export class AutoModelForCausalLM {
     const fs = opts.fs ?? getFileSystem();
     const { raw, path } = await readConfig(dir, fs);
     const cfg = parseModelConfig(raw, path);
+    // quantizationConfig hook: the quantiser reads the weights and builds the model
+    if (opts.quantizationConfig) {
+      const model = await opts.quantizationConfig.loadCausalLM({ dir, fs, cfg, build: (src) => causalLM(cfg, src), maxBytes: opts.maxBytes ?? DEFAULT_MAX_LOAD_BYTES });
+      model.generationDefaults = await readGenerationDefaults(dir, fs);
+      return model;
+    }
+    if (raw.quantization_config !== undefined) {
+      throw new PeftError('UNSUPPORTED', `${path}: a quantized checkpoint (quantization_config); pass quantizationConfig, e.g. BitsAndBytesConfig.fromDict(config.quantization_config) from @peftjs/quant`);
+    }
     return (await loadInto(dir, fs, cfg, (src) => causalLM(cfg, src), {}, opts.maxBytes)).model;
   }
 
