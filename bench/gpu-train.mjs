@@ -40,6 +40,8 @@ const STEPS = Number(opt('steps', 10));
 const WARMUP = Number(opt('warmup', 2));
 const LOOP = opt('loop', 'trainer');
 const PROFILE = argv.includes('--profile');
+// --gradient-checkpointing: HF's gradient_checkpointing (each decoder layer recomputed in backward)
+const CHECKPOINTING = argv.includes('--gradient-checkpointing');
 // --cpu-profile FILE: a V8 CPU profile of the timed steps only (not model building), for chrome://inspect
 const CPU_PROFILE = opt('cpu-profile', '');
 let inspector = null;
@@ -134,7 +136,7 @@ async function trainWorkload(name, raw, B, T) {
       model,
       args: {
         outputDir: out, maxSteps: total, perDeviceTrainBatchSize: B, learningRate: 2e-4, weightDecay: 0.01, maxGradNorm: 1.0,
-        loggingSteps: 1000, saveStrategy: 'no', metricsLog: false, progressBar: false, shuffle: false, warmupSteps: 0, lrSchedulerType: 'constant',
+        loggingSteps: 1000, saveStrategy: 'no', gradientCheckpointing: CHECKPOINTING, metricsLog: false, progressBar: false, shuffle: false, warmupSteps: 0, lrSchedulerType: 'constant',
       },
       trainDataset: dataset,
       callbacks: [{
@@ -196,7 +198,7 @@ async function trainWorkload(name, raw, B, T) {
   const stepMs = (t1 - t0) / STEPS;
   const mem = pool();
   const res = {
-    bench: 'gpu-train', workload: name, loop: LOOP, backend, batch: `${B}x${T}`, steps: STEPS,
+    bench: 'gpu-train', workload: name, loop: LOOP, backend, batch: `${B}x${T}`, steps: STEPS, gradientCheckpointing: CHECKPOINTING,
     meanStepMs: Number(stepMs.toFixed(2)), tokensPerSecond: Math.round((B * T) / (stepMs / 1000)),
     peakBytes: watch?.peak ?? null, poolBytes: mem.allocated, inUseBytesAfter: mem.inUse, tensorsHeld: tf.memory().numTensors - tensors0,
   };
