@@ -16,7 +16,8 @@ rounded one; see docs/methods/qlora.md for where a CUDA build with --use_fast_ma
 Nothing here imports peftjs, and peftjs' TypeScript does not read this file: it is the second,
 independent derivation that tests compare with.
 
-  python3 tools/reference/bnb4bit_ref.py            # writes packages/quant/fixtures/bnb4bit_ref.json
+  python3 tools/reference/bnb4bit_ref.py               # writes packages/quant/fixtures/bnb4bit_ref.json
+  python3 tools/reference/bnb4bit_ref.py --checkpoint  # writes packages/quant/fixtures/bnb4bit_llama/
 """
 import hashlib
 import json
@@ -285,5 +286,82 @@ def main():
     print('wrote', path)
 
 
-if __name__ == '__main__':
+if __name__ == '__main__' and '--checkpoint' not in sys.argv:
     main()
+
+
+# --- a checkpoint as transformers saves a bitsandbytes 4-bit model (save_pretrained) ---------------
+def write_safetensors(path, tensors):
+    """safetensors' layout: u64 header size, JSON header (dtype, shape, data_offsets; __metadata__),
+    then the data; tensors ordered by name."""
+    header, chunks, off = {'__metadata__': {'format': 'pt'}}, [], 0
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        dt = {np.dtype(np.float32): 'F32', np.dtype(np.uint8): 'U8'}[a.dtype]
+        b = a.tobytes()
+        header[name] = {'dtype': dt, 'shape': list(a.shape), 'data_offsets': [off, off + len(b)]}
+        chunks.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(',', ':')).encode()
+    h += b' ' * ((8 - len(h) % 8) % 8)
+    with open(path, 'wb') as fh:
+        fh.write(struct.pack('<Q', len(h)) + h + b''.join(chunks))
+
+
+def bnb_layer(prefix, w, code, quant_type='nf4'):
+    """Linear4bit._save_to_state_dict: weight (uint8 [n/2, 1]) and QuantState.as_dict(packed=True)."""
+    out_f, in_f = w.shape
+    packed, absmax = quantize_4bit(w, quant_type)
+    q, nested, offset = double_quant(absmax, code)
+    lut = NF4_LUT if quant_type == 'nf4' else FP4_LUT
+    qs = {'quant_type': quant_type, 'blocksize': 64, 'dtype': 'float32', 'shape': [out_f, in_f],
+          'nested_blocksize': 256, 'nested_dtype': 'float32', 'nested_offset': float(offset)}
+    js = np.frombuffer(json.dumps(qs).encode('utf-8'), dtype=np.uint8)  # pack_dict_to_tensor
+    t = {f'{prefix}.weight': packed.reshape(-1, 1), f'{prefix}.weight.absmax': q,
+         f'{prefix}.weight.quant_map': lut.copy(), f'{prefix}.weight.nested_absmax': nested,
+         f'{prefix}.weight.nested_quant_map': code.copy(), f'{prefix}.weight.quant_state.bitsandbytes__{quant_type}': js}
+    deq = dequantize_4bit(packed, dequant_absmax(q, nested, offset, code), w.size, quant_type)
+    return t, sha(deq)
+
+
+def make_checkpoint():
+    code = create_dynamic_map()
+    src = read_safetensors(os.path.join(ROOT, 'packages/tiny-llama/model/model.safetensors'))
+    d, inter, vocab, hd = 64, 96, 256, 32
+    cfg = {'architectures': ['LlamaForCausalLM'], 'attention_bias': False, 'attention_dropout': 0.0, 'bos_token_id': 0,
+           'eos_token_id': 0, 'head_dim': hd, 'hidden_act': 'silu', 'hidden_size': d, 'initializer_range': 0.02,
+           'intermediate_size': inter, 'max_position_embeddings': 128, 'mlp_bias': False, 'model_type': 'llama',
+           'num_attention_heads': 2, 'num_hidden_layers': 1, 'num_key_value_heads': 1, 'pad_token_id': 1,
+           'pretraining_tp': 1, 'rms_norm_eps': 1e-05, 'rope_theta': 10000.0, 'tie_word_embeddings': True,
+           'torch_dtype': 'float32', 'use_cache': True, 'vocab_size': vocab,
+           # BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True).to_dict()
+           'quantization_config': {'_load_in_4bit': True, '_load_in_8bit': False, 'bnb_4bit_compute_dtype': 'float32',
+                                   'bnb_4bit_quant_storage': 'uint8', 'bnb_4bit_quant_type': 'nf4',
+                                   'bnb_4bit_use_double_quant': True, 'llm_int8_enable_fp32_cpu_offload': False,
+                                   'llm_int8_has_fp16_weight': False, 'llm_int8_skip_modules': None,
+                                   'llm_int8_threshold': 6.0, 'load_in_4bit': True, 'load_in_8bit': False,
+                                   'quant_method': 'bitsandbytes'}}
+    L = 'model.layers.0.'
+    shapes = {'self_attn.q_proj': (2 * hd, d), 'self_attn.k_proj': (hd, d), 'self_attn.v_proj': (hd, d),
+              'self_attn.o_proj': (d, 2 * hd), 'mlp.gate_proj': (inter, d), 'mlp.up_proj': (inter, d), 'mlp.down_proj': (d, inter)}
+    tensors, expect = {}, {}
+    for m, (o, i) in shapes.items():
+        w = src[L + m + '.weight'][:o, :i].copy()
+        t, h = bnb_layer(L + m, w, code)
+        tensors.update(t)
+        expect[L + m] = h
+    tensors['model.embed_tokens.weight'] = src['model.embed_tokens.weight'][:vocab, :d].copy()
+    for n in ['model.layers.0.input_layernorm.weight', 'model.layers.0.post_attention_layernorm.weight', 'model.norm.weight']:
+        tensors[n] = src[n][:d].copy()
+    out = os.path.join(ROOT, 'packages/quant/fixtures/bnb4bit_llama')
+    os.makedirs(out, exist_ok=True)
+    write_safetensors(os.path.join(out, 'model.safetensors'), tensors)
+    with open(os.path.join(out, 'config.json'), 'w') as fh:
+        fh.write(json.dumps(cfg, indent=2, sort_keys=True) + '\n')  # PretrainedConfig.to_json_string
+    with open(os.path.join(out, 'expected.json'), 'w') as fh:
+        json.dump({'about': 'sha256 of each layer\'s dequantised float32 weight (tools/reference/bnb4bit_ref.py --checkpoint)', 'dequantSha256': expect}, fh, indent=1)
+    print('wrote', out)
+
+
+if __name__ == '__main__' and '--checkpoint' in sys.argv:
+    make_checkpoint()

@@ -3,3 +3,4 @@ export { dequant4bitMatMulOp, dequant4bitLinear, dequantReference, type Dequant4
 export { Linear4bit, MERGE_4BIT_WARNING, quantizeState, dequantizeState, type Linear4bitState, type Linear4bitOptions } from './linear4bit';
 export { BitsAndBytesConfig, type BitsAndBytesConfigOptions } from './config';
 export { loadQuantizedCausalLM, readBnbState, BNB_SUFFIXES, type QuantizedLoadArgs } from './load';
+export { saveQuantizedPretrained, bnbTensors, quantStateJson, pyFloat } from './save';

@@ -216,6 +216,11 @@ export class Linear4bit extends Linear {
     this.freeState();
     super.dispose();
   }
+
+  /** Frees the codes and scales (a model's dispose() calls this on every module: they are not parameters). */
+  disposeBuffers(): void {
+    this.freeState();
+  }
 }
 
 /** bitsandbytes' quantize_4bit (+ compress_statistics) on the host. */
