@@ -4,3 +4,4 @@ export { Linear4bit, MERGE_4BIT_WARNING, quantizeState, dequantizeState, type Li
 export { BitsAndBytesConfig, type BitsAndBytesConfigOptions } from './config';
 export { loadQuantizedCausalLM, readBnbState, BNB_SUFFIXES, type QuantizedLoadArgs } from './load';
 export { saveQuantizedPretrained, bnbTensors, quantStateJson, pyFloat } from './save';
+export { prepareModelForKbitTraining, requantizeModel, dequantizeModel, type PrepareKbitOptions } from './prepare';
