@@ -40,6 +40,15 @@ export interface LoraAdapterOptions {
 
 type LinearLike = Linear | Conv1D;
 
+/**
+ * A 4-bit base layer (@peftjs/quant's Linear4bit) holds packed codes, not a weight: merging into it
+ * dequantises it in place first (its `requantize()` packs it again, as HF re-quantises after a merge).
+ */
+function floatBase(base: LinearLike): LinearLike {
+  (base as { dequantizeInPlace?: () => void }).dequantizeInPlace?.();
+  return base;
+}
+
 /** Row norms ‖W + s·ΔW‖ over the input dimension, W and ΔW as [out, in]. */
 function weightNorm(weight: tf.Tensor, delta: tf.Tensor, scaling: number): tf.Tensor {
   return tf.norm(tf.add(weight, tf.mul(delta, scaling)), 'euclidean', 1);
@@ -169,7 +178,7 @@ export class LoraLinear extends BaseTunerLayer {
 
   /** The base weight with adapter `name` merged in (a new tensor). */
   private mergedWeight(name: string): tf.Tensor {
-    const base = this.getBaseLayer() as LinearLike;
+    const base = floatBase(this.getBaseLayer() as LinearLike);
     return tf.tidy(() => {
       const delta = this.getDeltaWeight(name);
       if (!this.useDora[name]) return tf.add(base.weight, delta);
@@ -185,7 +194,7 @@ export class LoraLinear extends BaseTunerLayer {
   }
 
   protected unmergeOne(name: string): void {
-    const base = this.getBaseLayer() as LinearLike;
+    const base = floatBase(this.getBaseLayer() as LinearLike);
     const next = tf.tidy(() => {
       const delta = this.getDeltaWeight(name);
       if (!this.useDora[name]) return tf.sub(base.weight, delta);
