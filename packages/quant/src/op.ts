@@ -35,7 +35,7 @@ const unpackHost = ({ inputs, attrs, backend }: any) => {
   const words = backend.readSync(inputs.x.dataId) as Int32Array;
   const out = new Int32Array(n);
   for (let i = 0; i < n; i++) out[i] = (words[i >> 2] >>> (8 * (i & 3))) & 255;
-  return { dataId: backend.write(out, [n], 'int32'), shape: [n], dtype: 'int32' };
+  return { dataId: backend.write(out, [n], 'int32'), shape: [n], dtype: 'int32' as const };
 };
 for (const backendName of ['cpu', 'wasm']) tf.registerKernel({ kernelName: UNPACK, backendName, kernelFunc: unpackHost });
 const unpackWgsl: WgslKernel = {
@@ -76,7 +76,7 @@ function scaleBlocks(v: tf.Tensor, s: tf.Tensor, n: number, size: number): tf.Te
 }
 
 /** The dequantised absmax values (float32 [blocks]): absmax itself, or map[code]·nested[block of 256] + offset. */
-export function absmaxReference(inputs: Dequant4bitInputs, blocks: number, offset: number): tf.Tensor {
+export function absmaxReference(inputs: Omit<Dequant4bitInputs, 'x'>, blocks: number, offset: number): tf.Tensor {
   if (inputs.absmax) return inputs.absmax;
   const { absmaxCodes, nestedAbsmax, nestedMap } = inputs;
   if (!absmaxCodes || !nestedAbsmax || !nestedMap) {
@@ -87,7 +87,7 @@ export function absmaxReference(inputs: Dequant4bitInputs, blocks: number, offse
 }
 
 /** W [out, in] float32 from the packed codes: table[code]·absmax[block of 64]. */
-export function dequantReference(inputs: Dequant4bitInputs, attrs: Pick<Dequant4bitAttrs, 'outFeatures' | 'inFeatures' | 'quantType' | 'offset'>): tf.Tensor2D {
+export function dequantReference(inputs: Omit<Dequant4bitInputs, 'x'>, attrs: Pick<Dequant4bitAttrs, 'outFeatures' | 'inFeatures' | 'quantType' | 'offset'>): tf.Tensor2D {
   const n = attrs.outFeatures * attrs.inFeatures;
   return tf.tidy(() => {
     const bytes = wordBytes(inputs.qweight, (n + 1) >> 1).reshape([-1, 1]);

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { checkConformance, initBackend } from '@peftjs/core';
-import { Linear4bit, dequant4bitMatMulOp, dequantizeState, quantizeState, type QuantType } from './index';
+import { Linear4bit, dequant4bitMatMulOp, dequantizeState, quantizeState, type Dequant4bitInputs, type QuantType } from './index';
 
 const report = await initBackend({ prefer: 'webgpu', allowSoftwareGpu: true }).catch((e: Error) => e);
 const onGpu = !(report instanceof Error) && tf.getBackend() === 'webgpu';
@@ -39,7 +39,7 @@ describe.skipIf(!onGpu)('peftjs.Dequant4bitMatMul on webgpu', () => {
         const attrs = { outFeatures: outF, inFeatures: inF, quantType: qt, offset: (layer as any).offset, transW };
         const r = await checkConformance(
           dequant4bitMatMulOp,
-          () => ({ x: tf.randomNormal([m, transW ? outF : inF], 0, 1, 'float32', seed++), ...Object.fromEntries(Object.entries(w).map(([k, v]) => [k, tf.clone(v as tf.Tensor)])) }),
+          () => ({ x: tf.randomNormal([m, transW ? outF : inF], 0, 1, 'float32', seed++), ...Object.fromEntries(Object.entries(w).map(([k, v]) => [k, tf.clone(v as tf.Tensor)])) }) as Dequant4bitInputs,
           attrs,
         );
         expect(r.backend).toBe('webgpu');
