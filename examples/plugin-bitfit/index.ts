@@ -1,6 +1,9 @@
 // A third-party PEFT method built only on @peftjs/core's public contract: BitFit-style bias tuning
-// (the seed's "selective" family). Each targeted Linear gets a trainable bias delta `bitfit_bias`
-// [out], saved as `<module>.bitfit_bias`, mergeable into the layer's bias.
+// (the seed's "selective" family). Each targeted Linear gets a trainable bias delta `plugin_bitfit_bias`
+// [out], saved as `<module>.plugin_bitfit_bias`, mergeable into the layer's bias.
+// It registers as PLUGIN_BITFIT with the prefix `plugin_bitfit_`: the registry is one per process and
+// refuses a second owner of a peft_type or a prefix, and BITFIT / `bitfit_` belong to the shipped
+// @peftjs/bitfit (which `peftjs` registers on import). A plugin takes names of its own.
 import * as tf from '@tensorflow/tfjs';
 import {
   BaseTunerLayer,
@@ -20,7 +23,7 @@ const shape = { ...basePeftConfigShape, targetModules: targetModulesSchema.defau
 type Fields = z.output<z.ZodObject<typeof shape>>;
 export interface BitFitConfig extends Fields {}
 export class BitFitConfig extends PeftConfig {
-  static readonly peftType = 'BITFIT';
+  static readonly peftType = 'PLUGIN_BITFIT';
   static readonly shape = shape;
   static readonly hfOnlyDefaults = {};
   constructor(input: Partial<z.input<z.ZodObject<typeof shape>>> = {}) {
@@ -30,13 +33,13 @@ export class BitFitConfig extends PeftConfig {
 }
 
 export class BitFitLinear extends BaseTunerLayer {
-  readonly peftType = 'BITFIT';
+  readonly peftType = 'PLUGIN_BITFIT';
   constructor(base: Linear) {
     super(base);
-    this.registerModule('bitfit_bias', new ParameterDict());
+    this.registerModule('plugin_bitfit_bias', new ParameterDict());
   }
   private get deltas(): ParameterDict {
-    return this.child('bitfit_bias');
+    return this.child('plugin_bitfit_bias');
   }
   private get linear(): Linear {
     return this.getBaseLayer() as Linear;
@@ -70,8 +73,8 @@ export class BitFitLinear extends BaseTunerLayer {
 
 export const bitfitMethod: PeftMethod<BitFitConfig> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
-  peftType: 'BITFIT',
-  prefix: 'bitfit_',
+  peftType: 'PLUGIN_BITFIT',
+  prefix: 'plugin_bitfit_',
   kind: 'injection',
   configClass: BitFitConfig,
   canWrap: (m) => m instanceof Linear,

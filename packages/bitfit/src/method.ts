@@ -1,0 +1,59 @@
+import { Conv1D, LayerNorm, Linear, PeftError, PEFT_METHOD_SPEC_VERSION, TaskType, targetableModules, type PeftMethod, type PreTrainedModel } from '@peftjs/core';
+import { BitFitConfig } from './config';
+import { BitFitLayer, isBiasedModule } from './layer';
+
+/** Heads a sequence classifier saves whole (modules_to_save), never BitFit targets. */
+const SEQ_CLS_HEADS = ['score', 'classifier'];
+
+/**
+ * The default targets: every module with a bias BitFit can train, output heads excepted. A module name is
+ * listed by its last part when every module of that name has a bias, else by its full path.
+ */
+export function defaultBitFitTargets(model: PreTrainedModel, taskType: string | null): string[] {
+  const heads = new Set(model.outputHeadNames);
+  if (taskType === TaskType.SEQ_CLS) for (const h of SEQ_CLS_HEADS) heads.add(h);
+  const mods = targetableModules(model).filter(([name]) => !heads.has(name) && !heads.has(name.split('.').pop()!));
+  const biased = mods.filter(([, m]) => isBiasedModule(m)).map(([name]) => name);
+  const leafOk = new Map<string, boolean>();
+  for (const [name, m] of mods) {
+    const leaf = name.split('.').pop()!;
+    leafOk.set(leaf, (leafOk.get(leaf) ?? true) && isBiasedModule(m));
+  }
+  const out = new Set<string>();
+  for (const name of biased) {
+    const leaf = name.split('.').pop()!;
+    out.add(leafOk.get(leaf) ? leaf : name);
+  }
+  return [...out];
+}
+
+export const bitfitMethod: PeftMethod<BitFitConfig> = {
+  specificationVersion: PEFT_METHOD_SPEC_VERSION,
+  peftType: 'BITFIT',
+  prefix: 'bitfit_',
+  kind: 'injection',
+  configClass: BitFitConfig,
+
+  prepareConfig(config, model) {
+    if (config.targetModules != null) return config;
+    const targets = defaultBitFitTargets(model, config.taskType);
+    if (!targets.length) {
+      throw new PeftError('NO_TARGET_MODULES', `BitFitConfig: this ${model.config.modelType} model has no Linear, Conv1D or LayerNorm with a bias (BitFit trains biases only); set "targetModules" or choose another method`);
+    }
+    return config.with({ targetModules: targets });
+  },
+
+  // a Linear, Conv1D or LayerNorm without a bias reaches inject, whose error says so
+  canWrap(module) {
+    return module instanceof Linear || module instanceof Conv1D || module instanceof LayerNorm;
+  },
+
+  inject({ target, targetName, adapterName }) {
+    let layer: BitFitLayer;
+    if (target instanceof BitFitLayer) layer = target;
+    else if (isBiasedModule(target)) layer = new BitFitLayer(target);
+    else throw new PeftError('INVALID_CONFIG', `BITFIT: target module "${targetName}" (${target.constructor.name}) has no bias to train`);
+    layer.updateLayer(adapterName);
+    return layer;
+  },
+};
