@@ -9,7 +9,7 @@ import { isExcludedModule, isTargetModule, type TargetSpec } from './targets';
 import { type FileSystem, getFileSystem, joinPath, readJson, stableJson } from './io/fs';
 import { parseSafetensors, rawToTensor, tensorsToSafetensors } from './io/safetensors';
 import { commitFiles, committedView, type CommittedView } from './io/commit';
-import { readFileChecked, DEFAULT_MAX_LOAD_BYTES } from './io/fs';
+import { readFileChecked, DEFAULT_MAX_LOAD_BYTES, insidePath } from './io/fs';
 import { isRecordingGradients } from './checkpoint';
 
 export const CONFIG_NAME = 'adapter_config.json';
@@ -194,6 +194,7 @@ export class PeftModel extends Module {
     }
     const enc = this.maybeChild<ModuleDict>('prompt_encoder');
     if (enc) for (const k of enc.keys()) enc.get(k)!.requiresGrad(list.includes(k) && !this.peftConfig[k].inferenceMode);
+    if (this.adaptersDisabled) this.markAdapterLayersDisabled(); // layers injected since stay switched off
   }
 
   /** Runs `fn` with every adapter switched off and returns its result (HF's `with disable_adapter()`). */
@@ -201,6 +202,7 @@ export class PeftModel extends Module {
     this.assertUsable();
     const layers = this.tunerLayers();
     const wrappers = this.saveWrappers();
+    const was = this.adaptersDisabled;
     const set = (on: boolean) => {
       this.adaptersDisabled = on;
       for (const l of layers) l.disableAdapters = on;
@@ -211,11 +213,11 @@ export class PeftModel extends Module {
     try {
       result = fn();
     } catch (e) {
-      set(false);
+      set(was);
       throw e;
     }
-    if (result instanceof Promise) return result.finally(() => set(false)) as T;
-    set(false);
+    if (result instanceof Promise) return result.finally(() => set(was)) as T;
+    set(was);
     return result;
   }
 
@@ -464,8 +466,10 @@ export class PeftModel extends Module {
   }
 
   /** Loads an adapter saved by HF PEFT or peftjs into this model under `adapterName`. */
-  async loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean; fs?: FileSystem; maxBytes?: number } = {}): Promise<void> {
+  async loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean; fs?: FileSystem; maxBytes?: number; subfolder?: string } = {}): Promise<void> {
     const fs = opts.fs ?? getFileSystem();
+    // HF's subfolder: an adapter saved beside others (savePretrained writes dir/<name>); never outside dir
+    if (opts.subfolder !== undefined) dir = insidePath(dir, opts.subfolder, 'loadAdapter: subfolder');
     checkAdapterName(adapterName);
     if (Object.hasOwn(this.peftConfig, adapterName)) throw new PeftError('INVALID_ARGUMENT', `an adapter named "${adapterName}" already exists`);
     const view = await committedView(fs, dir);
@@ -548,6 +552,195 @@ export class PeftModel extends Module {
     if (!opts.isTrainable) peft.eval();
     return peft;
   }
+
+  // ——— HF PeftModel's adapter-layer switches, status and requires_grad (enable/disable_adapter_layers,
+  // get_layer_status, get_model_status, set_requires_grad) ———
+
+  /**
+   * HF's enable_adapter_layers: undoes disableAdapterLayers (a lasting switch): the adapters run again and the
+   * active ones' parameters are trainable again (unless their config is inferenceMode).
+   */
+  enableAdapterLayers(): void {
+    this.assertUsable();
+    this.adaptersDisabled = false;
+    for (const l of this.tunerLayers()) l.disableAdapters = false;
+    for (const w of this.saveWrappers()) w.disableAdapters = false;
+    if (this.active.length) this.setAdapter(this.active);
+  }
+
+  /**
+   * HF's disable_adapter_layers: a lasting switch, until enableAdapterLayers: forward and generate run the base
+   * model (adapters merged into the weights are unmerged first, as HF does), and every adapter parameter is
+   * frozen. `disableAdapter(fn)` inside it leaves it disabled.
+   */
+  disableAdapterLayers(): void {
+    this.assertUsable();
+    this.markAdapterLayersDisabled();
+    for (const l of this.tunerLayers()) {
+      if (l.merged) l.unmerge();
+      for (const [path, p] of l.namedParameters()) if (!path.startsWith('base_layer.')) p.trainable = false;
+    }
+    for (const w of this.saveWrappers()) w.copies.requiresGrad(false);
+    this.maybeChild<ModuleDict>('prompt_encoder')?.requiresGrad(false);
+  }
+
+  private markAdapterLayersDisabled(): void {
+    this.adaptersDisabled = true;
+    for (const l of this.tunerLayers()) l.disableAdapters = true;
+    for (const w of this.saveWrappers()) w.disableAdapters = true;
+  }
+
+  /** Whether the adapters are switched off (disableAdapterLayers, or inside disableAdapter(fn)). */
+  get adapterLayersDisabled(): boolean {
+    return this.adaptersDisabled;
+  }
+
+  /**
+   * HF's set_requires_grad: makes the parameters of the named adapters trainable (or frozen), whichever adapter
+   * is active; the other adapters are left as they are. Not for prompt learning, as in HF.
+   */
+  setRequiresGrad(adapterNames: string | string[], requiresGrad = true): void {
+    this.assertUsable();
+    const names = typeof adapterNames === 'string' ? [adapterNames] : adapterNames;
+    if (!Array.isArray(names) || !names.every((n) => typeof n === 'string')) throw new PeftError('INVALID_ARGUMENT', 'setRequiresGrad: adapterNames must be an adapter name or a list of them');
+    const unknown = names.filter((n) => !Object.hasOwn(this.peftConfig, n));
+    if (unknown.length) throw new PeftError('INVALID_ARGUMENT', `setRequiresGrad: no adapter named ${unknown.map((n) => `"${n}"`).join(', ')}; adapters: ${Object.keys(this.peftConfig).join(', ')}`);
+    if (typeof requiresGrad !== 'boolean') throw new PeftError('INVALID_ARGUMENT', 'setRequiresGrad: requiresGrad must be true or false');
+    const prompt = names.find((n) => this.method(n).kind === 'prompt-learning');
+    if (prompt) throw new PeftError('UNSUPPORTED', `setRequiresGrad is not supported for prompt-learning adapters (adapter "${prompt}" is ${this.peftConfig[prompt].peftType}), as in HF`);
+    for (const l of this.tunerLayers()) {
+      for (const [path, p] of l.namedParameters()) {
+        if (path.startsWith('base_layer.')) continue;
+        const owner = l.adapterOfParameter(path);
+        if (owner !== undefined && names.includes(owner)) p.trainable = requiresGrad;
+      }
+    }
+    for (const w of this.saveWrappers()) for (const n of names) w.copies.get(n)?.requiresGrad(requiresGrad);
+  }
+
+  /**
+   * HF's get_layer_status: one entry per adapter layer (tuner layers and modules-to-save wrappers), with HF's
+   * field names. `name` is the path under base_model as HF prints it (`model.model.layers.0.self_attn.q_proj`),
+   * `module_type` `<peft type>.<wrapped class>` (`lora.Linear`), `devices` the tfjs backend holding the tensors.
+   */
+  getLayerStatus(): TunerLayerStatus[] {
+    this.assertUsable();
+    const prompt = Object.keys(this.peftConfig).find((n) => this.method(n).kind === 'prompt-learning');
+    if (prompt) throw new PeftError('UNSUPPORTED', `getLayerStatus: prompt-learning adapters ("${prompt}", ${this.peftConfig[prompt].peftType}) have no adapter layers, as in HF`);
+    const backend = tf.getBackend();
+    const grads = (groups: Map<string, boolean[]>) => {
+      const out: Record<string, boolean | 'irregular'> = {};
+      for (const [k, v] of groups) out[k] = v.every(Boolean) ? true : v.some(Boolean) ? 'irregular' : false;
+      return out;
+    };
+    const status: TunerLayerStatus[] = [];
+    for (const [name, m] of this.child('base_model').namedModules()) {
+      if (m instanceof BaseTunerLayer) {
+        const groups = new Map<string, boolean[]>(m.adapterNames().map((n) => [n, []]));
+        for (const [path, p] of m.namedParameters()) {
+          if (path.startsWith('base_layer.')) continue;
+          const owner = m.adapterOfParameter(path);
+          if (owner !== undefined) groups.get(owner)?.push(p.trainable);
+        }
+        const base = m.getBaseLayer() as unknown as { quantizationBackend?: unknown };
+        status.push({
+          name,
+          module_type: `${m.peftType.toLowerCase()}.${m.getBaseLayer().constructor.name}`,
+          enabled: !m.disableAdapters,
+          active_adapters: [...m.activeAdapters],
+          merged_adapters: [...m.mergedAdapters],
+          requires_grad: grads(groups),
+          available_adapters: [...m.adapterNames()].sort(),
+          devices: Object.fromEntries(m.adapterNames().map((n) => [n, [backend]])),
+          quantization_backend: typeof base.quantizationBackend === 'string' ? base.quantizationBackend : null,
+        });
+      } else if (m instanceof ModulesToSaveWrapper) {
+        const keys = m.copies.keys();
+        const groups = new Map<string, boolean[]>(keys.map((k) => [k, m.copies.get(k)!.parameters().map((p) => p.trainable)]));
+        status.push({
+          name,
+          module_type: 'ModulesToSaveWrapper',
+          enabled: !m.disableAdapters,
+          active_adapters: m.activeAdapter ? [m.activeAdapter] : [],
+          merged_adapters: [],
+          requires_grad: grads(groups),
+          available_adapters: [...keys].sort(),
+          devices: Object.fromEntries(keys.map((k) => [k, [backend]])),
+          quantization_backend: null,
+        });
+      }
+    }
+    if (!status.length) throw new PeftError('INVALID_ARGUMENT', 'getLayerStatus: no adapter layers found in the model');
+    return status;
+  }
+
+  /**
+   * HF's get_model_status: the layers' status summed up, with HF's field names; a field on which the layers
+   * disagree is `'irregular'` (an inconsistent model). `adapter_model_type` is peftjs's `TunerModel` (one class
+   * for every injection method, where HF has LoraModel, IA3Model …).
+   */
+  getModelStatus(): TunerModelStatus {
+    const layers = this.getLayerStatus();
+    const [trainable, total] = this.getNbTrainableParameters();
+    const same = <T>(vals: T[], key: (v: T) => string): T | 'irregular' => (new Set(vals.map(key)).size === 1 ? vals[0] : 'irregular');
+    const enabled = same(layers.map((s) => s.enabled), String);
+    const activeAdapters = same(layers.map((s) => s.active_adapters), (v) => JSON.stringify(v));
+    const mergedAll = new Set(layers.flatMap((s) => s.merged_adapters));
+    const irregularMerge = layers.some((s) => s.available_adapters.some((a) => mergedAll.has(a) && !s.merged_adapters.includes(a)));
+    const requiresGrad: Record<string, boolean | 'irregular'> = {};
+    const devices: Record<string, string[]> = {};
+    for (const s of layers) {
+      for (const [k, v] of Object.entries(s.requires_grad)) requiresGrad[k] = k in requiresGrad && requiresGrad[k] !== v ? 'irregular' : v;
+      for (const [k, v] of Object.entries(s.devices)) devices[k] = [...new Set([...(devices[k] ?? []), ...v])].sort();
+    }
+    const quant = same(layers.map((s) => s.quantization_backend), String);
+    return {
+      base_model_type: this.model.constructor.name,
+      adapter_model_type: this.child('base_model').constructor.name,
+      peft_types: Object.fromEntries(Object.entries(this.peftConfig).map(([n, c]) => [n, c.peftType])),
+      trainable_params: trainable,
+      total_params: total,
+      num_adapter_layers: layers.length,
+      enabled,
+      active_adapters: activeAdapters === 'irregular' ? activeAdapters : [...activeAdapters],
+      merged_adapters: irregularMerge ? 'irregular' : [...mergedAll].sort(),
+      requires_grad: requiresGrad,
+      available_adapters: [...new Set(layers.flatMap((s) => s.available_adapters))].sort(),
+      devices,
+      quantization_backend: quant,
+    };
+  }
+}
+
+/** HF's TunerLayerStatus (its field names): the state of one adapter layer, from PeftModel.getLayerStatus. */
+export interface TunerLayerStatus {
+  name: string;
+  module_type: string;
+  enabled: boolean;
+  active_adapters: string[];
+  merged_adapters: string[];
+  /** Per adapter: whether its parameters here train; `'irregular'` when some do and some do not. */
+  requires_grad: Record<string, boolean | 'irregular'>;
+  available_adapters: string[];
+  devices: Record<string, string[]>;
+  quantization_backend: string | null;
+}
+
+/** HF's TunerModelStatus (its field names), from PeftModel.getModelStatus; `'irregular'` where the layers disagree. */
+export interface TunerModelStatus {
+  base_model_type: string;
+  adapter_model_type: string;
+  peft_types: Record<string, string>;
+  trainable_params: number;
+  total_params: number;
+  num_adapter_layers: number;
+  enabled: boolean | 'irregular';
+  active_adapters: string[] | 'irregular';
+  merged_adapters: string[] | 'irregular';
+  requires_grad: Record<string, boolean | 'irregular'>;
+  available_adapters: string[];
+  devices: Record<string, string[]>;
+  quantization_backend: string | null | 'irregular';
 }
 
 /** Reads and validates `adapter_config.json`; `inferenceMode` follows `isTrainable`. */
