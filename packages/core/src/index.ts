@@ -97,6 +97,7 @@ export {
   type PeftMethod,
   type InjectArgs,
   type PromptLearningHooks,
+  type WeightedAdapterOptions,
 } from './method';
 export { isTargetModule, isExcludedModule, matchesModuleList, fullMatch, findPatternKey, type TargetSpec } from './targets';
 export { BaseTunerLayer, ModulesToSaveWrapper, TunerModel, isTunerLayer, targetableModules } from './tuner';

@@ -90,6 +90,29 @@ export interface PeftMethod<C extends PeftConfig = PeftConfig> {
    * its rank_pattern masked, as HF saves it. Tensors it replaces it disposes.
    */
   toFileTensors?(tensors: Record<string, tf.Tensor>, config: C): Record<string, tf.Tensor>;
+  /**
+   * PeftModel.addWeightedAdapter: adds `adapterName` combining existing adapters of this method (HF's
+   * LoraModel.add_weighted_adapter). Undefined: the method has no weighted combination.
+   */
+  addWeightedAdapter?(args: { peft: PeftModel; adapters: string[]; weights: number[]; adapterName: string; options: WeightedAdapterOptions }): Promise<void>;
+}
+
+/** Options of PeftModel.addWeightedAdapter (HF's add_weighted_adapter keywords, camelCase). */
+export interface WeightedAdapterOptions {
+  /** HF's combination types; default `svd` (a single adapter always combines `linear`). */
+  combinationType?:
+    | 'svd' | 'linear' | 'cat' | 'ties' | 'ties_svd' | 'dare_linear' | 'dare_ties' | 'dare_linear_svd' | 'dare_ties_svd' | 'magnitude_prune' | 'magnitude_prune_svd';
+  /** The new adapter's rank for the *_svd types (default: the largest rank combined). */
+  svdRank?: number | null;
+  /** Quantile in [0, 1] at which the SVD's factors are clamped (default: none). */
+  svdClamp?: number | null;
+  /** Accepted for HF parity; the factors used are the same either way. */
+  svdFullMatrices?: boolean;
+  /** Fraction of entries kept by the ties, dare and magnitude_prune types, in [0, 1]. */
+  density?: number | null;
+  majoritySignMethod?: 'total' | 'frequency';
+  /** Seed of DARE's random masks (default: the next seed of core's global stream). */
+  seed?: number;
 }
 
 const byType = new Map<string, PeftMethod<any>>();

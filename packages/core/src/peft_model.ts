@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Module, ModuleDict, type Layer } from './nn/module';
 import { PeftError } from './errors';
 import { type PeftConfig, TaskType, configFromHfJson } from './config';
-import { getPeftMethod, type PeftMethod } from './method';
+import { getPeftMethod, type PeftMethod, type WeightedAdapterOptions } from './method';
 import { type ForwardInputs, type ForwardOutput, type GenerateOptions, PreTrainedModel } from './model';
 import { BaseTunerLayer, ModulesToSaveWrapper, TunerModel, targetableModules } from './tuner';
 import { isExcludedModule, isTargetModule, type TargetSpec } from './targets';
@@ -221,8 +221,55 @@ export class PeftModel extends Module {
     return result;
   }
 
-  /** The forward of the base model with the active adapters. */
-  forward(inputs: ForwardInputs): ForwardOutput {
+  /**
+   * Adds `adapterName` combining existing adapters with `weights` (HF's add_weighted_adapter; LoRA: the
+   * combination types of WeightedAdapterOptions, default `svd`). The new adapter is inactive and frozen.
+   */
+  async addWeightedAdapter(adapters: string[], weights: number[], adapterName: string, options: WeightedAdapterOptions = {}): Promise<void> {
+    this.assertUsable();
+    checkAdapterName(adapterName);
+    const first = Array.isArray(adapters) && typeof adapters[0] === 'string' && Object.hasOwn(this.peftConfig, adapters[0]) ? this.method(adapters[0]) : undefined;
+    if (!first) throw new PeftError('INVALID_ARGUMENT', `addWeightedAdapter: "adapters" must name existing adapters; adapters: ${Object.keys(this.peftConfig).join(', ')}`);
+    if (!first.addWeightedAdapter) throw new PeftError('UNSUPPORTED', `addWeightedAdapter: ${first.peftType} adapters cannot be combined`);
+    await first.addWeightedAdapter({ peft: this, adapters, weights, adapterName, options });
+  }
+
+  /**
+   * Runs `fn` with per-sample adapters (HF's adapter_names=): row i of the batch uses adapter names[i],
+   * `'__base__'` none. Every tuner layer holding a named adapter must support it (LoRA's do).
+   */
+  private withPerSampleAdapters<T>(names: unknown, rows: number | undefined, fn: () => T): T {
+    if (!Array.isArray(names) || !names.every((n) => typeof n === 'string')) throw new PeftError('INVALID_ARGUMENT', 'adapterNames must be a list of adapter names, one per row (\'__base__\' for none)');
+    if (rows !== undefined && names.length !== rows) throw new PeftError('INVALID_ARGUMENT', `adapterNames has ${names.length} names for a batch of ${rows} rows`);
+    const unknown = [...new Set(names)].filter((n) => n !== '__base__' && !Object.hasOwn(this.peftConfig, n));
+    if (unknown.length) throw new PeftError('INVALID_ARGUMENT', `adapterNames: no adapter named ${unknown.map((n) => `"${n}"`).join(', ')}; adapters: ${Object.keys(this.peftConfig).join(', ')}`);
+    const used = names.filter((n) => n !== '__base__');
+    if (used.some((n) => this.method(n).kind === 'prompt-learning')) throw new PeftError('UNSUPPORTED', 'adapterNames: per-sample adapters are not supported for prompt-learning adapters');
+    type PerSample = BaseTunerLayer & { perSampleAdapters: string[] | null };
+    const layers = this.tunerLayers();
+    if (layers.some((l) => l.merged)) throw new PeftError('INVALID_ARGUMENT', 'adapterNames cannot be used while adapters are merged into the base weights; unmerge first');
+    for (const l of layers) {
+      if (!('perSampleAdapters' in l) && used.some((n) => l.has(n))) throw new PeftError('UNSUPPORTED', `adapterNames: ${l.peftType} layers do not support per-sample adapters`);
+    }
+    if (this.saveWrappers().some((w) => used.some((n) => w.copies.has(n)))) throw new PeftError('UNSUPPORTED', 'adapterNames: adapters with modules_to_save do not support per-sample adapters');
+    const set = (v: string[] | null) => {
+      for (const l of layers) if ('perSampleAdapters' in l) (l as PerSample).perSampleAdapters = v;
+    };
+    set(names);
+    try {
+      return fn();
+    } finally {
+      set(null);
+    }
+  }
+
+  /** The forward of the base model with the active adapters, or with `adapterNames` one adapter per row. */
+  forward(inputs: ForwardInputs & { adapterNames?: string[] }): ForwardOutput {
+    if (inputs.adapterNames !== undefined) {
+      const { adapterNames, ...rest } = inputs;
+      const ids = rest.inputIds ?? rest.inputsEmbeds;
+      return this.withPerSampleAdapters(adapterNames, ids instanceof tf.Tensor ? ids.shape[0] : ids?.length, () => this.forward(rest));
+    }
     const model = this.model;
     const name = this.active[0];
     const method = name ? this.method(name) : undefined;
@@ -260,9 +307,10 @@ export class PeftModel extends Module {
     }
   }
 
-  /** Generation with the active adapters (virtual tokens and prefixes included). */
-  generate(opts: GenerateOptions): Promise<number[][]> {
-    return this.model.generate(opts, (inputs) => this.forward(inputs));
+  /** Generation with the active adapters (virtual tokens and prefixes included), or `adapterNames` one per row. */
+  generate(opts: GenerateOptions & { adapterNames?: string[] }): Promise<number[][]> {
+    const { adapterNames, ...rest } = opts;
+    return this.model.generate(rest, (inputs) => this.forward(adapterNames === undefined ? inputs : { ...inputs, adapterNames }));
   }
 
   private assertMergeable(names: string[]): void {

@@ -13,6 +13,7 @@ import {
 } from '@peftjs/core';
 import { LoraConfig } from './config';
 import { LoraEmbedding, LoraLinear } from './layer';
+import { addWeightedLoraAdapter } from './merge';
 
 /** HF's default LoRA targets per model_type, used when targetModules is not given. */
 export const DEFAULT_LORA_TARGETS: Record<string, string[]> = {
@@ -86,6 +87,8 @@ export const loraMethod: PeftMethod<LoraConfig> = {
     }
     return layer;
   },
+
+  addWeightedAdapter: addWeightedLoraAdapter,
 
   toFileKey(key) {
     return key.endsWith('.lora_magnitude_vector.weight') ? key.slice(0, -'.weight'.length) : key;
