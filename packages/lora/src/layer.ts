@@ -17,6 +17,7 @@ import {
   nextSeed,
   type Layer,
 } from '@peftjs/core';
+import { mixedBatchForward } from './mixed';
 
 /** DoRA's per-output magnitude, a module so its parameter is named `lora_magnitude_vector.<adapter>.weight` as in HF. */
 export class DoraMagnitude extends Module {
@@ -66,6 +67,8 @@ export class LoraLinear extends BaseTunerLayer {
   readonly scaling: Record<string, number> = {};
   readonly useDora: Record<string, boolean> = {};
   private readonly doraNormCache = new Map<string, tf.Tensor>();
+  /** Per-sample adapters of the current forward (PeftModel.forward's adapterNames), one per row; null: the active ones. */
+  perSampleAdapters: string[] | null = null;
 
   constructor(base: LinearLike | BaseTunerLayer, fanInFanOut: boolean) {
     super(base);
@@ -220,6 +223,7 @@ export class LoraLinear extends BaseTunerLayer {
   forward(x: tf.Tensor): tf.Tensor {
     const bypassed = this.bypass(x);
     if (bypassed) return bypassed;
+    if (this.perSampleAdapters) return this.mixedForward(x, this.perSampleAdapters);
     return tf.tidy(() => {
       let result = this.baseLayer.forward(x);
       for (const name of this.activeAdapters) {
@@ -236,6 +240,20 @@ export class LoraLinear extends BaseTunerLayer {
       }
       return result;
     });
+  }
+
+  /** HF's _mixed_batch_forward: each row through its own adapter (mixed.ts), with the reference ops. */
+  private mixedForward(x: tf.Tensor, names: string[]): tf.Tensor {
+    return tf.tidy(() =>
+      mixedBatchForward(x, this.baseLayer.forward(x), names, (name, sub) => {
+        if (!this.has(name)) return null;
+        if (this.useDora[name]) throw new PeftError('UNSUPPORTED', `adapterNames: adapter "${name}" uses DoRA, which per-sample adapters do not support (as in HF)`);
+        const xd = this.loraDropout.get(name)!.forward(sub);
+        const A = this.loraA.get(name)!.weight;
+        const B = this.loraB.get(name)!.weight;
+        return tf.mul(linear2d(xd, (x2) => tf.matMul(tf.matMul(x2, A, false, true), B, false, true)), this.scaling[name]);
+      }),
+    );
   }
 
   /**
@@ -266,6 +284,8 @@ export class LoraEmbedding extends BaseTunerLayer {
   readonly peftType = 'LORA';
   readonly r: Record<string, number> = {};
   readonly scaling: Record<string, number> = {};
+  /** Per-sample adapters of the current forward (PeftModel.forward's adapterNames), one per row; null: the active ones. */
+  perSampleAdapters: string[] | null = null;
 
   constructor(base: Embedding) {
     super(base);
@@ -317,13 +337,18 @@ export class LoraEmbedding extends BaseTunerLayer {
   forward(ids: tf.Tensor): tf.Tensor {
     const bypassed = this.bypass(ids);
     if (bypassed) return bypassed;
+    const delta = (name: string, x: tf.Tensor, shape: number[]) => {
+      const after = tf.gather(tf.transpose(this.loraEmbeddingA.get(name)!), x.toInt());
+      const d = tf.matMul(after.reshape([-1, this.r[name]]), this.loraEmbeddingB.get(name)!, false, true);
+      return tf.mul(d.reshape(shape), this.scaling[name]);
+    };
     return tf.tidy(() => {
       let result = this.baseLayer.forward(ids);
+      const names = this.perSampleAdapters;
+      if (names) return mixedBatchForward(ids, result, names, (n, sub) => (this.has(n) ? delta(n, sub, [...sub.shape, result.shape[result.rank - 1]]) : null));
       for (const name of this.activeAdapters) {
         if (!this.has(name)) continue;
-        const after = tf.gather(tf.transpose(this.loraEmbeddingA.get(name)!), ids.toInt());
-        const delta = tf.matMul(after.reshape([-1, this.r[name]]), this.loraEmbeddingB.get(name)!, false, true);
-        result = tf.add(result, tf.mul(delta.reshape(result.shape), this.scaling[name]));
+        result = tf.add(result, delta(name, ids, result.shape));
       }
       return result;
     });
