@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { PeftModel, RMSNorm, getPeftModel, loadSafetensors, parseSafetensors, TaskType } from '@peftjs/core';
 import { AutoModelForCausalLM } from '@peftjs/models';
 import { LNTuningConfig, LNTuningLayer } from './index';
-import { keptDiff } from '../../../tools/testing/fixtures';
+import { hfCase, keptDiff } from '../../../tools/testing/fixtures';
 import { expectOnlyMethodChanged, snapshot, trainStep } from '../../../tools/testing/prompt_learning';
 
 const TOL = 1e-4;
@@ -133,6 +133,19 @@ describe('LN tuning model management', () => {
     peft.mergeAdapter(['default']);
     peft.mergeAdapter(['b']);
     expect(peft.model.getSubmodule<LNTuningLayer>('model.norm').mergedAdapters).toEqual(['b']);
+  });
+
+  it('GPT-2: LayerNorms (weight and bias) by default; identity at init; HF key names', async () => {
+    const model = await AutoModelForCausalLM.fromPretrained(`${hfCase('gpt2_lora_cattn')}base`);
+    const ids = [[1, 2, 3, 4, 5]];
+    const before = model.forward({ inputIds: ids }).logits;
+    const peft = getPeftModel(model, new LNTuningConfig());
+    expect((peft.peftConfig.default as LNTuningConfig).targetModules).toEqual(['ln_1', 'ln_2', 'ln_f']);
+    expect(await maxAbsDiff(before, peft.forward({ inputIds: ids }).logits)).toBe(0);
+    const keys = Object.keys(peft.adapterStateDict());
+    expect(keys).toContain('base_model.model.transformer.h.0.ln_1.ln_tuning_layers.weight');
+    expect(keys).toContain('base_model.model.transformer.ln_f.ln_tuning_layers.bias');
+    expect(keys.length).toBe(2 * (2 * model.config.numHiddenLayers + 1));
   });
 
   it('errors name the field', async () => {
