@@ -135,6 +135,15 @@ describe('LN tuning model management', () => {
     expect(peft.model.getSubmodule<LNTuningLayer>('model.norm').mergedAdapters).toEqual(['b']);
   });
 
+  it('generation with the adapter is the merged model\'s generation', async () => {
+    const peft = await PeftModel.fromPretrained(await base(), `${dir}adapter`);
+    const prompt = { inputIds: [[3, 14, 15, 92, 65]], maxNewTokens: 6 };
+    const withAdapter = await peft.generate(prompt);
+    const plain = await (await base()).generate(prompt);
+    expect(withAdapter).not.toEqual(plain); // the adapter changes what is generated
+    expect(await peft.mergeAndUnload().generate(prompt)).toEqual(withAdapter);
+  });
+
   it('GPT-2: LayerNorms (weight and bias) by default; identity at init; HF key names', async () => {
     const model = await AutoModelForCausalLM.fromPretrained(`${hfCase('gpt2_lora_cattn')}base`);
     const ids = [[1, 2, 3, 4, 5]];
