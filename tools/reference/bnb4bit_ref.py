@@ -272,8 +272,25 @@ def main():
         case('model.layers.0.self_attn.q_proj.weight[:300] with a zero block', zeros_in, 'nf4', True, code),
         case('model.layers.0.self_attn.q_proj.weight[:300] with a zero block', zeros_in, 'fp4', False, code),
     ]
+    # ties: every split point of the trees and every float32 midpoint of the dynamic map, and their float32
+    # neighbours, with the codes the kernels' comparisons give them
+    def around(v):
+        v = f32(v)
+        return [float(np.nextafter(v, f32(-np.inf))), float(v), float(np.nextafter(v, f32(np.inf)))]
+    nf4_splits = [0.03979014977812767, 0.3893125355243683, 0.6427869200706482, 0.8614784181118011, 0.5016634166240692,
+                  0.2035212516784668, 0.2920137718319893, 0.1202552504837513, -0.33967943489551544, -0.13791173323988914,
+                  -0.045525018125772476, -0.23460740596055984, -0.6106329262256622, -0.4599952697753906, -0.8480964004993439]
+    fp4_splits = [0.29166667, 0.583333, 0.8333333, 0.4166667, 0.0859375, 0.20833333, 0.00260417]
+    xs4 = sorted({x for v in nf4_splits for x in around(v)})
+    xf4 = sorted({x for v in fp4_splits for s in (1, -1) for x in around(s * v)})
+    mids = sorted({float(f32(f32(code[i] + code[i + 1]) * f32(0.5))) for i in range(255)})
+    x8 = sorted({x for m in mids for x in around(m)})
+    ties = {'nf4': {'x': xs4, 'code': [nf4_code(v) for v in xs4]},
+            'fp4': {'x': xf4, 'code': [fp4_code(v) for v in xf4]},
+            'dynamic': {'x': x8, 'code': [dquantize8(code, f32(v)) for v in x8]}}
     out = {
         'about': 'tools/reference/bnb4bit_ref.py (NumPy, from bitsandbytes csrc/kernels.cu and functional.py); sha256 of little-endian bytes',
+        'ties': ties,
         'dynamicMap': [float(v) for v in code],
         'dynamicMapSha256': sha(code),
         'cases': cases,

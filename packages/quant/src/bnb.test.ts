@@ -13,6 +13,7 @@ import {
   dequantize4bit,
   dequantizeAbsmax,
   doubleQuantize,
+  dynamicCode,
   dynamicMap,
   fp4Code,
   nf4Code,
@@ -66,6 +67,14 @@ describe('bitsandbytes 4-bit, bit for bit with the NumPy reference', () => {
       expect(sha(w)).toBe(c.dequantSha256);
     });
   }
+
+  it('ties: split points, dynamic-map midpoints and their float32 neighbours get the reference codes', () => {
+    expect(ref.ties.nf4.x.map(nf4Code)).toEqual(ref.ties.nf4.code);
+    expect(ref.ties.fp4.x.map(fp4Code)).toEqual(ref.ties.fp4.code);
+    const map = dynamicMap();
+    expect(ref.ties.dynamic.x.length).toBeGreaterThan(300);
+    expect(ref.ties.dynamic.x.map((x: number) => dynamicCode(map, x))).toEqual(ref.ties.dynamic.code);
+  });
 
   it('the code trees: table values map to their own codes, split points go down, ties to the left', () => {
     for (let c = 0; c < 16; c++) expect(nf4Code(NF4_TABLE[c])).toBe(c);
