@@ -7,10 +7,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PeftError, PeftModel, loadSafetensors, parseSafetensors, rawToArray } from '@peftjs/core';
+import { PeftError, PeftModel, getPeftModel, loadSafetensors, parseSafetensors, rawToArray } from '@peftjs/core';
 import { AutoModelForCausalLM } from '@peftjs/models';
-import { LoraLinear } from './index';
-import './index'; // registers LORA (the import above is only a type)
+import { LoraConfig, LoraLinear } from './index';
 import { svd, svdOfProduct } from './svd';
 import { magnitudePruning, quantile, randomPruning } from './merge_utils';
 import { mulberry32 } from '@peftjs/core';
@@ -156,6 +155,35 @@ describe('addWeightedAdapter parity with HF PEFT: llama_weighted_lora', () => {
     expect(Array.from(expected).filter((e) => e !== 0).length).toBeLessThan(0.65 * expected.length); // pruned: can fail
     tf.dispose([lin, svd8, x, y, ...Object.values(t)]);
     peft.dispose();
+  });
+
+  it('cat and full-rank svd are exact, negative weights included; an rsLoRA adapter combines to scaling 1 (its delta kept)', async () => {
+    const peft = await load();
+    await peft.addWeightedAdapter(['a', 'b'], [0.8, -0.6], 'c', { combinationType: 'cat' });
+    await peft.addWeightedAdapter(['a', 'b'], [0.8, -0.6], 's', { combinationType: 'svd', svdRank: 8 });
+    for (const layer of ['model.layers.0.mlp.down_proj', 'model.layers.1.self_attn.v_proj']) {
+      const l = peft.model.getSubmodule<LoraLinear>(layer);
+      const want = tf.tidy(() => tf.sub(tf.mul(l.getDeltaWeight('a'), 0.8), tf.mul(l.getDeltaWeight('b'), 0.6)));
+      const w = await want.data();
+      for (const n of ['c', 's']) {
+        expect(l.scaling[n], n).toBe(1);
+        const got = l.getDeltaWeight(n);
+        expect(maxDiff(await got.data(), w), `${layer} ${n}`).toBeLessThan(1e-5 * maxAbs(w));
+        got.dispose();
+      }
+      want.dispose();
+    }
+    peft.dispose();
+
+    const rs = getPeftModel(await AutoModelForCausalLM.fromPretrained(`${DIR}base`), new LoraConfig({ r: 4, loraAlpha: 8, useRslora: true, targetModules: ['q_proj'], initLoraWeights: false }));
+    await rs.addWeightedAdapter(['default'], [1], 'copy', { combinationType: 'svd' }); // one adapter: linear
+    expect((rs.peftConfig.copy as LoraConfig).useRslora).toBe(false);
+    const q = rs.model.getSubmodule<LoraLinear>('model.layers.0.self_attn.q_proj');
+    const [d0, d1] = [q.getDeltaWeight('default'), q.getDeltaWeight('copy')];
+    const ref = await d0.data();
+    expect(maxDiff(await d1.data(), ref)).toBeLessThan(1e-6 * maxAbs(ref));
+    tf.dispose([d0, d1]);
+    rs.dispose();
   });
 
   it('DARE: the same seed gives the same adapter, another seed another; kept entries ≈ density, rescaled by 1/density', async () => {
