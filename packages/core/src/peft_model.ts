@@ -669,7 +669,7 @@ export class PeftModel extends Module {
   /**
    * HF's get_layer_status: one entry per adapter layer (tuner layers and modules-to-save wrappers), with HF's
    * field names. `name` is the path under base_model as HF prints it (`model.model.layers.0.self_attn.q_proj`),
-   * `module_type` `<peft type>.<wrapped class>` (`lora.Linear`), `devices` the tfjs backend holding the tensors.
+   * `module_type` the layer's `moduleType` (`lora.Linear`), `devices` the tfjs backend holding the tensors.
    */
   getLayerStatus(): TunerLayerStatus[] {
     this.assertUsable();
@@ -693,7 +693,7 @@ export class PeftModel extends Module {
         const base = m.getBaseLayer() as unknown as { quantizationBackend?: unknown };
         status.push({
           name,
-          module_type: `${m.peftType.toLowerCase()}.${m.getBaseLayer().constructor.name}`,
+          module_type: m.moduleType,
           enabled: !m.disableAdapters,
           active_adapters: [...m.activeAdapters],
           merged_adapters: [...m.mergedAdapters],

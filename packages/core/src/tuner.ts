@@ -51,6 +51,14 @@ export abstract class BaseTunerLayer extends Module implements Layer {
     return this.mergedAdapters.length > 0;
   }
 
+  /**
+   * HF's `module_type` in get_layer_status (the layer's repr up to its first parenthesis), e.g. `lora.Linear`.
+   * By default `<peft type in lower case>.<wrapped class>`; a layer whose HF name differs overrides it.
+   */
+  get moduleType(): string {
+    return `${this.peftType.toLowerCase()}.${this.getBaseLayer().constructor.name}`;
+  }
+
   has(name: string): boolean {
     return this.adapterNames().includes(name);
   }

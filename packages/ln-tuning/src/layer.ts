@@ -31,6 +31,11 @@ export class LNTuningLayer extends BaseTunerLayer {
     this.registerModule('ln_tuning_layers', new ModuleDict<Module & Layer>());
   }
 
+  /** HF's repr: `ln_tuning.LNTuningLayer`. */
+  override get moduleType(): string {
+    return 'ln_tuning.LNTuningLayer';
+  }
+
   get lnTuningLayers(): ModuleDict<Module & Layer> {
     return this.child<ModuleDict<Module & Layer>>('ln_tuning_layers');
   }

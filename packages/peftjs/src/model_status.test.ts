@@ -131,13 +131,13 @@ describe('getLayerStatus / getModelStatus', () => {
     expect(peft.getLayerStatus().find((s) => s.name === v.name)!.requires_grad.other).toBe('irregular');
   });
 
-  it('LN tuning layers report their wrapped norm; modules_to_save wrappers are listed', async () => {
+  it("LN tuning layers report HF's module type (ln_tuning.LNTuningLayer); modules_to_save wrappers are listed", async () => {
     const { AutoModelForSequenceClassification } = await import('peftjs');
     const base = await AutoModelForSequenceClassification.fromPretrained(`${FIX}llama_seqcls_lora/base`);
     const peft = getPeftModel(base, new LNTuningConfig({ taskType: TaskType.SEQ_CLS, targetModules: ['norm'] }));
     const layers = peft.getLayerStatus();
     expect(layers.map((s) => [s.name, s.module_type])).toEqual([
-      ['model.model.norm', 'ln_tuning.RMSNorm'],
+      ['model.model.norm', 'ln_tuning.LNTuningLayer'],
       ['model.score', 'ModulesToSaveWrapper'],
     ]);
     expect(layers[1].active_adapters).toEqual(['default']);
