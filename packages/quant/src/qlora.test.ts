@@ -66,7 +66,12 @@ describe('QLoRA workflow', () => {
     const b = peft.forward({ inputIds: ids }).logits;
     expect(await maxAbs(a, b)).toBeGreaterThan(0); // different bases
     expect(await maxAbs(a, b)).toBeLessThan(5);
-    tf.dispose([a, b]);
+    // on a fresh 4-bit base: the trained model's logits exactly
+    const on4 = await PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(dir, { quantizationConfig: bnb() }), out);
+    const c = on4.forward({ inputIds: ids }).logits;
+    expect(await maxAbs(c, b)).toBe(0);
+    tf.dispose([a, b, c]);
+    on4.dispose();
     onFp.dispose();
     peft.dispose();
   });

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { PeftError, getFileSystem, joinPath, serializeSafetensors, type FileSystem, type PreTrainedModel, type TensorToWrite } from '@peftjs/core';
+import { PeftError, getFileSystem, joinPath, serializeSafetensors, stableJson, type FileSystem, type PreTrainedModel, type TensorToWrite } from '@peftjs/core';
 import { codeTable } from './bnb';
 import type { BitsAndBytesConfig } from './config';
 import { Linear4bit, type Linear4bitState } from './linear4bit';
@@ -71,5 +71,5 @@ export async function saveQuantizedPretrained(model: PreTrainedModel, dir: strin
   await fs.mkdirp(dir);
   await fs.writeFileAtomic(joinPath(dir, 'model.safetensors'), serializeSafetensors(tensors, { format: 'pt' }));
   const raw = { ...model.config.raw, quantization_config: q.toDict() };
-  await fs.writeFileAtomic(joinPath(dir, 'config.json'), JSON.stringify(raw, null, 2) + '\n');
+  await fs.writeFileAtomic(joinPath(dir, 'config.json'), stableJson(raw)); // as PretrainedConfig.to_json_string: keys sorted, indent 2
 }
