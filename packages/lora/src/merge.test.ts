@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { PeftError, PeftModel, getPeftModel, loadSafetensors, parseSafetensors, rawToArray } from '@peftjs/core';
 import { AutoModelForCausalLM } from '@peftjs/models';
 import { LoraConfig, LoraLinear } from './index';
-import { svd, svdOfProduct } from './svd';
+import { svd, svdOfProduct, truncatedSvd, type Svd } from './svd';
 import { magnitudePruning, quantile, randomPruning } from './merge_utils';
 import { mulberry32 } from '@peftjs/core';
 import { keptDiff } from '../../../tools/testing/fixtures';
@@ -282,6 +282,25 @@ describe('svd (one-sided Jacobi, float64)', () => {
     const g = svdOfProduct(p, q, 20, 3, 30);
     for (let j = 0; j < 3; j++) expect(Math.abs(f.s[j] - g.s[j])).toBeLessThan(1e-12);
     expect(f.s[3]).toBeLessThan(1e-12);
+    // wide matrices: the truncated SVD's rank-k product equals the full one's (a pruned low-rank sum, as *_svd sees),
+    // also when the subspace iteration is cut short and the full SVD is taken instead
+    const [M, N, R] = [400, 300, 8];
+    const lowRank = new Float64Array(M * N);
+    const lb = Float64Array.from({ length: M * R }, () => rand() - 0.5);
+    const la = Float64Array.from({ length: R * N }, () => rand() - 0.5);
+    for (let i = 0; i < M; i++) for (let r = 0; r < R; r++) for (let j = 0; j < N; j++) lowRank[i * N + j] += lb[i * R + r] * la[r * N + j];
+    const pruned = magnitudePruning(lowRank, 0.4);
+    const rankK = (d: Svd, k: number) => {
+      const out = new Float64Array(d.m * d.n);
+      for (let i = 0; i < d.m; i++) for (let p = 0; p < k; p++) for (let j = 0; j < d.n; j++) out[i * d.n + j] += d.u[i * d.k + p] * d.s[p] * d.v[j * d.k + p];
+      return out;
+    };
+    const ref = rankK(svd(pruned, M, N), 6);
+    for (const maxSteps of [400, 1]) {
+      const tr = truncatedSvd(pruned, M, N, 6, { maxSteps });
+      expect(tr.k).toBe(6);
+      expect(maxDiff(rankK(tr, 6), ref), `maxSteps ${maxSteps}`).toBeLessThan(1e-9 * maxAbs(ref));
+    }
     expect(quantile(Float64Array.from([1, 2, 3, 4]), 0.5)).toBe(2.5);
     expect(() => svd(Float64Array.from([1, NaN]), 1, 2)).toThrow(PeftError);
   });

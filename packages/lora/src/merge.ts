@@ -5,7 +5,7 @@ import { ModulesToSaveWrapper, PeftError, mulberry32, nextSeed, type PeftModel, 
 import type { LoraConfig } from './config';
 import { LoraEmbedding, LoraLinear } from './layer';
 import { dareLinear, dareTies, magnitudePrune, quantile, taskArithmetic, ties, type MajoritySignMethod, type Random } from './merge_utils';
-import { svd, svdOfProduct, type Svd } from './svd';
+import { svd, svdOfProduct, truncatedSvd, type Svd } from './svd';
 
 export const COMBINATION_TYPES = [
   'svd',
@@ -207,8 +207,9 @@ function combineLayer(
     });
     d = rank <= c ? svdOfProduct(p, q, m, c, n) : svd(product({ r: c, a: q, b: p, scaling: 1 }, m, n, 1), m, n);
   } else {
+    if (rank > Math.min(m, n)) fail(`the new rank ${rank} exceeds min(out, in) = ${Math.min(m, n)} of layer "${layerName}" (HF's SVD cannot give it either)`);
     const deltas = found.map(({ f }) => product(f, m, n, f.scaling));
-    d = svd(combineFactorTensors(type, deltas, ws, o.density, sign, rand), m, n);
+    d = truncatedSvd(combineFactorTensors(type, deltas, ws, o.density, sign, rand), m, n, rank);
   }
   return factorsFromSvd(d, rank, o.svdClamp, layerName);
 }

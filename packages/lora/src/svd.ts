@@ -1,4 +1,4 @@
-import { PeftError } from '@peftjs/core';
+import { PeftError, mulberry32 } from '@peftjs/core';
 
 /**
  * A thin singular value decomposition in float64: a [m, n] (row-major) = U · diag(S) · Vᵀ with
@@ -182,4 +182,85 @@ export function svdOfProduct(p: Float64Array, q: Float64Array, m: number, c: num
   const core = matmul(a.r, transpose(b.r, c, c), c, c, c);
   const inner = svd(core, c, c);
   return { m, n, k: c, u: matmul(a.q, inner.u, m, c, c), s: inner.s, v: matmul(b.q, inner.v, n, c, c) };
+}
+
+/** aᵀ·q for a [m, n], q [m, l]: [n, l]. */
+function matmulTN(a: Float64Array, q: Float64Array, m: number, n: number, l: number): Float64Array {
+  const out = new Float64Array(n * l);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      const x = a[i * n + j];
+      if (x === 0) continue;
+      const o = j * l;
+      const r = i * l;
+      for (let c = 0; c < l; c++) out[o + c] += x * q[r + c];
+    }
+  }
+  return out;
+}
+
+/** Widths up to which the full Jacobi SVD is used (a second or so at this size). */
+export const FULL_SVD_MAX_WIDTH = 256;
+
+/**
+ * The `k` largest singular triplets of a [m, n] (U [m, k], S [k], V [n, k]), what a rank-k truncation needs.
+ * Small matrices take the full Jacobi SVD; wider ones a block subspace iteration in float64 (k plus as many
+ * spare columns, re-orthonormalised by QR each step) run until every kept triplet's residual
+ * ‖A·vⱼ − σⱼ·uⱼ‖ and ‖Aᵀ·uⱼ − σⱼ·vⱼ‖ is below 1e-10·σ₁, then the Jacobi SVD of the small projected matrix;
+ * if that does not happen within the step budget the full SVD is taken after all (slow, never wrong).
+ */
+export function truncatedSvd(a: Float64Array, m: number, n: number, k: number, opts: { maxSteps?: number } = {}): Svd {
+  const width = Math.min(m, n);
+  if (k > width) throw new PeftError('INVALID_ARGUMENT', `svd: ${k} singular triplets asked of a [${m}, ${n}] matrix`);
+  const l = Math.min(width, 2 * k + 8);
+  const take = (d: Svd): Svd => {
+    const u = new Float64Array(m * k);
+    const v = new Float64Array(n * k);
+    for (let i = 0; i < m; i++) for (let j = 0; j < k; j++) u[i * k + j] = d.u[i * d.k + j];
+    for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) v[i * k + j] = d.v[i * d.k + j];
+    return { m, n, k, u, s: d.s.slice(0, k), v };
+  };
+  if (width <= FULL_SVD_MAX_WIDTH || 2 * l >= width) return take(svd(a, m, n));
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) throw new PeftError('INVALID_ARGUMENT', `svd: the matrix holds NaN or Inf (entry ${i} of [${m}, ${n}])`);
+  }
+  const rand = mulberry32(0x5eed);
+  let z: Float64Array = Float64Array.from({ length: n * l }, () => rand() - 0.5);
+  const maxSteps = opts.maxSteps ?? 400;
+  for (let step = 1; step <= maxSteps; step++) {
+    const q = qr(matmul(a, z, m, n, l), m, l).q; // [m, l]
+    z = qr(matmulTN(a, q, m, n, l), n, l).q; // [n, l]
+    if (step % 4 !== 0) continue;
+    // Rayleigh–Ritz: A ≈ Q·(QᵀA); the SVD of the small Qᵀ·A [l, n] through its transpose
+    const q2 = qr(matmul(a, z, m, n, l), m, l).q;
+    const small = svd(transpose(matmulTN(a, q2, m, n, l), n, l), l, n); // (QᵀA) = Us·S·Vsᵀ
+    const u = matmul(q2, small.u, m, l, small.k);
+    const cand: Svd = { m, n, k: small.k, u, s: small.s, v: small.v };
+    if (converged(a, cand, k)) return take(cand);
+    z = small.v.length === n * l ? small.v : z;
+  }
+  return take(svd(a, m, n));
+}
+
+function converged(a: Float64Array, d: Svd, k: number): boolean {
+  const { m, n } = d;
+  const tol = 1e-10 * d.s[0];
+  if (d.s[0] === 0) return true;
+  for (let j = 0; j < k; j++) {
+    let r1 = 0;
+    for (let i = 0; i < m; i++) {
+      let x = 0;
+      for (let p = 0; p < n; p++) x += a[i * n + p] * d.v[p * d.k + j];
+      r1 += (x - d.s[j] * d.u[i * d.k + j]) ** 2;
+    }
+    if (Math.sqrt(r1) > tol) return false;
+    let r2 = 0;
+    for (let p = 0; p < n; p++) {
+      let x = 0;
+      for (let i = 0; i < m; i++) x += a[i * n + p] * d.u[i * d.k + j];
+      r2 += (x - d.s[j] * d.v[p * d.k + j]) ** 2;
+    }
+    if (Math.sqrt(r2) > tol) return false;
+  }
+  return true;
 }
