@@ -106,3 +106,21 @@ describe("transformers' bitsandbytes 4-bit layout", () => {
     expect([0.0123, 1e-5, 1.5e-5, 2, 0.0001, 1e16, -3.25e-7].map(pyFloat)).toEqual(['0.0123', '1e-05', '1.5e-05', '2.0', '0.0001', '1e+16', '-3.25e-07']);
   });
 });
+
+describe('hostile checkpoints for the 4-bit loader', () => {
+  it('a config.json far larger than its weights fails on the first missing tensor, nothing allocated at the claimed size, nothing leaks', async () => {
+    const d = join(tmp, 'huge');
+    cpSync(fixture, d, { recursive: true });
+    const cfg = readConfig(d);
+    cfg.num_hidden_layers = 40;
+    writeFileSync(join(d, 'config.json'), JSON.stringify(cfg));
+    const before = tf.memory().numTensors;
+    await expect(fromFile(d)).rejects.toThrow(/missing tensor "model\.layers\.1\.self_attn\.q_proj\.weight" \[64,64\]/);
+    expect(tf.memory().numTensors).toBe(before);
+    cfg.num_hidden_layers = 1;
+    cfg.vocab_size = 4096;
+    writeFileSync(join(d, 'config.json'), JSON.stringify(cfg));
+    await expect(fromFile(d)).rejects.toThrow(/"model\.embed_tokens\.weight" has shape \[256,64\] but the model expects \[4096,64\]/);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});

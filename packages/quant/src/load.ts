@@ -52,9 +52,12 @@ class RawSource extends ParamSource {
     const key = this.at ? `${this.at}.${name}` : name;
     if (this.placeholderFor(key)) return this.shared.placeholder;
     const raw = Object.hasOwn(this.raws, key) ? this.raws[key] : undefined;
-    const t = raw ? rawToTensor(key, raw, this.shared.source) : init();
-    if (raw) this.shared.given.add(key);
-    if (raw && !tf.util.arraysEqual(t.shape, shape)) {
+    // strict, and nothing is made at a size only config.json claims: a parameter the file lacks is an error
+    if (!raw) throw new PeftError('INVALID_FILE', `${this.shared.source}: does not match the model built from config.json: missing tensor ${clipName(key)} [${shape}]`);
+    void init;
+    const t = rawToTensor(key, raw, this.shared.source);
+    this.shared.given.add(key);
+    if (!tf.util.arraysEqual(t.shape, shape)) {
       t.dispose();
       throw new PeftError('SHAPE_MISMATCH', `${this.shared.source}: tensor "${key}" has shape [${raw.shape}] but the model expects [${shape}] (config.json and the weights disagree)`);
     }
