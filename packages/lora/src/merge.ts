@@ -5,7 +5,7 @@ import { ModulesToSaveWrapper, PeftError, mulberry32, nextSeed, type PeftModel, 
 import type { LoraConfig } from './config';
 import { LoraEmbedding, LoraLinear } from './layer';
 import { dareLinear, dareTies, magnitudePrune, quantile, taskArithmetic, ties, type MajoritySignMethod, type Random } from './merge_utils';
-import { svd, svdOfProduct, truncatedSvd, type Svd } from './svd';
+import { svdOfProduct, truncatedSvd, type Svd } from './svd';
 
 export const COMBINATION_TYPES = [
   'svd',
@@ -192,6 +192,7 @@ function combineLayer(
   // rank-`rank` factors of the result (HF PEFT ≥ 0.21 applies the scaling once here, not twice)
   const ws = found.map(({ w }) => w);
   let d: Svd;
+  if (rank > Math.min(m, n)) fail(`the new rank ${rank} exceeds min(out, in) = ${Math.min(m, n)} of layer "${layerName}" (HF's SVD cannot give it either)`);
   if (type === 'svd') {
     // ΣᵢwᵢsᵢBᵢAᵢ = [w₁s₁B₁ …] · [A₁; …]: decomposed through its factors (the ranks' cost, not the layer's)
     const c = found.reduce((acc, { f }) => acc + f.r, 0);
@@ -205,9 +206,8 @@ function combineLayer(
         q.set(f.a.subarray(r * n, (r + 1) * n), col * n);
       }
     });
-    d = rank <= c ? svdOfProduct(p, q, m, c, n) : svd(product({ r: c, a: q, b: p, scaling: 1 }, m, n, 1), m, n);
+    d = rank <= c ? svdOfProduct(p, q, m, c, n) : truncatedSvd(product({ r: c, a: q, b: p, scaling: 1 }, m, n, 1), m, n, rank);
   } else {
-    if (rank > Math.min(m, n)) fail(`the new rank ${rank} exceeds min(out, in) = ${Math.min(m, n)} of layer "${layerName}" (HF's SVD cannot give it either)`);
     const deltas = found.map(({ f }) => product(f, m, n, f.scaling));
     d = truncatedSvd(combineFactorTensors(type, deltas, ws, o.density, sign, rand), m, n, rank);
   }
