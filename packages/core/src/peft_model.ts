@@ -248,6 +248,8 @@ export class PeftModel extends Module {
     type PerSample = BaseTunerLayer & { perSampleAdapters: string[] | null };
     const layers = this.tunerLayers();
     if (layers.some((l) => l.merged)) throw new PeftError('INVALID_ARGUMENT', 'adapterNames cannot be used while adapters are merged into the base weights; unmerge first');
+    // a checkpointed layer recomputes its forward in backward, after the names are gone: refused rather than wrong
+    if (isRecordingGradients() && this.model.isGradientCheckpointing) throw new PeftError('UNSUPPORTED', 'adapterNames cannot be used in a training forward with gradient checkpointing on');
     for (const l of layers) {
       if (!('perSampleAdapters' in l) && used.some((n) => l.has(n))) throw new PeftError('UNSUPPORTED', `adapterNames: ${l.peftType} layers do not support per-sample adapters`);
     }

@@ -99,6 +99,10 @@ describe('per-sample adapters (adapterNames) parity with HF PEFT: llama_mixed_ba
     const g = grads[bA.name];
     expect((await tf.max(tf.abs(g)).data())[0]).toBeGreaterThan(0);
     tf.dispose([value, g]);
+    // with gradient checkpointing a training forward would recompute without the names: refused
+    peft.model.gradientCheckpointingEnable();
+    expect(() => tf.variableGrads(() => tf.sum(peft.forward({ inputIds: ids, adapterNames: ['b', 'a'] }).logits) as tf.Scalar, [bA])).toThrow(/gradient checkpointing/);
+    peft.model.gradientCheckpointingDisable();
     peft.dispose();
   });
 
