@@ -36,6 +36,14 @@ async function load(): Promise<PeftModel> {
   return peft;
 }
 
+/** The LoRA linear layers holding both a and b, the sum of their ranks, and the narrowest (min(out, in)) of them. */
+function shapes(peft: PeftModel) {
+  const layers = [...peft.model.namedModules()].filter((e): e is [string, LoraLinear] => e[1] instanceof LoraLinear && e[1].has('a') && e[1].has('b'));
+  const width = (l: LoraLinear) => Math.min(l.inFeatures, l.outFeatures);
+  const narrowest = layers.reduce((x, y) => (width(y[1]) < width(x[1]) ? y : x));
+  return { layers, rankSum: (peft.peftConfig.a as LoraConfig).r + (peft.peftConfig.b as LoraConfig).r, narrowest: narrowest[1], minWidth: width(narrowest[1]) } as const;
+}
+
 function fileArrays(path: string): Record<string, { shape: number[]; data: Float64Array }> {
   const out: Record<string, { shape: number[]; data: Float64Array }> = {};
   for (const [k, raw] of Object.entries(parseSafetensors(new Uint8Array(readFileSync(path))).tensors)) {
@@ -120,7 +128,8 @@ describe('addWeightedAdapter parity with HF PEFT: llama_weighted_lora', () => {
       return peft.forward(inputs).logits;
     };
     await peft.addWeightedAdapter(['a', 'b'], [0.8, 0.6], 'lin', { combinationType: 'linear' });
-    await peft.addWeightedAdapter(['a', 'b'], [0.8, 0.6], 'svd4', { combinationType: 'svd', svdRank: 8 });
+    const { rankSum, narrowest: v, minWidth } = shapes(peft);
+    await peft.addWeightedAdapter(['a', 'b'], [0.8, 0.6], 'svd4', { combinationType: 'svd', svdRank: rankSum });
     const lin = logitsOf('lin');
     const svd8 = logitsOf('svd4');
     for (const [type, ref] of [
@@ -129,7 +138,7 @@ describe('addWeightedAdapter parity with HF PEFT: llama_weighted_lora', () => {
       ['dare_linear_svd', svd8],
       ['magnitude_prune_svd', svd8],
     ] as const) {
-      await peft.addWeightedAdapter(['a', 'b'], [0.8, 0.6], `x_${type}`, { combinationType: type, density: 1, svdRank: 8 });
+      await peft.addWeightedAdapter(['a', 'b'], [0.8, 0.6], `x_${type}`, { combinationType: type, density: 1, svdRank: rankSum });
       const l = logitsOf(`x_${type}`);
       expect((await keptDiff(l, ref, t.attention_mask)).rel, type).toBeLessThan(TOL);
       l.dispose();
@@ -140,10 +149,10 @@ describe('addWeightedAdapter parity with HF PEFT: llama_weighted_lora', () => {
     const [x, y] = [logitsOf('dties1'), logitsOf('ties1f')];
     expect((await keptDiff(x, y, t.attention_mask)).rel).toBeLessThan(TOL);
 
-    // magnitude_prune_svd at the full rank of v_proj ([16, 32]): B·A is Σᵢ wᵢ·prune(sᵢBᵢAᵢ), computed here
-    await peft.addWeightedAdapter(['a', 'b'], [0.8, -0.6], 'mp', { combinationType: 'magnitude_prune_svd', density: 0.3, svdRank: 16 });
-    const v = peft.model.getSubmodule<LoraLinear>('model.layers.1.self_attn.v_proj');
-    const expected = new Float64Array(16 * 32);
+    // magnitude_prune_svd at the full rank of the narrowest layer (v_proj [16, 32] here): its B·A is
+    // Σᵢ wᵢ·prune(sᵢBᵢAᵢ), computed here
+    await peft.addWeightedAdapter(['a', 'b'], [0.8, -0.6], 'mp', { combinationType: 'magnitude_prune_svd', density: 0.3, svdRank: minWidth });
+    const expected = new Float64Array(v.outFeatures * v.inFeatures);
     for (const [n, w] of [['a', 0.8], ['b', -0.6]] as const) {
       const dw = v.getDeltaWeight(n);
       const kept = magnitudePruning(Float64Array.from(await dw.data()), 0.3);
@@ -160,9 +169,9 @@ describe('addWeightedAdapter parity with HF PEFT: llama_weighted_lora', () => {
   it('cat and full-rank svd are exact, negative weights included; an rsLoRA adapter combines to scaling 1 (its delta kept)', async () => {
     const peft = await load();
     await peft.addWeightedAdapter(['a', 'b'], [0.8, -0.6], 'c', { combinationType: 'cat' });
-    await peft.addWeightedAdapter(['a', 'b'], [0.8, -0.6], 's', { combinationType: 'svd', svdRank: 8 });
-    for (const layer of ['model.layers.0.mlp.down_proj', 'model.layers.1.self_attn.v_proj']) {
-      const l = peft.model.getSubmodule<LoraLinear>(layer);
+    const { layers, rankSum } = shapes(peft);
+    await peft.addWeightedAdapter(['a', 'b'], [0.8, -0.6], 's', { combinationType: 'svd', svdRank: rankSum });
+    for (const [layer, l] of layers) {
       const want = tf.tidy(() => tf.sub(tf.mul(l.getDeltaWeight('a'), 0.8), tf.mul(l.getDeltaWeight('b'), 0.6)));
       const w = await want.data();
       for (const n of ['c', 's']) {
@@ -188,7 +197,8 @@ describe('addWeightedAdapter parity with HF PEFT: llama_weighted_lora', () => {
 
   it('DARE: the same seed gives the same adapter, another seed another; kept entries ≈ density, rescaled by 1/density', async () => {
     const peft = await load();
-    const weightsOf = async (name: string) => Float64Array.from(await peft.model.getSubmodule<LoraLinear>('model.layers.0.mlp.down_proj').loraA.get(name)!.weight.data());
+    const first = shapes(peft).layers[0][1];
+    const weightsOf = async (name: string) => Float64Array.from(await first.loraA.get(name)!.weight.data());
     await peft.addWeightedAdapter(['a', 'b'], [1, 1], 'd1', { combinationType: 'dare_linear', density: 0.5, seed: 7 });
     await peft.addWeightedAdapter(['a', 'b'], [1, 1], 'd2', { combinationType: 'dare_linear', density: 0.5, seed: 7 });
     await peft.addWeightedAdapter(['a', 'b'], [1, 1], 'd3', { combinationType: 'dare_linear', density: 0.5, seed: 8 });
@@ -211,6 +221,7 @@ describe('addWeightedAdapter parity with HF PEFT: llama_weighted_lora', () => {
 
   it('refuses what HF refuses, naming the field; a failed combination leaves no adapter behind', async () => {
     const peft = await load();
+    const { minWidth } = shapes(peft);
     const bad: [unknown[], unknown[], string, Record<string, unknown>, RegExp][] = [
       [['a', 'zz'], [1, 1], 'n', {}, /adapter "zz"/],
       [['a', 'b'], [1], 'n', {}, /"weights"/],
@@ -221,7 +232,7 @@ describe('addWeightedAdapter parity with HF PEFT: llama_weighted_lora', () => {
       [['a', 'b'], [1, 1], 'n', { svdRank: 0 }, /"svdRank"/],
       [['a', 'b'], [1, 1], 'n', { svdClamp: 2 }, /"svdClamp"/],
       [['a', 'b'], [1, 1], 'a', {}, /already exists/],
-      [['a', 'b'], [1, 1], 'n', { svdRank: 20 }, /exceeds min\(out, in\) = 16/],
+      [['a', 'b'], [1, 1], 'n', { svdRank: minWidth + 1 }, new RegExp(`exceeds min\\(out, in\\) = ${minWidth}`)],
     ];
     for (const [adapters, weights, name, opts, msg] of bad) {
       const e = await peft.addWeightedAdapter(adapters as string[], weights as number[], name, opts as never).catch((x) => x);
