@@ -5,7 +5,7 @@
 //
 // Each record: { id, group, label: "spam" | "ham", subject, body }. The subject is the Subject header
 // (whitespace collapsed); the body is the message text after the headers with quoted-printable soft breaks
-// and =XX escapes decoded, HTML tags and entities removed, whitespace collapsed, cut at 240 characters
+// and =XX escapes decoded, HTML tags and entities removed, whitespace collapsed, cut at 160 characters
 // on a word boundary. Messages with no subject, or a body under 40 characters after cleaning, are skipped.
 // The split is by an FNV-1a hash of "group/id": the order of the hash puts each message in one split
 // only, and each split is balanced 50/50 spam/ham (the corpus is 31% spam): train 600 + 600, validation
@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const SIZES = { train: 600, validation: 50, test: 100 }; // per class
-const BODY_CHARS = 240;
+const BODY_CHARS = 160;
 const out = join(dirname(fileURLToPath(import.meta.url)), '..', 'data', 'spam-assassin');
 
 const fnv1a = (s) => {

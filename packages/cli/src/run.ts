@@ -107,12 +107,35 @@ export function taskRecords(recs: TextRecord[], tasks: TaskSpec[], source: strin
   return out;
 }
 
-export function tokenize(recs: TextRecord[], tok: PreTrainedTokenizer, maxLength: number, source: string): Example[] {
+/**
+ * Tokenizes records. Task records (prompt → completion) longer than maxLength lose tokens from the middle
+ * of the prompt, not the end of the example: the completion and the prompt's last `keepTail` tokens (the
+ * question after the record's text) are kept, so truncation never drops the label.
+ */
+export function tokenize(recs: TextRecord[], tok: PreTrainedTokenizer, maxLength: number, source: string, keepTail = 0): Example[] {
+  let out: Example[];
   try {
-    return tokenizeRecords(recs, { tokenizer: tok, maxLength }, source);
+    out = tokenizeRecords(recs, { tokenizer: tok, maxLength: 1 << 20 }, source);
   } catch (e) {
     throw new CliError((e as Error).message);
   }
+  return out.map((ex) => {
+    const n = ex.inputIds.length;
+    if (n <= maxLength) return ex;
+    const firstLabel = ex.labels!.findIndex((l) => l !== -100);
+    const promptLen = firstLabel < 0 ? n : firstLabel;
+    const completionLen = n - promptLen;
+    const tail = Math.min(keepTail, promptLen);
+    const head = maxLength - completionLen - tail;
+    if (firstLabel < 0 || head < 1) return { inputIds: ex.inputIds.slice(0, maxLength), attentionMask: ex.attentionMask.slice(0, maxLength), labels: ex.labels!.slice(0, maxLength) };
+    const keep = (a: number[]) => [...a.slice(0, head), ...a.slice(promptLen - tail)];
+    return { inputIds: keep(ex.inputIds), attentionMask: keep(ex.attentionMask), labels: keep(ex.labels!) };
+  });
+}
+
+/** Tokens of a task prompt after its last {field} (e.g. "\nSpam or ham:"), the most of all tasks. */
+export function promptTail(tasks: TaskSpec[], tok: PreTrainedTokenizer): number {
+  return Math.max(0, ...tasks.map((t) => tok.encode(t.prompt.slice(t.prompt.lastIndexOf('}') + 1), { addSpecialTokens: false }).length));
 }
 
 export interface TaskScore {
@@ -234,8 +257,9 @@ export async function runTraining(loaded: LoadedConfig, opts: TrainOptions = {})
   const trainRecs = await readRecords(cfg.data.train, cfg.data.limit.train);
   const valRecs = cfg.data.validation ? await readRecords(cfg.data.validation, cfg.data.limit.validation) : [];
   const testRecs = cfg.data.test ? await readRecords(cfg.data.test, cfg.evaluation.limit ?? cfg.data.limit.test) : [];
-  const trainSet = tokenize(taskRecords(trainRecs, cfg.tasks, cfg.data.train), tok, cfg.data.maxLength, cfg.data.train);
-  const evalSet = valRecs.length ? tokenize(taskRecords(valRecs, cfg.tasks, cfg.data.validation!), tok, cfg.data.maxLength, cfg.data.validation!) : undefined;
+  const tail = promptTail(cfg.tasks, tok);
+  const trainSet = tokenize(taskRecords(trainRecs, cfg.tasks, cfg.data.train), tok, cfg.data.maxLength, cfg.data.train, tail);
+  const evalSet = valRecs.length ? tokenize(taskRecords(valRecs, cfg.tasks, cfg.data.validation!), tok, cfg.data.maxLength, cfg.data.validation!, tail) : undefined;
 
   await mkdir(outputDir, { recursive: true });
   const recordPath = join(outputDir, RUN_RECORD);
