@@ -8,6 +8,8 @@ export { loraMethod, allLinearNames, DEFAULT_LORA_TARGETS } from './method';
 export { AdaLoraConfig, type AdaLoraConfigInput } from './adalora_config';
 export { AdaLoraLinear, RankAllocator, orthogonalRegularizer, updateAndAllocate, resetRankAllocator, type AdaLoraAdapterOptions } from './adalora_layer';
 export { adaloraMethod } from './adalora_method';
+export { COMBINATION_TYPES, addWeightedLoraAdapter, type CombinationType } from './merge';
+export { BASE_ADAPTER_NAME } from './mixed';
 
 registerPeftMethod(loraMethod);
 registerPeftMethod(adaloraMethod);
