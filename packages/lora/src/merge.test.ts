@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PeftError, PeftModel, getPeftModel, loadSafetensors, parseSafetensors, rawToArray } from '@peftjs/core';
 import { AutoModelForCausalLM } from '@peftjs/models';
-import { LoraConfig, LoraLinear } from './index';
+import { LoraConfig, LoraEmbedding, LoraLinear } from './index';
 import { svd, svdOfProduct, truncatedSvd, type Svd } from './svd';
 import { magnitudePruning, quantile, randomPruning } from './merge_utils';
 import { mulberry32 } from '@peftjs/core';
@@ -183,6 +183,22 @@ describe('addWeightedAdapter parity with HF PEFT: llama_weighted_lora', () => {
       want.dispose();
     }
     peft.dispose();
+
+    // embedding layers (lora_embedding_A [r, vocab], lora_embedding_B [dim, r]) combine the same way
+    const emb = getPeftModel(await AutoModelForCausalLM.fromPretrained(`${DIR}base`), new LoraConfig({ r: 2, loraAlpha: 4, targetModules: ['embed_tokens'], initLoraWeights: false }), 'e1');
+    emb.addAdapter('e2', new LoraConfig({ r: 3, loraAlpha: 3, targetModules: ['embed_tokens'], initLoraWeights: false }));
+    await emb.addWeightedAdapter(['e1', 'e2'], [0.7, -0.4], 'ec', { combinationType: 'cat' });
+    await emb.addWeightedAdapter(['e1', 'e2'], [0.7, -0.4], 'es', { combinationType: 'svd', svdRank: 5 });
+    const e = emb.model.getSubmodule<LoraEmbedding>('model.embed_tokens');
+    const ew = tf.tidy(() => tf.sub(tf.mul(e.getDeltaWeight('e1'), 0.7), tf.mul(e.getDeltaWeight('e2'), 0.4)));
+    const ewv = await ew.data();
+    for (const n of ['ec', 'es']) {
+      const got = e.getDeltaWeight(n);
+      expect(maxDiff(await got.data(), ewv), `embedding ${n}`).toBeLessThan(1e-5 * maxAbs(ewv));
+      got.dispose();
+    }
+    ew.dispose();
+    emb.dispose();
 
     const rs = getPeftModel(await AutoModelForCausalLM.fromPretrained(`${DIR}base`), new LoraConfig({ r: 4, loraAlpha: 8, useRslora: true, targetModules: ['q_proj'], initLoraWeights: false }));
     await rs.addWeightedAdapter(['default'], [1], 'copy', { combinationType: 'svd' }); // one adapter: linear
