@@ -83,7 +83,7 @@ describe('peft methods', () => {
     // LoRA r=8 on q_proj (256→256) and v_proj (256→128) in 4 layers: 8·(256+256) + 8·(256+128) per layer
     expect(by('LORA r=8').trainable).toBe(4 * (8 * (256 + 256) + 8 * (256 + 128)));
     expect(by('PROMPT_TUNING').trainable).toBe(20 * 256);
-    expect(by('IA3').trainable).toBe(4 * (128 + 128 + 256)); // k, v outputs and down_proj's input
+    expect(by('IA3').trainable).toBe(4 * (128 + 128 + 688)); // k, v outputs and down_proj's input (intermediate 688)
     expect(by('IA3').sharePercent!).toBeLessThan(by('LORA r=8').sharePercent!);
     expect(rows.find((r) => r.method === 'Full Fine-tune')!.trainable).toBe(TINY_LLAMA_INFO.parameters);
     expect(rows.find((r) => r.method === 'Adapters')!.trainable).toBeUndefined();

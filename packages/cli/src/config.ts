@@ -27,6 +27,16 @@ export const SPAM_ASSASSIN = {
   test: `${DATA_DIR}/spam-assassin/test.jsonl`,
 };
 
+/** The task a config on the bundled data gets when it names none: spam or ham. */
+export const DEFAULT_TASK = {
+  name: 'spam',
+  type: 'classification' as const,
+  prompt: 'Subject: {subject}\nEmail: {body}\nSpam or ham:',
+  completion: ' {label}',
+  labels: ['spam', 'ham'],
+  maxNewTokens: 3,
+};
+
 const taskSchema = z
   .object({
     /** Names the task in metrics and the report. */
@@ -187,6 +197,8 @@ export function validateRunConfig(raw: unknown, file: string, baseDir = process.
   c.tasks.forEach((t, i) => {
     if (t.type === 'classification' && !(t.labels && t.labels.length >= 2)) throw new CliError(`${file}: field "tasks[${i}].labels": a classification task needs at least two labels`);
   });
+  const bundled = Object.values(SPAM_ASSASSIN);
+  if (!c.tasks.length && bundled.includes(c.data.train)) c.tasks = [DEFAULT_TASK];
   if (new Set(c.tasks.map((t) => t.name)).size !== c.tasks.length) throw new CliError(`${file}: field "tasks": task names must be unique`);
   return c;
 }

@@ -16,6 +16,7 @@ import {
   initBackend,
   loadPromptTuningInitText,
   manualSeed,
+  resolveTrainingArguments,
   parseRecords,
   tinyLlamaDir,
   tokenizeRecords,
@@ -127,9 +128,9 @@ export function tokenize(recs: TextRecord[], tok: PreTrainedTokenizer, maxLength
     const completionLen = n - promptLen;
     const tail = Math.min(keepTail, promptLen);
     const head = maxLength - completionLen - tail;
-    if (firstLabel < 0 || head < 1) return { inputIds: ex.inputIds.slice(0, maxLength), attentionMask: ex.attentionMask.slice(0, maxLength), labels: ex.labels!.slice(0, maxLength) };
+    if (firstLabel < 0 || head < 1) return { inputIds: ex.inputIds.slice(0, maxLength), attentionMask: ex.attentionMask!.slice(0, maxLength), labels: ex.labels!.slice(0, maxLength) };
     const keep = (a: number[]) => [...a.slice(0, head), ...a.slice(promptLen - tail)];
-    return { inputIds: keep(ex.inputIds), attentionMask: keep(ex.attentionMask), labels: keep(ex.labels!) };
+    return { inputIds: keep(ex.inputIds), attentionMask: keep(ex.attentionMask!), labels: keep(ex.labels!) };
   });
 }
 
@@ -241,6 +242,19 @@ export interface TrainOptions {
   callbacks?: TrainerCallback[];
 }
 
+function trainingMessage(e: unknown): string {
+  return (e as Error).message.replace(/^TrainingArguments: field "/, 'field "training.').replace(/^TrainingArguments: unknown field "/, 'unknown field "training.');
+}
+
+/** TrainingArguments checked as the Trainer will; errors say `field "training.<name>"`. */
+export function checkTrainingArguments(training: Record<string, unknown>, file: string): void {
+  try {
+    resolveTrainingArguments(training as never);
+  } catch (e) {
+    throw new CliError(`${file}: ${trainingMessage(e)}`);
+  }
+}
+
 /** `peft train`: load, score before, train, score after, save the adapter, write run.json (and report.html). */
 export async function runTraining(loaded: LoadedConfig, opts: TrainOptions = {}): Promise<TrainResult> {
   const log = opts.log ?? ((l: string) => console.log(l));
@@ -248,6 +262,7 @@ export async function runTraining(loaded: LoadedConfig, opts: TrainOptions = {})
   const training = { ...cfg.training } as Record<string, unknown>;
   const outputDir = resolve(typeof training.outputDir === 'string' ? training.outputDir : join('runs', cfg.name));
   training.outputDir = outputDir;
+  checkTrainingArguments(training, file); // before anything is loaded
   const backend = await initBackend();
   log(`backend: ${backend.backend} (${backend.reason})`);
   manualSeed(typeof training.seed === 'number' ? training.seed : 42);
@@ -301,8 +316,7 @@ export async function runTraining(loaded: LoadedConfig, opts: TrainOptions = {})
     trainer = new Trainer({ model: peft, args: training as never, trainDataset: trainSet, evalDataset: evalSet, padTokenId: tok.padTokenId, callbacks: opts.callbacks });
   } catch (e) {
     clearInterval(sampler);
-    const msg = (e as Error).message.replace(/^TrainingArguments: field "/, 'field "training.').replace(/^TrainingArguments: unknown field "/, 'unknown field "training.');
-    throw new CliError(`${file}: ${msg}`);
+    throw new CliError(`${file}: ${trainingMessage(e)}`);
   }
   const out = await trainer.train({ resumeFromCheckpoint: opts.resume ? true : undefined });
   clearInterval(sampler);
