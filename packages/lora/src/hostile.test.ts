@@ -135,3 +135,24 @@ describe('configs that can only give NaN, deep values, huge sizes', () => {
     }
   });
 });
+
+describe('prompt tuning TEXT init with a broken tokenizer folder', () => {
+  it('invalid JSON, a folder named tokenizer.json and a deep file are PeftErrors naming the file', async () => {
+    const { loadPromptTuningInitText } = await import('@peftjs/prompt');
+    for (const make of [
+      (d: string) => writeFileSync(join(d, 'tokenizer.json'), '{"model": SECRET'),
+      (d: string) => mkdirSync(join(d, 'tokenizer.json')),
+      (d: string) => writeFileSync(join(d, 'tokenizer.json'), `{"model":${'['.repeat(50_000)}${']'.repeat(50_000)}}`),
+    ]) {
+      const d = mkdtempSync(join(tmp, 'tok-'));
+      make(d);
+      const cfg = new PromptTuningConfig({ taskType: TaskType.CAUSAL_LM, numVirtualTokens: 4, promptTuningInit: 'TEXT', promptTuningInitText: 'hi', tokenizerNameOrPath: d });
+      const e = await peftError(loadPromptTuningInitText(cfg));
+      expect(e.message).toContain('tokenizer.json');
+      expect(e.message).not.toContain('SECRET');
+      // the synchronous path (getPeftModel without the preload) too
+      const e2 = await peftError(async () => getPeftModel(await base(), cfg));
+      expect(e2.message).toContain('tokenizer.json');
+    }
+  });
+});

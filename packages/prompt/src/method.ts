@@ -7,6 +7,9 @@ import {
   PEFT_METHOD_SPEC_VERSION,
   checkAllocation,
   forwardWithVirtualTokens,
+  MAX_JSON_BYTES,
+  parseJsonObject,
+  readFileChecked,
   getFileSystem,
   joinPath,
   nextRandom,
@@ -42,10 +45,14 @@ function tokenize(tokenizerJson: Record<string, unknown>, tokenizerConfig: Recor
   try {
     tok = new Tokenizer(tokenizerJson, tokenizerConfig);
   } catch (e) {
-    throw new PeftError('INVALID_FILE', `${source}: not a tokenizer peftjs can build (${(e as Error).message})`, { cause: e });
+    throw new PeftError('INVALID_FILE', `${source}: not a tokenizer peftjs can build (${String((e as Error)?.message).slice(0, 120)})`, { cause: e });
   }
   // HF calls tokenizer(init_text): special tokens (BOS …) included
-  return tok.encode(text, { add_special_tokens: true }).ids;
+  try {
+    return tok.encode(text, { add_special_tokens: true }).ids;
+  } catch (e) {
+    throw new PeftError('INVALID_FILE', `${source}: encoding promptTuningInitText failed in the tokenizer (${String((e as Error)?.message).slice(0, 120)})`, { cause: e });
+  }
 }
 
 /**
@@ -59,9 +66,9 @@ export async function loadPromptTuningInitText(config: PromptTuningConfig, fs: F
   if (!dir || text == null) throw new PeftError('INVALID_CONFIG', 'loadPromptTuningInitText: the config needs tokenizerNameOrPath and promptTuningInitText');
   const path = joinPath(dir, 'tokenizer.json');
   if (!(await fs.exists(path))) throw new PeftError('FILE_NOT_FOUND', `PromptTuningConfig.tokenizerNameOrPath: no tokenizer.json in ${dir}`);
-  const json = JSON.parse(new TextDecoder().decode(await fs.readFile(path))) as Record<string, unknown>;
+  const json = parseJsonObject(await readFileChecked(path, fs, MAX_JSON_BYTES, 'the JSON size limit'), path);
   const cfgPath = joinPath(dir, 'tokenizer_config.json');
-  const cfg = (await fs.exists(cfgPath)) ? (JSON.parse(new TextDecoder().decode(await fs.readFile(cfgPath))) as Record<string, unknown>) : {};
+  const cfg = (await fs.exists(cfgPath)) ? parseJsonObject(await readFileChecked(cfgPath, fs, MAX_JSON_BYTES, 'the JSON size limit'), cfgPath) : {};
   const ids = tokenize(json, cfg, text, path);
   initTokenIds.set(cacheKey(dir, text), ids);
   return ids;
@@ -78,8 +85,20 @@ function readTokenIdsSync(dir: string, text: string): number[] {
   const path = joinPath(dir, 'tokenizer.json');
   if (!fs.existsSync(path)) throw new PeftError('FILE_NOT_FOUND', `PromptTuningConfig.tokenizerNameOrPath: no tokenizer.json in ${dir}`);
   const cfgPath = joinPath(dir, 'tokenizer_config.json');
-  const json = JSON.parse(fs.readFileSync(path, 'utf8'));
-  const cfg = fs.existsSync(cfgPath) ? JSON.parse(fs.readFileSync(cfgPath, 'utf8')) : {};
+  // a regular file of bounded size, parsed with errors that name it (never its text)
+  const read = (p: string) => {
+    let st: { isFile(): boolean; size: number };
+    try {
+      st = fs.statSync(p);
+    } catch (e) {
+      throw new PeftError('FILE_NOT_FOUND', `PromptTuningConfig.tokenizerNameOrPath: cannot read ${p}`, { cause: e });
+    }
+    if (!st.isFile()) throw new PeftError('INVALID_FILE', `${p}: not a regular file`);
+    if (st.size > MAX_JSON_BYTES) throw new PeftError('LIMIT_EXCEEDED', `${p}: ${st.size} bytes exceeds the JSON size limit (${MAX_JSON_BYTES} bytes)`);
+    return parseJsonObject(new Uint8Array(fs.readFileSync(p)), p);
+  };
+  const json = read(path);
+  const cfg = fs.existsSync(cfgPath) ? read(cfgPath) : {};
   const ids = tokenize(json, cfg, text, path);
   initTokenIds.set(cacheKey(dir, text), ids);
   return ids;
