@@ -318,8 +318,18 @@ export async function runTraining(loaded: LoadedConfig, opts: TrainOptions = {})
     clearInterval(sampler);
     throw new CliError(`${file}: ${trainingMessage(e)}`);
   }
-  const out = await trainer.train({ resumeFromCheckpoint: opts.resume ? true : undefined });
-  clearInterval(sampler);
+  // the Trainer writes a checkpoint on SIGINT / SIGTERM and exits (130 / 143): say where and how to go on
+  const onExit = (code: number) => {
+    if (code === 130 || code === 143) process.stderr.write(`peft: interrupted (${code === 130 ? 'SIGINT' : 'SIGTERM'}); checkpoint written in ${outputDir}; continue with: peft train ${file} --resume\n`);
+  };
+  process.on('exit', onExit);
+  let out;
+  try {
+    out = await trainer.train({ resumeFromCheckpoint: opts.resume ? true : undefined });
+  } finally {
+    process.off('exit', onExit);
+    clearInterval(sampler);
+  }
   peft.eval();
   const adapterDir = join(outputDir, ADAPTER_SUBDIR);
   await peft.savePretrained(adapterDir);
