@@ -95,8 +95,9 @@ describe('commitFiles', () => {
     writeFileSync(join(dir, 'adapter_model.safetensors.tmp-m1abc2-x9y8z7'), 'partial');
     await nodeFileSystem.mkdirp(join(dir, '.peftjs-staging-abc-123'));
     writeFileSync(join(dir, 'notes.tmp-keep.txt'), 'mine');
+    writeFileSync(join(dir, 'backup.tmp-20240101-01'), 'mine too'); // looks like a temp name, but not of a peftjs file
     await commitFiles(nodeFileSystem, dir, { 'a.json': 'x' });
-    expect(readdirSync(dir).sort()).toEqual(['a.json', 'notes.tmp-keep.txt']);
+    expect(readdirSync(dir).sort()).toEqual(['a.json', 'backup.tmp-20240101-01', 'notes.tmp-keep.txt']);
     expect(existsSync(join(dir, COMMIT_JOURNAL))).toBe(false);
   });
 });

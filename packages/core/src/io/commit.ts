@@ -23,8 +23,16 @@ export const COMMIT_JOURNAL = '.peftjs-commit.json';
 export const STAGING_PREFIX = '.peftjs-staging-';
 const STAGING_RE = /^\.peftjs-staging-[a-z0-9-]{1,40}$/;
 const FILE_RE = /^[A-Za-z0-9_.-]{1,200}$/;
-/** writeFileAtomic's temp names: `<file>.tmp-<time>-<random>`. */
-const TMP_RE = new RegExp(`${TMP_MARK.replace('.', '\\.')}[a-z0-9]{1,12}-[a-z0-9]{1,8}$`);
+/**
+ * writeFileAtomic's temp names `<file>.tmp-<time>-<random>`, for the files peftjs itself writes only
+ * (a user's `backup.tmp-2024-01` is never touched).
+ */
+const PEFTJS_FILES = [
+  'adapter_model.safetensors', 'adapter_config.json', 'peftjs_prompt_encoder.safetensors', COMMIT_JOURNAL,
+  'model.safetensors', 'config.json', 'metrics.jsonl', 'trainer_state.json', 'training_args.json',
+  'optimizer.safetensors', 'scheduler.json', 'rng_state.json', 'trainable_params.safetensors',
+];
+const TMP_RE = new RegExp(`^(${PEFTJS_FILES.map((f) => f.replace(/\./g, '\\.')).join('|')})${TMP_MARK.replace('.', '\\.')}[a-z0-9]{1,12}-[a-z0-9]{1,8}$`);
 
 interface Journal {
   staging: string;
