@@ -55,6 +55,21 @@ describe.skipIf(!onGpu)('WGSL runner (webgpu)', () => {
     tf.dispose([a, b, acc, toTensor(s)]);
   });
 
+  it('reads a float32 tensor that tfjs cast from int32 or bool by sharing the integer buffer', async () => {
+    const ints = tf.tensor1d([1, -2, 3, 7, 0], 'int32');
+    const bools = tf.tensor1d([1, 0, 1, 1, 0], 'bool');
+    const fa = ints.toFloat();
+    const fb = bools.toFloat();
+    const acc = tf.zeros([5]);
+    const before = tf.memory().numTensors;
+    const [s] = runWgsl(undefined, kernel, { inputs: [fa, fb], outputs: [{ shape: [5], dtype: 'float32' }, acc], uniforms: [{ type: 'uint32', data: [5] }, { type: 'float32', data: [1] }], workgroups: dispatch1d(5, 64) });
+    const sum = toTensor(s);
+    expect(Array.from(await sum.data())).toEqual([2, -2, 4, 8, 0]);
+    expect(Array.from(await acc.data())).toEqual([1, -2, 3, 7, 0]);
+    expect(tf.memory().numTensors).toBe(before + 1);
+    tf.dispose([ints, bools, fa, fb, acc, sum]);
+  });
+
   it('folds large flat dispatches into two dimensions', () => {
     expect(dispatch1d(100, 64)).toEqual([2, 1, 1]);
     const [x, y] = dispatch1d(70000 * 64, 64);

@@ -164,6 +164,23 @@ export function runWgsl(backendArg: unknown, kernel: WgslKernel, args: DispatchA
   }
   if (empty) return outputs;
   for (const i of args.inputs) b.uploadToGPU(i.dataId);
+  // tfjs-webgpu casts int32/bool → float32 by sharing the integer buffer (its own programs read the
+  // stored dtype); a WGSL kernel reading array<f32> would see integer bits, so convert those first
+  let inputs = args.inputs;
+  let converted: tf.TensorInfo[] | undefined;
+  for (let i = 0; i < inputs.length; i++) {
+    const t = inputs[i];
+    const stored = b.tensorMap.get(t.dataId)?.dtype;
+    if (t.dtype === 'float32' && (stored === 'int32' || stored === 'bool')) {
+      if (!converted) {
+        converted = [];
+        inputs = [...inputs];
+      }
+      const f = intToFloat(b, t);
+      converted.push(f);
+      inputs[i] = f;
+    }
+  }
   const cache = cacheFor(b.device);
   const [wx, wy, wz] = args.workgroups;
   const limit = cache.maxWorkgroupsPerDim;
@@ -180,7 +197,7 @@ export function runWgsl(backendArg: unknown, kernel: WgslKernel, args: DispatchA
     owned.add(t.dataId);
   };
   for (const t of outputs) bind(t);
-  for (const t of args.inputs) bind(t);
+  for (const t of inputs) bind(t);
   if (args.uniforms?.length) entries.push({ binding: entries.length, resource: b.makeUniforms(args.uniforms.map((u) => ({ type: u.type, data: [...u.data] }))) });
   const bindGroup = b.device.createBindGroup({ layout, entries });
 
@@ -205,7 +222,30 @@ export function runWgsl(backendArg: unknown, kernel: WgslKernel, args: DispatchA
     if (timed) b.activeTimers!.push({ name: args.name ?? kernel.key.split(/[\s:(]/)[0], query: b.getQueryTime() });
     else b.submitQueue();
   }
+  // the conversions' buffers are released once the commands using them are submitted (tfjs defers it)
+  if (converted) for (const c of converted) (b as unknown as { disposeData(id: object): void }).disposeData(c.dataId);
   return outputs;
+}
+
+const intToFloatKernel = {
+  key: 'peftjs-i32-to-f32',
+  code: () => /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<i32>;
+struct U { n: u32 }
+@group(0) @binding(2) var<uniform> u: U;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = (wid.x + wid.y * nwg.x) * 256u + li;
+  if (i < u.n) { y[i] = f32(x[i]); }
+}`,
+};
+
+/** A float32 copy of a tensor whose buffer holds int32/bool values (tfjs's zero-copy cast). */
+function intToFloat(b: WebGPUBackendLike, t: tf.TensorInfo): tf.TensorInfo {
+  const n = tf.util.sizeFromShape(t.shape);
+  const as: tf.TensorInfo = { dataId: t.dataId, shape: t.shape, dtype: 'int32' };
+  return runWgsl(b, intToFloatKernel, { inputs: [as], outputs: [{ shape: t.shape, dtype: 'float32' }], uniforms: [{ type: 'uint32', data: [n] }], workgroups: dispatch1d(n, 256), name: 'CastIntToFloat' })[0];
 }
 
 /**
