@@ -35,6 +35,7 @@ export const DEFAULT_TASK = {
   completion: ' {label}',
   labels: ['spam', 'ham'],
   maxNewTokens: 3,
+  repeat: 1,
 };
 
 const taskSchema = z
@@ -48,6 +49,8 @@ const taskSchema = z
     /** What the model learns to write after the prompt, with `{field}` from the record. */
     completion: z.string(),
     labels: z.array(z.string()).optional(),
+    /** Training examples made from each record (oversampling a task whose completion is short, e.g. a label, in a mixture). Default 1. */
+    repeat: z.number().int().min(1).max(100).default(1),
     /** New tokens generated per example when evaluating (default 4 for classification, 24 for generation). */
     maxNewTokens: z.number().int().positive().optional(),
   })

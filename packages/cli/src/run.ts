@@ -103,7 +103,10 @@ export function taskRecords(recs: TextRecord[], tasks: TaskSpec[], source: strin
   if (!tasks.length) return recs;
   const out: TextRecord[] = [];
   recs.forEach((r, i) => {
-    for (const t of tasks) out.push({ prompt: fillTemplate(t.prompt, r, `${source}: record ${i} (task "${t.name}")`), completion: fillTemplate(t.completion, r, `${source}: record ${i} (task "${t.name}")`) });
+    for (const t of tasks) {
+      const rec = { prompt: fillTemplate(t.prompt, r, `${source}: record ${i} (task "${t.name}")`), completion: fillTemplate(t.completion, r, `${source}: record ${i} (task "${t.name}")`) };
+      for (let k = 0; k < (t.repeat ?? 1); k++) out.push(rec);
+    }
   });
   return out;
 }
