@@ -186,6 +186,22 @@ describe('example configs', () => {
   });
 });
 
+describe('peft train configs', () => {
+  it('takes JSON as well as YAML, and a task repeat makes that many examples a record', async () => {
+    const d = tmp();
+    writeFileSync(join(d, 'train.jsonl'), ['{"q": "one", "a": "1"}', '{"q": "two", "a": "2"}', '{"q": "three", "a": "3"}'].join('\n') + '\n');
+    const cfg = { name: 'json', method: { peftType: 'lora', r: 4, targetModules: ['q_proj', 'v_proj'] }, data: { train: 'train.jsonl', validation: null, test: null }, tasks: [{ name: 'num', type: 'generation', prompt: 'Number {q}:', completion: ' {a}', repeat: 2 }] };
+    writeFileSync(join(d, 'run.json.config.json'), JSON.stringify(cfg));
+    const r = await run('train', join(d, 'run.json.config.json'), '--set', `training.outputDir=${d}/out`, '--set', 'training.maxSteps=1');
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const rec = await readRunRecord(join(d, 'out'));
+    expect(rec.data.trainExamples).toBe(6);
+    expect(rec.method).toBe('LORA');
+    expect((rec.peftConfig as { r: number }).r).toBe(4);
+  });
+});
+
 describe('peft train → merge, inspect, report, eval, generate', () => {
   let runDir: string;
   beforeAll(async () => {
