@@ -7,3 +7,4 @@ export { methodsTable, measureMethods, formatMethodsTable, estimateTrainingBytes
 export { inspectDir, formatInspect, readSafetensorsHeader, type InspectResult, type SafetensorsSummary } from './inspect';
 export { mergeAdapter, writeModelFolder } from './merge';
 export { writeReport, renderReport, renderSvg, reportCharts, type ReportCharts } from './report';
+export { jinjaChatTemplate, readChatTemplate, type ChatTemplateFn } from './chat';

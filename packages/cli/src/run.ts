@@ -30,6 +30,7 @@ import {
   type TextRecord,
   type TrainerCallback,
 } from 'peftjs';
+import { jinjaChatTemplate, readChatTemplate, type ChatTemplateFn } from './chat';
 import { CliError, fillTemplate, type RunConfig, type TaskSpec, type LoadedConfig } from './config';
 
 export const RUN_RECORD = 'run.json';
@@ -116,10 +117,10 @@ export function taskRecords(recs: TextRecord[], tasks: TaskSpec[], source: strin
  * of the prompt, not the end of the example: the completion and the prompt's last `keepTail` tokens (the
  * question after the record's text) are kept, so truncation never drops the label.
  */
-export function tokenize(recs: TextRecord[], tok: PreTrainedTokenizer, maxLength: number, source: string, keepTail = 0): Example[] {
+export function tokenize(recs: TextRecord[], tok: PreTrainedTokenizer, maxLength: number, source: string, keepTail = 0, chatTemplate?: ChatTemplateFn): Example[] {
   let out: Example[];
   try {
-    out = tokenizeRecords(recs, { tokenizer: tok, maxLength: 1 << 20 }, source);
+    out = tokenizeRecords(recs, { tokenizer: tok, maxLength: 1 << 20, chatTemplate }, source);
   } catch (e) {
     throw new CliError((e as Error).message);
   }
@@ -169,7 +170,13 @@ export async function scoreTasks(model: CausalLMBase | PeftModel, tok: PreTraine
   const sample = (r: EvaluateResult) =>
     r.predictions.slice(0, e.samples).map((p) => ({ input: String(p.input ?? ''), prediction: String(p.prediction ?? ''), reference: Array.isArray(p.reference) ? p.reference.join(' | ') : String(p.reference ?? '') }));
   if (!cfg.tasks.length) {
-    const data = recs.map((r) => (typeof r.text === 'string' ? { text: r.text } : { input: String(r.prompt ?? ''), target: String(r.completion ?? '') }));
+    const data = recs.map((r) =>
+      typeof r.text === 'string'
+        ? { text: r.text }
+        : Array.isArray(r.messages)
+          ? { text: (r.messages as { content?: unknown }[]).map((m) => String(m?.content ?? '')).join('\n') }
+          : { input: String(r.prompt ?? ''), target: String(r.completion ?? '') },
+    );
     const r = await evaluatePeftModel(model, tok, data, { taskType: 'language-modeling', batchSize: e.batchSize, maxLength: cfg.data.maxLength, progress: false });
     out.push({ task: 'language-modeling', type: 'language-modeling', metric: 'perplexity', value: r.metrics.perplexity ?? NaN, metrics: { perplexity: r.metrics.perplexity ?? NaN }, samples: [], seconds: r.seconds });
     return out;
@@ -276,8 +283,11 @@ export async function runTraining(loaded: LoadedConfig, opts: TrainOptions = {})
   const valRecs = cfg.data.validation ? await readRecords(cfg.data.validation, cfg.data.limit.validation) : [];
   const testRecs = cfg.data.test ? await readRecords(cfg.data.test, cfg.evaluation.limit ?? cfg.data.limit.test) : [];
   const tail = promptTail(cfg.tasks, tok);
-  const trainSet = tokenize(taskRecords(trainRecs, cfg.tasks, cfg.data.train), tok, cfg.data.maxLength, cfg.data.train, tail);
-  const evalSet = valRecs.length ? tokenize(taskRecords(valRecs, cfg.tasks, cfg.data.validation!), tok, cfg.data.maxLength, cfg.data.validation!, tail) : undefined;
+  // chat records ({ messages }) use the model's own chat_template when it has one (else ChatML)
+  const templateSource = await readChatTemplate(dir);
+  const chat = templateSource ? jinjaChatTemplate(templateSource, { eosToken: tok.eosToken, where: dir }) : undefined;
+  const trainSet = tokenize(taskRecords(trainRecs, cfg.tasks, cfg.data.train), tok, cfg.data.maxLength, cfg.data.train, tail, chat);
+  const evalSet = valRecs.length ? tokenize(taskRecords(valRecs, cfg.tasks, cfg.data.validation!), tok, cfg.data.maxLength, cfg.data.validation!, tail, chat) : undefined;
 
   await mkdir(outputDir, { recursive: true });
   const recordPath = join(outputDir, RUN_RECORD);
