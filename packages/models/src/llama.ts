@@ -20,6 +20,7 @@ import type { ClassificationFields, LlamaConfig } from './config';
 import { CausalLMBase, SeqClsBase, type Backbone } from './heads';
 import { RopeTables, applyRope } from './rope';
 import { swigluOp } from './ops';
+import { addRmsNorm, decodeFusionsActive, swigluMatvec } from './kernels/decode_fused';
 
 /** Per-forward context of the LLaMA layers: the mask plus RoPE tables (q's pre-scaled by 1/√head_dim). */
 interface LlamaContext extends AttentionContext {
@@ -89,6 +90,11 @@ export class LlamaMLP extends Module {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
+    if (this.config.hiddenAct === 'silu' && decodeFusionsActive()) {
+      // inference on webgpu, a few rows: gate, up and SwiGLU in one dispatch (plain layers only)
+      const act = swigluMatvec(x, this.child('gate_proj'), this.child('up_proj'));
+      if (act) return sub(this, 'down_proj').forward(act);
+    }
     const gateOut = sub(this, 'gate_proj').forward(x);
     if (this.config.hiddenAct === 'silu') {
       // peftjs.SwiGLU: silu(gate)·up, one WGSL dispatch on webgpu (the same tfjs composition elsewhere)
@@ -126,6 +132,11 @@ export class LlamaDecoderLayer extends Module {
 
   private layerForward(x: tf.Tensor, ctx: LlamaContext): tf.Tensor {
     const attn = this.child<LlamaAttention>('self_attn').forward(sub(this, 'input_layernorm').forward(x), ctx);
+    if (decodeFusionsActive()) {
+      // inference on webgpu: the residual add and the post-attention norm in one dispatch
+      const fused = addRmsNorm(x, attn, this.child('post_attention_layernorm'));
+      if (fused) return tf.add(fused[0], this.child<LlamaMLP>('mlp').forward(fused[1]));
+    }
     const h = tf.add(x, attn);
     return tf.add(h, this.child<LlamaMLP>('mlp').forward(sub(this, 'post_attention_layernorm').forward(h)));
   }

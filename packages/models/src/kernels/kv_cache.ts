@@ -66,7 +66,7 @@ ${rope ? `@group(0) @binding(${tabAt}) var<storage, read> tab: array<vec4<f32>>;
 ${keep ? `@group(0) @binding(${keepAt}) var<storage, read> keep: array<f32>;` : ''}
 @group(0) @binding(${uAt}) var<uniform> u: U;
 const D4 = ${d4}u;
-const HALF = ${d4 / 2}u;
+const HALF = ${Math.floor(d4 / 2)}u; // used by the RoPE variant only (hd % 8 = 0)
 const WG = ${WG}u;
 var<workgroup> ms: array<f32, ${WG}>;
 var<workgroup> ls: array<f32, ${WG}>;
