@@ -100,7 +100,7 @@ export {
   type WeightedAdapterOptions,
 } from './method';
 export { isTargetModule, isExcludedModule, matchesModuleList, fullMatch, findPatternKey, type TargetSpec } from './targets';
-export { BaseTunerLayer, ModulesToSaveWrapper, TunerModel, isTunerLayer, targetableModules } from './tuner';
+export { BaseTunerLayer, ModulesToSaveWrapper, TunerModel, isTunerLayer, targetableModules, assertFiniteMerge } from './tuner';
 export { PeftModel, getPeftModel, readAdapterConfig, CONFIG_NAME, WEIGHTS_NAME, PROMPT_ENCODER_NAME, type TunerLayerStatus, type TunerModelStatus } from './peft_model';
 export {
   promptLearningConfigShape,

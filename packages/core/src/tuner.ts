@@ -128,6 +128,24 @@ export abstract class BaseTunerLayer extends Module implements Layer {
   }
 }
 
+/**
+ * safe_merge's check: resolves when `merged` (a layer's weight after a merge, not yet put in place) is all
+ * finite, and otherwise disposes it and throws naming the adapter. One asynchronous read (no readSync).
+ */
+export async function assertFiniteMerge(merged: tf.Tensor, method: string, adapterName: string): Promise<void> {
+  const bad = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(merged))));
+  let broken: boolean;
+  try {
+    broken = (await bad.data())[0] !== 0;
+  } finally {
+    bad.dispose();
+  }
+  if (broken) {
+    merged.dispose();
+    throw new PeftError('INVALID_ARGUMENT', `merging ${method} adapter "${adapterName}" would put NaN or Inf into the base weights; the adapter is broken`);
+  }
+}
+
 export function isTunerLayer(m: unknown): m is BaseTunerLayer {
   return m instanceof BaseTunerLayer;
 }

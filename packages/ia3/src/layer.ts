@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { BaseTunerLayer, Conv1D, Linear, ParameterDict, PeftError, nextSeed } from '@peftjs/core';
+import { BaseTunerLayer, Conv1D, Linear, ParameterDict, PeftError, nextSeed, assertFiniteMerge } from '@peftjs/core';
 
 type LinearLike = Linear | Conv1D;
 
@@ -58,17 +58,7 @@ export class IA3Linear extends BaseTunerLayer {
   /** safe_merge: the scaled weight is checked for NaN/Inf (an asynchronous read) before it replaces the base weight. */
   protected override async mergeOneChecked(name: string): Promise<void> {
     const next = tf.tidy(() => tf.mul((this.getBaseLayer() as LinearLike).weight, this.weightScale(name)));
-    const bad = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(next))));
-    let broken: boolean;
-    try {
-      broken = (await bad.data())[0] !== 0;
-    } finally {
-      bad.dispose();
-    }
-    if (broken) {
-      next.dispose();
-      throw new PeftError('INVALID_ARGUMENT', `merging IA3 adapter "${name}" would put NaN or Inf into the base weights; the adapter is broken`);
-    }
+    await assertFiniteMerge(next, 'IA3', name);
     this.putMerged(name, next);
   }
 

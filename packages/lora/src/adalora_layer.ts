@@ -12,8 +12,7 @@ import {
   PeftError,
   loraLinearOp,
   nextSeed,
-  type PeftModel,
-} from '@peftjs/core';
+  type PeftModel, assertFiniteMerge } from '@peftjs/core';
 import type { AdaLoraConfig } from './adalora_config';
 
 type LinearLike = Linear | Conv1D;
@@ -132,17 +131,7 @@ export class AdaLoraLinear extends BaseTunerLayer {
   protected override async mergeOneChecked(name: string): Promise<void> {
     if (!this.r[name]) return;
     const next = this.withDelta(name, 1);
-    const bad = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(next))));
-    let broken: boolean;
-    try {
-      broken = (await bad.data())[0] !== 0;
-    } finally {
-      bad.dispose();
-    }
-    if (broken) {
-      next.dispose();
-      throw new PeftError('INVALID_ARGUMENT', `merging AdaLoRA adapter "${name}" would put NaN or Inf into the base weights; the adapter is broken`);
-    }
+    await assertFiniteMerge(next, 'AdaLoRA', name);
     (this.getBaseLayer() as LinearLike).weight.assign(next);
     next.dispose();
   }

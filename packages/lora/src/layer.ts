@@ -15,8 +15,7 @@ import {
   linear2d,
   stopGradient,
   nextSeed,
-  type Layer,
-} from '@peftjs/core';
+  type Layer, assertFiniteMerge } from '@peftjs/core';
 import { mixedBatchForward } from './mixed';
 
 /** DoRA's per-output magnitude, a module so its parameter is named `lora_magnitude_vector.<adapter>.weight` as in HF. */
@@ -164,17 +163,7 @@ export class LoraLinear extends BaseTunerLayer {
   /** safe_merge: the merged weight is checked for NaN/Inf (an asynchronous read) before it replaces the base weight. */
   protected override async mergeOneChecked(name: string): Promise<void> {
     const next = this.mergedWeight(name);
-    const bad = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(next))));
-    let broken: boolean;
-    try {
-      broken = (await bad.data())[0] !== 0;
-    } finally {
-      bad.dispose();
-    }
-    if (broken) {
-      next.dispose();
-      throw new PeftError('INVALID_ARGUMENT', `merging LoRA adapter "${name}" would put NaN or Inf into the base weights; the adapter is broken`);
-    }
+    await assertFiniteMerge(next, 'LoRA', name);
     (this.getBaseLayer() as LinearLike).weight.assign(next);
     next.dispose();
   }

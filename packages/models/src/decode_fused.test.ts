@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, manualSeed, profileGpu } from '@peftjs/core';
 import { LlamaForCausalLM, parseModelConfig } from './index';
+import type { LlamaConfig } from './config';
 import { setDecodeFusions } from './kernels/decode_fused';
 
 const report = await initBackend({ prefer: 'webgpu', allowSoftwareGpu: true }).catch(() => undefined);
@@ -17,7 +18,7 @@ const raw = {
 
 describe.skipIf(!onGpu)('LLaMA inference fusions (webgpu)', () => {
   manualSeed(3);
-  const model = new LlamaForCausalLM(parseModelConfig(raw));
+  const model = new LlamaForCausalLM(parseModelConfig(raw) as LlamaConfig);
   const ids = [[5, 17, 99, 3, 250, 8, 41]];
 
   async function logits(fused: boolean) {
@@ -73,7 +74,7 @@ describe.skipIf(!onGpu)('LLaMA inference fusions (webgpu)', () => {
   it('generate on webgpu equals the cpu backend at head_dim 12 (the slab decode kernel without its RoPE variant)', async () => {
     const gen = async () => {
       manualSeed(11);
-      const m = new LlamaForCausalLM(parseModelConfig(raw));
+      const m = new LlamaForCausalLM(parseModelConfig(raw) as LlamaConfig);
       const out = await m.generate({ inputIds: [[7, 8, 9, 10], [1, 2, 3, 4]], maxNewTokens: 8, eosTokenId: -1 });
       for (const [, p] of m.namedParameters()) p.dispose();
       return out;
