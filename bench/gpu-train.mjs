@@ -128,7 +128,8 @@ async function trainWorkload(name, raw, B, T) {
   let profile = null;
   let profiler = null;
   const tensors0 = tf.memory().numTensors;
-  const watch = backend === 'webgpu' ? core.watchWebgpuPeak() : null;
+  const watch = core.createPeakMemoryTracker();
+  watch.sample();
   if (LOOP === 'trainer') {
     const out = mkdtempSync(join(tmpdir(), 'peftjs-gpu-bench-'));
     const dataset = batches.flat().map((inputIds) => ({ inputIds }));
@@ -200,9 +201,8 @@ async function trainWorkload(name, raw, B, T) {
   const res = {
     bench: 'gpu-train', workload: name, loop: LOOP, backend, batch: `${B}x${T}`, steps: STEPS, gradientCheckpointing: CHECKPOINTING,
     meanStepMs: Number(stepMs.toFixed(2)), tokensPerSecond: Math.round((B * T) / (stepMs / 1000)),
-    peakBytes: watch?.peak ?? null, poolBytes: mem.allocated, inUseBytesAfter: mem.inUse, tensorsHeld: tf.memory().numTensors - tensors0,
+    peakBytes: watch.onGpu ? watch.peakBytes : null, poolBytes: mem.allocated, inUseBytesAfter: mem.inUse, tensorsHeld: tf.memory().numTensors - tensors0,
   };
-  watch?.stop();
   if (profile) {
     res.profile = { dispatches: profile.dispatches, gpuMs: Number(profile.gpuMs.toFixed(2)), top: profile.kernels.slice(0, 40).map((k) => [k.name, k.count, Number(k.ms.toFixed(3))]) };
     console.error(`\nprofile of one ${name} step (${LOOP}):\n${core.formatGpuProfile(profile, 40)}`);

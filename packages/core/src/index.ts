@@ -118,7 +118,7 @@ export { ensureWasmKernels } from './kernels/wasm';
 export { gpuMemory, createPeakMemoryTracker, trackPeakMemory, type GpuMemory, type PeakMemoryTracker } from './memory';
 export { createProgressBar, formatDuration, type ProgressBar, type ProgressStream } from './progress';
 export { runWgsl, dispatch1d, webgpuBackend, deviceFeatures, toTensor, type WgslKernel, type DispatchArgs, type Uniform } from './kernels/webgpu/runner';
-export { GpuProfiler, profileGpu, formatGpuProfile, webgpuBytes, watchWebgpuPeak, type GpuProfile, type KernelTime } from './kernels/webgpu/profile';
+export { GpuProfiler, profileGpu, formatGpuProfile, type GpuProfile, type KernelTime } from './kernels/webgpu/profile';
 export {
   runMatmul as wgslMatmul,
   matmulKernel as wgslMatmulKernel,

@@ -25,35 +25,71 @@ export function gpuMemory(): GpuMemory | null {
   };
 }
 
-/** Running peak of GPU bytes in use over the samples taken (see trackPeakMemory). */
+/**
+ * Running peak of GPU bytes in use. On webgpu it is exact: once a tracker has sampled there, every buffer
+ * tfjs-webgpu's pool hands out updates it, so the peak inside a backward pass is seen too (the analog of
+ * torch.cuda's max_memory_allocated); elsewhere it is the largest of the samples taken.
+ */
 export interface PeakMemoryTracker {
-  /** Takes a sample now (no-op off the GPU). */
+  /** Takes a sample now (no-op off the GPU); on webgpu the first one starts the exact watch. */
   sample(): void;
-  /** The largest bytesInUse sampled since the last reset (0 when nothing was sampled on a GPU). */
+  /** The most bytes in use since the tracker's first sample or its last reset (0 when nothing was sampled on a GPU). */
   readonly peakBytes: number;
-  /** bytesAllocated at the latest sample. */
+  /** bytesAllocated (the pool: in use + free, the analog of max_memory_reserved) at the latest sample. */
   readonly allocatedBytes: number;
   /** Whether any sample came from a GPU backend. */
   readonly onGpu: boolean;
-  /** Starts a new window (the next sample sets the peak). */
+  /** Starts a new window at the bytes in use now. */
   reset(): void;
 }
 
-/** A tracker of the peak GPU bytes in use; call `sample()` at the points that matter (after forward, backward, update). */
+interface PeakState {
+  peak: number;
+}
+/** Trackers watching buffer acquisitions (weakly held: a dropped tracker stops costing anything). */
+const watchers = new Set<WeakRef<PeakState>>();
+const hookedPools = new WeakSet<object>();
+
+/** Wraps the active webgpu backend's buffer pool once, so that every acquisition updates the watchers' peaks. */
+function watchWebgpuPool(): void {
+  if (tf.getBackend() !== 'webgpu') return;
+  const bm = (tf.backend() as unknown as { bufferManager?: { numBytesUsed: number; acquireBuffer: (...a: unknown[]) => unknown } }).bufferManager;
+  if (!bm || hookedPools.has(bm)) return;
+  hookedPools.add(bm);
+  const acquire = bm.acquireBuffer;
+  bm.acquireBuffer = function (this: unknown, ...a: unknown[]) {
+    const r = acquire.apply(this, a);
+    const used = bm.numBytesUsed;
+    for (const w of watchers) {
+      const st = w.deref();
+      if (!st) watchers.delete(w);
+      else if (used > st.peak) st.peak = used;
+    }
+    return r;
+  };
+}
+
+/** A tracker of the peak GPU bytes in use; call `sample()` at the points that matter (at least once at the start). */
 export function createPeakMemoryTracker(): PeakMemoryTracker {
-  let peak = 0;
+  const state: PeakState = { peak: 0 };
   let allocated = 0;
   let onGpu = false;
+  let watching = false;
   return {
     sample() {
       const m = gpuMemory();
       if (!m) return;
       onGpu = true;
-      if (m.bytesInUse > peak) peak = m.bytesInUse;
+      if (!watching && m.backend === 'webgpu') {
+        watchWebgpuPool();
+        watchers.add(new WeakRef(state));
+        watching = true;
+      }
+      if (m.bytesInUse > state.peak) state.peak = m.bytesInUse;
       allocated = m.bytesAllocated;
     },
     get peakBytes() {
-      return peak;
+      return state.peak;
     },
     get allocatedBytes() {
       return allocated;
@@ -62,7 +98,7 @@ export function createPeakMemoryTracker(): PeakMemoryTracker {
       return onGpu;
     },
     reset() {
-      peak = 0;
+      state.peak = gpuMemory()?.bytesInUse ?? 0;
     },
   };
 }

@@ -3,7 +3,8 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../backend';
-import { formatGpuProfile, profileGpu, watchWebgpuPeak, webgpuBytes } from './profile';
+import { formatGpuProfile, profileGpu } from './profile';
+import { createPeakMemoryTracker, gpuMemory } from '../../memory';
 
 const report = await initBackend({ prefer: 'webgpu', allowSoftwareGpu: true }).catch((e: Error) => e);
 const onGpu = !(report instanceof Error) && tf.getBackend() === 'webgpu';
@@ -26,21 +27,23 @@ describe.skipIf(!onGpu)('GPU profiler (webgpu)', () => {
     expect((tf.backend() as unknown as { activeTimers: unknown }).activeTimers).toBeNull();
     result.dispose();
     expect(tf.memory().numTensors).toBe(before);
-    expect(webgpuBytes()!.inUse).toBeGreaterThan(0);
+    expect(gpuMemory()!.bytesInUse).toBeGreaterThan(0);
     tf.dispose([a, b]);
   });
 
-  it('sees the peak of bytes in use inside a computation, not only at its ends', async () => {
-    const w = watchWebgpuPeak();
-    const start = webgpuBytes()!.inUse;
+  it('a peak tracker sees the peak inside a computation, not only at its samples', async () => {
+    const w = createPeakMemoryTracker();
+    w.sample();
+    const start = gpuMemory()!.bytesInUse;
     const y = tf.tidy(() => {
       const big = tf.ones([1 << 20]); // 4 MiB, freed before the tidy returns
       return tf.sum(tf.mul(big, 2));
     });
     await y.data();
     y.dispose();
-    expect(w.peak - start).toBeGreaterThanOrEqual(2 * 4 * (1 << 20)); // big and its double at once
-    expect(webgpuBytes()!.inUse - start).toBeLessThan(1 << 20);
-    w.stop();
+    expect(w.peakBytes - start).toBeGreaterThanOrEqual(2 * 4 * (1 << 20)); // big and its double at once
+    expect(gpuMemory()!.bytesInUse - start).toBeLessThan(1 << 20);
+    w.reset();
+    expect(w.peakBytes).toBe(gpuMemory()!.bytesInUse);
   });
 });
