@@ -16,34 +16,27 @@ import { dispatch1d, runWgsl } from './runner';
 type BinaryKind = 'Add' | 'Multiply';
 const OPS: Record<BinaryKind, string> = { Add: '+', Multiply: '*' };
 
-function pairKernel(kind: BinaryKind, vec4: boolean) {
-  const t = vec4 ? 'vec4<f32>' : 'f32';
-  return {
-    key: `peftjs-ew-${kind}-${vec4 ? 'v4' : 's'}`,
-    code: () => /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> y: array<${t}>;
-@group(0) @binding(1) var<storage, read> a: array<${t}>;
-@group(0) @binding(2) var<storage, read> b: array<${t}>;
-struct U { n: u32 }
-@group(0) @binding(3) var<uniform> u: U;
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = (wid.x + wid.y * nwg.x) * 256u + li;
-  if (i < u.n) { y[i] = a[i] ${OPS[kind]} b[i]; }
-}`,
-  };
-}
+/**
+ * The second operand: another tensor of the same shape (`pair`), a CPU scalar passed as a uniform
+ * (`uniform`), or a one-element tensor already on the GPU (`buffer`); `scalarFirst` keeps the operand
+ * order of the call (a + b is not b + a for NaN payloads; keep it exact).
+ */
+type Operand = 'pair' | 'uniform' | 'buffer';
 
-function scalarKernel(kind: BinaryKind, vec4: boolean, scalarFirst: boolean) {
+function ewKernel(kind: BinaryKind, vec4: boolean, operand: Operand, scalarFirst: boolean) {
   const t = vec4 ? 'vec4<f32>' : 'f32';
-  const expr = scalarFirst ? `${t}(u.s) ${OPS[kind]} a[i]` : `a[i] ${OPS[kind]} ${t}(u.s)`;
+  const other = operand === 'pair' ? 'b[i]' : operand === 'uniform' ? `${t}(u.s)` : `${t}(s[0])`;
+  const expr = scalarFirst ? `${other} ${OPS[kind]} a[i]` : `a[i] ${OPS[kind]} ${other}`;
+  const extra = operand === 'pair' ? `@group(0) @binding(2) var<storage, read> b: array<${t}>;` : operand === 'buffer' ? '@group(0) @binding(2) var<storage, read> s: array<f32>;' : '';
+  const uAt = operand === 'uniform' ? 2 : 3;
   return {
-    key: `peftjs-ew-${kind}-scalar${scalarFirst ? 'L' : 'R'}-${vec4 ? 'v4' : 's'}`,
+    key: `peftjs-ew-${kind}-${operand}${scalarFirst ? 'L' : 'R'}-${vec4 ? 'v4' : 's'}`,
     code: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> y: array<${t}>;
 @group(0) @binding(1) var<storage, read> a: array<${t}>;
-struct U { n: u32, s: f32 }
-@group(0) @binding(2) var<uniform> u: U;
+${extra}
+struct U { n: u32${operand === 'uniform' ? ', s: f32' : ''} }
+@group(0) @binding(${uAt}) var<uniform> u: U;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let i = (wid.x + wid.y * nwg.x) * 256u + li;
@@ -52,23 +45,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   };
 }
 
-function scalarBufferKernel(kind: BinaryKind, vec4: boolean, scalarFirst: boolean) {
-  const t = vec4 ? 'vec4<f32>' : 'f32';
-  const expr = scalarFirst ? `${t}(s[0]) ${OPS[kind]} a[i]` : `a[i] ${OPS[kind]} ${t}(s[0])`;
-  return {
-    key: `peftjs-ew-${kind}-gpuscalar${scalarFirst ? 'L' : 'R'}-${vec4 ? 'v4' : 's'}`,
-    code: () => /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> y: array<${t}>;
-@group(0) @binding(1) var<storage, read> a: array<${t}>;
-@group(0) @binding(2) var<storage, read> s: array<f32>;
-struct U { n: u32 }
-@group(0) @binding(3) var<uniform> u: U;
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = (wid.x + wid.y * nwg.x) * 256u + li;
-  if (i < u.n) { y[i] = ${expr}; }
-}`,
-  };
+/** One dispatch of `ewKernel` over `x` (the operand whose shape the output takes). */
+function runEw(backend: unknown, kind: BinaryKind, operand: Operand, scalarFirst: boolean, x: tf.TensorInfo, other?: tf.TensorInfo, scalar?: number): tf.TensorInfo {
+  const n = tf.util.sizeFromShape(x.shape);
+  const vec4 = n % 4 === 0;
+  const items = vec4 ? n / 4 : n;
+  return runWgsl(backend, ewKernel(kind, vec4, operand, scalarFirst), {
+    inputs: other ? [x, other] : [x],
+    outputs: [{ shape: x.shape, dtype: 'float32' }],
+    uniforms: [{ type: 'uint32', data: [items] }, ...(scalar !== undefined ? [{ type: 'float32' as const, data: [scalar] }] : [])],
+    workgroups: dispatch1d(items, 256),
+    name: `${kind}(peftjs${operand === 'pair' ? '' : operand === 'uniform' ? ' scalar' : ' gpu scalar'})`,
+  })[0];
 }
 
 interface TensorData {
@@ -99,51 +87,16 @@ function makeKernel(kind: BinaryKind, original: tf.KernelConfig): tf.KernelConfi
       const b = inputs.b as tf.TensorInfo;
       const be = backend as unknown as { tensorMap: { get(id: object): TensorData | undefined } };
       if (a.dtype === 'float32' && b.dtype === 'float32') {
-        const n = tf.util.sizeFromShape(a.shape);
-        if (tf.util.arraysEqual(a.shape, b.shape) && n > 1) {
-          const vec4 = n % 4 === 0;
-          const items = vec4 ? n / 4 : n;
-          return runWgsl(backend, pairKernel(kind, vec4), {
-            inputs: [a, b],
-            outputs: [{ shape: a.shape, dtype: 'float32' }],
-            uniforms: [{ type: 'uint32', data: [items] }],
-            workgroups: dispatch1d(items, 256),
-            name: `${kind}(peftjs)`,
-          })[0];
-        }
-        const sb = cpuScalar(be, b);
-        const sa = sb === undefined ? cpuScalar(be, a) : undefined;
-        const x = sb !== undefined ? a : sa !== undefined ? b : undefined;
-        const m = x ? tf.util.sizeFromShape(x.shape) : 0;
-        // a scalar already on the GPU (e.g. the clipping coefficient): read from its buffer
         const sizeA = tf.util.sizeFromShape(a.shape);
         const sizeB = tf.util.sizeFromShape(b.shape);
-        if (!x && (sizeA === 1) !== (sizeB === 1) && a.shape.length <= 4 && b.shape.length <= 4) {
-          const [big, small, first] = sizeB === 1 ? [a, b, false] : [b, a, true];
-          const nb = tf.util.sizeFromShape(big.shape);
-          // the output keeps the larger operand's shape only when broadcasting adds no dimension
-          if (small.shape.length <= big.shape.length && nb > 1) {
-            const vec4 = nb % 4 === 0;
-            const items = vec4 ? nb / 4 : nb;
-            return runWgsl(backend, scalarBufferKernel(kind, vec4, first), {
-              inputs: [big, small],
-              outputs: [{ shape: big.shape, dtype: 'float32' }],
-              uniforms: [{ type: 'uint32', data: [items] }],
-              workgroups: dispatch1d(items, 256),
-              name: `${kind}(peftjs gpu scalar)`,
-            })[0];
+        if (tf.util.arraysEqual(a.shape, b.shape) && sizeA > 1) return runEw(backend, kind, 'pair', false, a, b);
+        // one side a scalar; the output keeps the other's shape only when broadcasting adds no dimension
+        if ((sizeA === 1) !== (sizeB === 1)) {
+          const [x, s, first] = sizeB === 1 ? [a, b, false] : [b, a, true];
+          if (s.shape.length <= x.shape.length && x.shape.length <= 4) {
+            const value = cpuScalar(be, s);
+            return value !== undefined ? runEw(backend, kind, 'uniform', first, x, undefined, value) : runEw(backend, kind, 'buffer', first, x, s);
           }
-        }
-        if (x && m > 1) {
-          const vec4 = m % 4 === 0;
-          const items = vec4 ? m / 4 : m;
-          return runWgsl(backend, scalarKernel(kind, vec4, sa !== undefined), {
-            inputs: [x],
-            outputs: [{ shape: x.shape, dtype: 'float32' }],
-            uniforms: [{ type: 'uint32', data: [items] }, { type: 'float32', data: [(sb ?? sa)!] }],
-            workgroups: dispatch1d(items, 256),
-            name: `${kind}(peftjs scalar)`,
-          })[0];
         }
       }
       return original.kernelFunc(args) as tf.TensorInfo;
