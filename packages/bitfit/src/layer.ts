@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { BaseTunerLayer, Conv1D, LayerNorm, Linear, ParameterDict, PeftError, type Layer, type Module } from '@peftjs/core';
+import { BaseTunerLayer, Conv1D, LayerNorm, Linear, ParameterDict, PeftError, assertFiniteMerge, type Layer, type Module } from '@peftjs/core';
 
 /** The modules BitFit trains the bias of. */
 export type Biased = Linear | Conv1D | LayerNorm;
@@ -59,14 +59,7 @@ export class BitFitLayer extends BaseTunerLayer {
       return;
     }
     return (async () => {
-      const bad = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(this.bitfitBias.get(todo[0])!))));
-      let broken: boolean;
-      try {
-        broken = (await bad.data())[0] !== 0;
-      } finally {
-        bad.dispose();
-      }
-      if (broken) throw new PeftError('INVALID_ARGUMENT', `merging BitFit adapter "${todo[0]}" would put NaN or Inf into the base bias; the adapter is broken`);
+      await assertFiniteMerge(this.bitfitBias.get(todo[0])!, 'BitFit', todo[0], { keep: true, what: 'base bias' });
       if (this.merged) this.unmerge();
       super.merge(todo, false);
     })();
@@ -97,15 +90,12 @@ export class BitFitLayer extends BaseTunerLayer {
   forward(x: tf.Tensor): tf.Tensor {
     const bypassed = this.bypass(x);
     if (bypassed) return bypassed;
-    const active = this.activeAdapters.filter((n) => this.has(n));
-    if (!active.length) return this.baseLayer.forward(x);
-    if (active.length > 1) {
-      throw new PeftError('UNSUPPORTED', `BitFit runs one adapter at a time, but ${active.length} are active here (${active.join(', ')}); call setAdapter with one name`);
-    }
+    const name = this.soleActiveAdapter('BitFit');
+    if (name === undefined) return this.baseLayer.forward(x);
     // the base module's forward with the adapter's bias in its slot (restored even when the forward throws)
     const inner = this.getBaseLayer() as unknown as ParamSlots & Module & Layer;
     const own = inner._params.get('bias')!;
-    inner._params.set('bias', this.bitfitBias.get(active[0])!);
+    inner._params.set('bias', this.bitfitBias.get(name)!);
     try {
       return this.baseLayer.forward(x);
     } finally {

@@ -126,13 +126,26 @@ export abstract class BaseTunerLayer extends Module implements Layer {
     }
     return this.merged ? this.baseLayer.forward(x) : null;
   }
+
+  /**
+   * For methods that swap one adapter's copy of a module in (LN tuning, BitFit): the one active adapter
+   * this layer holds, undefined when none is, and an error naming `method` when several are active.
+   */
+  protected soleActiveAdapter(method: string): string | undefined {
+    const active = this.activeAdapters.filter((n) => this.has(n));
+    if (active.length > 1) {
+      throw new PeftError('UNSUPPORTED', `${method} runs one adapter at a time, but ${active.length} are active here (${active.join(', ')}); call setAdapter with one name`);
+    }
+    return active[0];
+  }
 }
 
 /**
  * safe_merge's check: resolves when `merged` (a layer's weight after a merge, not yet put in place) is all
- * finite, and otherwise disposes it and throws naming the adapter. One asynchronous read (no readSync).
+ * finite, and otherwise throws naming the adapter — disposing `merged` first unless `opts.keep` (a tensor
+ * the adapter still owns). `opts.what` names the base tensor in the message. One asynchronous read.
  */
-export async function assertFiniteMerge(merged: tf.Tensor, method: string, adapterName: string): Promise<void> {
+export async function assertFiniteMerge(merged: tf.Tensor, method: string, adapterName: string, opts: { keep?: boolean; what?: string } = {}): Promise<void> {
   const bad = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(merged))));
   let broken: boolean;
   try {
@@ -141,8 +154,8 @@ export async function assertFiniteMerge(merged: tf.Tensor, method: string, adapt
     bad.dispose();
   }
   if (broken) {
-    merged.dispose();
-    throw new PeftError('INVALID_ARGUMENT', `merging ${method} adapter "${adapterName}" would put NaN or Inf into the base weights; the adapter is broken`);
+    if (!opts.keep) merged.dispose();
+    throw new PeftError('INVALID_ARGUMENT', `merging ${method} adapter "${adapterName}" would put NaN or Inf into the ${opts.what ?? 'base weights'}; the adapter is broken`);
   }
 }
 

@@ -89,11 +89,8 @@ export class LNTuningLayer extends BaseTunerLayer {
   forward(x: tf.Tensor): tf.Tensor {
     const bypassed = this.bypass(x);
     if (bypassed) return bypassed;
-    const active = this.activeAdapters.filter((n) => this.has(n));
-    if (!active.length) return this.baseLayer.forward(x);
-    if (active.length > 1) {
-      throw new PeftError('UNSUPPORTED', `LN tuning runs one adapter at a time, but ${active.length} are active here (${active.join(', ')}); call setAdapter with one name`);
-    }
-    return this.lnTuningLayers.get(active[0])!.forward(x);
+    const name = this.soleActiveAdapter('LN tuning');
+    if (name === undefined) return this.baseLayer.forward(x);
+    return this.lnTuningLayers.get(name)!.forward(x);
   }
 }
