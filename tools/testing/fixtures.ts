@@ -1,7 +1,8 @@
 // Shared helpers for tests that compare against the committed reference fixtures.
 import * as tf from '@tensorflow/tfjs';
 import { fileURLToPath } from 'node:url';
-import { loadSafetensors } from '@peftjs/core';
+import { readFileSync } from 'node:fs';
+import { loadSafetensors, parseSafetensors, rawToArray, type SafetensorsFile } from '@peftjs/core';
 
 export const FIXTURES = fileURLToPath(new URL('../../fixtures/', import.meta.url));
 export const HF = `${FIXTURES}hf-peft/`;
@@ -10,6 +11,28 @@ export const HF = `${FIXTURES}hf-peft/`;
 export function hfCase(name: string): string {
   const root = process.env.PEFTJS_FIXTURES_HF ? process.env.PEFTJS_FIXTURES_HF.replace(/\/?$/, '/') : HF;
   return `${root}${name}/`;
+}
+
+/**
+ * A training-trajectory case (llama_lora_train, …_sched): its tensors file, the batch rows as number[][],
+ * the per-step losses HF recorded, and the rows as Trainer examples.
+ */
+export function trajectoryCase(dir: string): {
+  file: SafetensorsFile;
+  losses: number[];
+  dataset: { inputIds: number[]; attentionMask: number[]; labels: number[] }[];
+} {
+  const file = parseSafetensors(new Uint8Array(readFileSync(`${dir}tensors.safetensors`)));
+  const rows = (k: string) => {
+    const t = file.tensors[k];
+    const v = Array.from(rawToArray(t));
+    const [b, n] = t.shape;
+    return Array.from({ length: b }, (_, i) => v.slice(i * n, (i + 1) * n));
+  };
+  const ids = rows('input_ids');
+  const mask = rows('attention_mask');
+  const labels = rows('labels');
+  return { file, losses: Array.from(rawToArray(file.tensors.losses)), dataset: ids.map((r, i) => ({ inputIds: r, attentionMask: mask[i], labels: labels[i] })) };
 }
 
 export async function caseTensors(name: string): Promise<Record<string, tf.Tensor>> {

@@ -9,7 +9,7 @@ import { PeftModel, parseSafetensors, rawToArray } from '@peftjs/core';
 import { AutoModelForCausalLM } from '@peftjs/models';
 import '@peftjs/lora';
 import { Trainer, type Example } from './index';
-import { hfCase } from '../../../tools/testing/fixtures';
+import { hfCase, trajectoryCase } from '../../../tools/testing/fixtures';
 
 const TOL = 1e-4;
 const tmp = mkdtempSync(join(tmpdir(), 'peftjs-trainer-parity-'));
@@ -41,18 +41,7 @@ describe.each(CASES)('AdamW trajectory parity with HF: $name', ({ name }) => {
     const dir = hfCase(name);
     const meta = META[name];
     const schedule = schedulerOf(meta);
-    const file = parseSafetensors(new Uint8Array(readFileSync(join(dir, 'tensors.safetensors'))));
-    const rows = (k: string) => {
-      const t = file.tensors[k];
-      const v = Array.from(rawToArray(t));
-      const [b, n] = t.shape;
-      return Array.from({ length: b }, (_, i) => v.slice(i * n, (i + 1) * n));
-    };
-    const ids = rows('input_ids');
-    const mask = rows('attention_mask');
-    const labels = rows('labels');
-    const losses = Array.from(rawToArray(file.tensors.losses));
-    const dataset: Example[] = ids.map((r, i) => ({ inputIds: r, attentionMask: mask[i], labels: labels[i] }));
+    const { file, losses, dataset } = trajectoryCase(dir);
 
     const base = await AutoModelForCausalLM.fromPretrained(join(dir, 'base'));
     const peft = await PeftModel.fromPretrained(base, join(dir, 'adapter_init'), { isTrainable: true });

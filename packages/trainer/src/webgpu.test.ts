@@ -12,7 +12,7 @@ import { LoraConfig } from '@peftjs/lora';
 import { evaluatePeftModel } from '@peftjs/evaluator';
 import { AdamW, SGD, Trainer, type Example, type LogEntry, type NamedParams, type Optimizer } from './index';
 import { randomExamples, tinyLlama } from './__fixtures__/tiny';
-import { hfCase } from '../../../tools/testing/fixtures';
+import { hfCase, trajectoryCase } from '../../../tools/testing/fixtures';
 
 const report = await initBackend({ prefer: 'webgpu', allowSoftwareGpu: true }).catch((e: Error) => e);
 const available = !(report instanceof Error);
@@ -67,18 +67,7 @@ describe.skipIf(!available)(`Trainer on WebGPU ${available ? '' : `(skipped: ${w
     const name = 'llama_lora_train_sched';
     const dir = hfCase(name);
     const meta = JSON.parse(readFileSync(join(dir, '..', 'meta.json'), 'utf8')).cases[name];
-    const file = parseSafetensors(new Uint8Array(readFileSync(join(dir, 'tensors.safetensors'))));
-    const rows = (k: string) => {
-      const t = file.tensors[k];
-      const v = Array.from(rawToArray(t));
-      const [b, n] = t.shape;
-      return Array.from({ length: b }, (_, i) => v.slice(i * n, (i + 1) * n));
-    };
-    const ids = rows('input_ids');
-    const mask = rows('attention_mask');
-    const labels = rows('labels');
-    const losses = Array.from(rawToArray(file.tensors.losses));
-    const dataset: Example[] = ids.map((r, i) => ({ inputIds: r, attentionMask: mask[i], labels: labels[i] }));
+    const { file, losses, dataset } = trajectoryCase(dir);
 
     const base = await AutoModelForCausalLM.fromPretrained(join(dir, 'base'));
     const peft = await PeftModel.fromPretrained(base, join(dir, 'adapter_init'), { isTrainable: true });
@@ -141,9 +130,9 @@ describe.skipIf(!available)(`Trainer on WebGPU ${available ? '' : `(skipped: ${w
     expect(ev.eval_rows).toBe(dataset.length);
     expect(ev.eval_loss).toBeLessThan(logs.at(-1)!.loss!); // the last update lowered the loss further
     expect(tf.memory().numTensors).toBe(before);
-    const gen = await peft.generate({ inputIds: [ids[0].slice(0, 6)], maxNewTokens: 4 });
+    const gen = await peft.generate({ inputIds: [dataset[0].inputIds.slice(0, 6)], maxNewTokens: 4 });
     expect(gen[0]).toHaveLength(10);
-    expect(gen[0].slice(0, 6)).toEqual(ids[0].slice(0, 6));
+    expect(gen[0].slice(0, 6)).toEqual(dataset[0].inputIds.slice(0, 6));
     const lm = await evaluatePeftModel(peft, charTokenizer, [{ text: 'hello world' }, { text: 'the quick brown fox' }], { taskType: 'language-modeling', progress: false });
     expect(Number.isFinite(lm.metrics.perplexity)).toBe(true);
     const g = await evaluatePeftModel(peft, charTokenizer, [{ input: 'abc', target: 'def' }], { taskType: 'generation', maxNewTokens: 3, progress: false });
