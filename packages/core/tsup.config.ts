@@ -1,2 +1,3 @@
 import { packageConfig } from '../../tsup.base';
-export default packageConfig();
+// browser.ts: @peftjs/core/browser (the tfjs backends imported statically, for bundles)
+export default packageConfig({ entry: ['src/index.ts', 'src/browser.ts'] });

@@ -5,8 +5,23 @@ import { setBackendFastPaths } from './kernels/registry';
 import { MATMUL_LAYOUT } from './kernels/cpu';
 import { installWebgpuElementwise } from './kernels/webgpu/elementwise';
 
-export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
+export type BackendName = 'tensorflow' | 'webgpu' | 'webgl' | 'wasm' | 'cpu';
+/** The order initBackend tries in Node. */
 export const BACKEND_ORDER: BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
+/** The order initBackend tries in a browser or a Web Worker (tfjs-node does not exist there; webgl does). */
+export const BROWSER_BACKEND_ORDER: BackendName[] = ['webgpu', 'webgl', 'wasm', 'cpu'];
+const ALL_BACKENDS: BackendName[] = ['tensorflow', 'webgpu', 'webgl', 'wasm', 'cpu'];
+
+/**
+ * Backend modules handed to initBackend instead of the dynamic imports it does in Node, which a bundler
+ * cannot see: the module namespace of `@tensorflow/tfjs-backend-wasm` / `-webgpu` (`import * as wasm
+ * from …`), or a function returning it (`() => import('@tensorflow/tfjs-backend-wasm')`, a bundler's
+ * lazy chunk). `browserBackends` from `@peftjs/core/browser` has both, imported statically.
+ */
+export interface BackendModules {
+  wasm?: unknown;
+  webgpu?: unknown;
+}
 
 export interface GpuAdapterSummary {
   vendor: string;
@@ -38,11 +53,52 @@ export interface InitBackendOptions {
    * when it is installed and built; default true unless PEFTJS_NATIVE=0.
    */
   native?: boolean;
+  /** Backend modules to use instead of dynamic imports (a browser bundle: see `BackendModules`). */
+  backends?: BackendModules;
+  /**
+   * Where the wasm backend fetches its `.wasm` binaries: a folder URL ending in `/`, or a map from file
+   * name (`tfjs-backend-wasm-simd.wasm`, …) to URL; tfjs-backend-wasm's `setWasmPaths`. Needed in a
+   * bundle, whose script sits where the binaries are not. Only before the wasm backend first starts.
+   */
+  wasmPaths?: string | Record<string, string>;
 }
 
 const dynamicImport = (name: string): Promise<any> => import(/* @vite-ignore */ name);
 const env = (k: string): string | undefined => (typeof process !== 'undefined' ? process.env?.[k] : undefined);
 const isNode = typeof process !== 'undefined' && !!(process as any).versions?.node;
+
+const BACKEND_PACKAGES = { wasm: '@tensorflow/tfjs-backend-wasm', webgpu: '@tensorflow/tfjs-backend-webgpu' } as const;
+
+/** A backend's module: the one handed in (`backends`), else a dynamic import (Node, or an unbundled page). */
+async function backendModule(name: keyof BackendModules, given: BackendModules | undefined): Promise<any> {
+  const m = given?.[name];
+  if (m !== undefined && m !== null) {
+    const mod = typeof m === 'function' ? await (m as () => unknown)() : m;
+    if (!mod || typeof mod !== 'object') throw new PeftError('INVALID_ARGUMENT', `initBackend: backends.${name} is not a module (pass \`import * as ${name} from '${BACKEND_PACKAGES[name]}'\` or a function returning it)`);
+    return mod;
+  }
+  try {
+    return await dynamicImport(BACKEND_PACKAGES[name]);
+  } catch (e) {
+    const msg = (e as Error).message.split('\n')[0];
+    if (isNode) throw e;
+    throw new Error(`${BACKEND_PACKAGES[name]} cannot be imported here (${msg}); in a bundle pass initBackend({ backends: browserBackends }) from '@peftjs/core/browser'`);
+  }
+}
+
+/** The WebGL renderer's name, from a throwaway context (undefined when there is no WebGL). */
+function webglRenderer(): string | undefined {
+  const g = globalThis as any;
+  let canvas: any;
+  if (typeof g.OffscreenCanvas === 'function') canvas = new g.OffscreenCanvas(1, 1);
+  else if (g.document?.createElement) canvas = g.document.createElement('canvas');
+  const gl = canvas?.getContext('webgl2') ?? canvas?.getContext('webgl');
+  if (!gl) return undefined;
+  const ext = gl.getExtension('WEBGL_debug_renderer_info');
+  const name = String(gl.getParameter(ext ? ext.UNMASKED_RENDERER_WEBGL : gl.RENDERER) ?? '');
+  gl.getExtension('WEBGL_lose_context')?.loseContext();
+  return name;
+}
 
 /** Summarizes a GPUAdapter and decides whether it is a software implementation. */
 export function summarizeAdapter(adapter: any): GpuAdapterSummary {
@@ -92,7 +148,15 @@ async function tryNative(want: boolean): Promise<NonNullable<BackendReport['nati
   }
 }
 
-async function tryBackend(name: BackendName, allowSoftwareGpu: boolean, nativeWanted = false): Promise<{ ok: boolean; reason: string; adapter?: GpuAdapterSummary; native?: BackendReport['native'] }> {
+interface TryOptions {
+  allowSoftwareGpu: boolean;
+  nativeWanted: boolean;
+  backends?: BackendModules;
+  wasmPaths?: string | Record<string, string>;
+}
+
+async function tryBackend(name: BackendName, o: TryOptions): Promise<{ ok: boolean; reason: string; adapter?: GpuAdapterSummary; native?: BackendReport['native'] }> {
+  const { allowSoftwareGpu, nativeWanted } = o;
   try {
     switch (name) {
       case 'tensorflow': {
@@ -120,14 +184,29 @@ async function tryBackend(name: BackendName, allowSoftwareGpu: boolean, nativeWa
         if (summary.isSoftware && !allowSoftwareGpu) {
           return { ok: false, reason: `WebGPU adapter is software (${summary.description || summary.device}), slower than wasm; pass allowSoftwareGpu to use it`, adapter: summary };
         }
-        const mod = await dynamicImport('@tensorflow/tfjs-backend-webgpu');
+        const mod = await backendModule('webgpu', o.backends);
         registerWebgpuBackend(mod, adapter);
         if (!(await tf.setBackend('webgpu'))) return { ok: false, reason: 'the tfjs webgpu backend failed to initialise', adapter: summary };
         installWebgpuElementwise();
         return { ok: true, reason: `WebGPU adapter ${summary.vendor || '?'} ${summary.description || summary.device}${summary.isSoftware ? ' (software, as asked)' : ''}`, adapter: summary };
       }
+      case 'webgl': {
+        if (isNode) return { ok: false, reason: 'WebGL exists only in a browser' };
+        const renderer = webglRenderer();
+        if (renderer === undefined) return { ok: false, reason: 'no WebGL context (WebGL off, or no GPU)' };
+        const software = /swiftshader|llvmpipe|lavapipe|software|basic render/i.test(renderer);
+        if (software && !allowSoftwareGpu) return { ok: false, reason: `WebGL renderer is software (${renderer}), slower than wasm; pass allowSoftwareGpu to use it` };
+        if (!tf.engine().registryFactory['webgl']) return { ok: false, reason: 'the tfjs webgl backend is not registered (import @tensorflow/tfjs)' };
+        if (!(await tf.setBackend('webgl'))) return { ok: false, reason: 'the tfjs webgl backend failed to initialise' };
+        return { ok: true, reason: `WebGL ${renderer}${software ? ' (software, as asked)' : ''}` };
+      }
       case 'wasm': {
-        await dynamicImport('@tensorflow/tfjs-backend-wasm');
+        const mod = await backendModule('wasm', o.backends);
+        if (o.wasmPaths !== undefined) {
+          if (typeof mod.setWasmPaths !== 'function') throw new PeftError('INVALID_ARGUMENT', 'initBackend: wasmPaths given but the wasm module has no setWasmPaths');
+          // tfjs throws once the backend has started; the paths were then fixed by the first start
+          if (!tf.findBackend('wasm')) mod.setWasmPaths(o.wasmPaths);
+        }
         ensureWasmKernels();
         if (!(await tf.setBackend('wasm'))) return { ok: false, reason: 'the wasm backend failed to initialise' };
         if (!isNode) return { ok: true, reason: 'WebAssembly (SIMD) CPU backend' };
@@ -194,22 +273,26 @@ function registerWebgpuBackend(mod: any, adapter: any): void {
 let current: BackendReport | undefined;
 
 /**
- * Picks the best tfjs backend available: tensorflow (tfjs-node-gpu / tfjs-node), webgpu on a hardware
- * adapter, wasm, cpu — unless told otherwise by `prefer` or PEFTJS_BACKEND. Reports what it chose and why.
+ * Picks the best tfjs backend available — in Node tensorflow (tfjs-node-gpu / tfjs-node), webgpu on a
+ * hardware adapter, wasm, cpu; in a browser webgpu (hardware), webgl (hardware), wasm, cpu — unless told
+ * otherwise by `prefer` or PEFTJS_BACKEND. Reports what it chose and why.
  */
 export async function initBackend(opts: InitBackendOptions = {}): Promise<BackendReport> {
   const envPrefer = env('PEFTJS_BACKEND')?.split(',').map((s) => s.trim()).filter(Boolean) as BackendName[] | undefined;
   const explicit = opts.prefer ?? (envPrefer?.length ? envPrefer : undefined);
-  const order = explicit ? (Array.isArray(explicit) ? explicit : [explicit]) : BACKEND_ORDER;
+  const order = explicit ? (Array.isArray(explicit) ? explicit : [explicit]) : isNode ? BACKEND_ORDER : BROWSER_BACKEND_ORDER;
   for (const b of order) {
-    if (!BACKEND_ORDER.includes(b)) throw new PeftError('BACKEND', `unknown backend "${b}"; choose from ${BACKEND_ORDER.join(', ')}`);
+    if (!ALL_BACKENDS.includes(b)) throw new PeftError('BACKEND', `unknown backend "${b}"; choose from ${ALL_BACKENDS.join(', ')}`);
+  }
+  if (opts.wasmPaths !== undefined && typeof opts.wasmPaths !== 'string' && (typeof opts.wasmPaths !== 'object' || opts.wasmPaths === null || Object.values(opts.wasmPaths).some((v) => typeof v !== 'string'))) {
+    throw new PeftError('INVALID_ARGUMENT', 'initBackend: wasmPaths must be a folder URL or a map from .wasm file name to URL');
   }
   // A software GPU is taken when asked for explicitly, or allowed.
-  const allowSoftwareGpu = opts.allowSoftwareGpu ?? (env('PEFTJS_ALLOW_SOFTWARE_GPU') === '1' || (explicit !== undefined && order[0] === 'webgpu'));
+  const allowSoftwareGpu = opts.allowSoftwareGpu ?? (env('PEFTJS_ALLOW_SOFTWARE_GPU') === '1' || (explicit !== undefined && (order[0] === 'webgpu' || order[0] === 'webgl')));
   const nativeWanted = opts.native ?? env('PEFTJS_NATIVE') !== '0';
   const attempts: BackendReport['attempts'] = [];
   for (const b of order) {
-    const r = await tryBackend(b, allowSoftwareGpu, nativeWanted);
+    const r = await tryBackend(b, { allowSoftwareGpu, nativeWanted, backends: opts.backends, wasmPaths: opts.wasmPaths });
     attempts.push({ backend: b, ok: r.ok, reason: r.reason });
     if (r.ok) {
       await tf.ready();

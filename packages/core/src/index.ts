@@ -113,7 +113,7 @@ export {
   type PromptLearningFields,
   type PrefixLayer,
 } from './prompt_learning';
-export { initBackend, backendReport, summarizeAdapter, BACKEND_ORDER, type BackendName, type BackendReport, type GpuAdapterSummary, type InitBackendOptions } from './backend';
+export { initBackend, backendReport, summarizeAdapter, BACKEND_ORDER, BROWSER_BACKEND_ORDER, type BackendModules, type BackendName, type BackendReport, type GpuAdapterSummary, type InitBackendOptions } from './backend';
 export { ensureWasmKernels } from './kernels/wasm';
 export { gpuMemory, createPeakMemoryTracker, trackPeakMemory, type GpuMemory, type PeakMemoryTracker } from './memory';
 export { createProgressBar, formatDuration, type ProgressBar, type ProgressStream } from './progress';
