@@ -1,10 +1,11 @@
 /**
- * @peftjs/native: an optional native matmul for Node on x86-64 Linux. A Node-API addon (src/native/gemm.cc)
+ * @peftjs/native: an optional native matmul for Node (prebuilt for Linux x64; built from source elsewhere). A Node-API addon (src/native/gemm.cc)
  * runs a cache-blocked SGEMM (AVX-512 or AVX2+FMA, chosen at run time; a portable fallback) over a
  * persistent thread pool, directly on tfjs's wasm heap (zero-copy). `installNativeKernels()` replaces the
  * wasm backend's `BatchMatMul` (and `_FusedMatMul`) kernels with it, so every matmul on wasm — models'
  * forwards, core's fast paths, tfjs's own gradients — runs natively; shapes and dtypes it does not handle
- * go to the original kernel. Without the addon (not built, other platform), nothing changes.
+ * go to the original kernel. Without the addon (no prebuild for this platform and no build from source),
+ * nothing changes and the status says how to build it.
  */
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
@@ -12,6 +13,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { prebuildPath, prebuildTag, sourceBuildPath } from '../prebuild.mjs';
 
 /** The addon's functions (see src/native/gemm.cc). */
 export interface NativeBinding {
@@ -58,6 +60,9 @@ export interface NativeStatus {
   threads: number;
   /** 'AVX-512' | 'AVX2' | 'scalar', or '' when not installed. */
   isa: string;
+  /** When installed: whether the addon is the package's prebuild or was built from source, and its file. */
+  origin?: NativeOrigin;
+  file?: string;
 }
 
 export interface InstallOptions {
@@ -76,27 +81,45 @@ const here = typeof __dirname === 'string' ? __dirname : dirname(fileURLToPath(i
 let binding: NativeBinding | undefined;
 let loadError: string | undefined;
 
-/** Loads the addon (once): dist/peftjs_native.node next to the built module, or ../dist from src/. */
+/** The package's root folder (dist/ or src/ is one level down). */
+const root = join(here, '..');
+
+/** Where the addon was loaded from: a prebuild shipped in the package, or a build from source (install.mjs). */
+export type NativeOrigin = 'prebuild' | 'source';
+let origin: { kind: NativeOrigin; file: string } | undefined;
+
+/** The addon file in use and whether it is the package's prebuild; undefined until one has loaded. */
+export function nativeOrigin(): { kind: NativeOrigin; file: string } | undefined {
+  return origin;
+}
+
+const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0];
+
+/**
+ * Loads the addon (once): the prebuild for this platform (prebuilds/<platform>-<arch>[-<libc>]/), else the
+ * one install.mjs built from source (build/). The reason says what a user can do when neither loads.
+ */
 export function loadNative(): { binding?: NativeBinding; reason: string } {
   if (binding) return { binding, reason: 'loaded' };
   if (loadError) return { reason: loadError };
-  if (process.platform !== 'linux' || process.arch !== 'x64') {
-    loadError = `the native matmul is built for linux x64 only (this is ${process.platform} ${process.arch})`;
-    return { reason: loadError };
+  const tag = prebuildTag();
+  const req = createRequire(join(here, 'index.js'));
+  const tried: string[] = [];
+  for (const [kind, file] of [['prebuild', prebuildPath(root)], ['source', sourceBuildPath(root)]] as const) {
+    if (!existsSync(file)) continue;
+    try {
+      binding = req(file) as NativeBinding;
+      origin = { kind, file };
+      return { binding, reason: 'loaded' };
+    } catch (e) {
+      tried.push(`${file} does not load (${firstLine(e)})`);
+    }
   }
-  const candidates = [join(here, 'peftjs_native.node'), join(here, '..', 'dist', 'peftjs_native.node')];
-  const file = candidates.find((f) => existsSync(f));
-  if (!file) {
-    loadError = 'the addon is not built (dist/peftjs_native.node missing: run `npm run build -w @peftjs/native`, needs g++ and Node headers)';
-    return { reason: loadError };
-  }
-  try {
-    binding = createRequire(join(here, 'index.js'))(file) as NativeBinding;
-    return { binding, reason: 'loaded' };
-  } catch (e) {
-    loadError = `the addon failed to load: ${(e as Error).message}`;
-    return { reason: loadError };
-  }
+  const how = 'install a C++ compiler (g++ or clang++) and Node\'s headers, then run `npm rebuild @peftjs/native` (or PEFTJS_NATIVE=0 to stop asking)';
+  loadError = tried.length
+    ? `the native matmul for ${tag} does not load: ${tried.join('; ')}; to build it for this system, ${how}`
+    : `no native matmul for ${tag}: @peftjs/native ships no prebuild for it and none was built from source; ${how}`;
+  return { reason: loadError };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -387,7 +410,7 @@ function replaceKernel(name: string, kernelFunc: (args: KernelArgs) => tf.Tensor
 
 function status(installed: boolean, reason: string): NativeStatus {
   const i = installed && binding ? binding.info() : undefined;
-  return { installed, reason, threads: i?.threads ?? 0, isa: i?.isa ?? '' };
+  return { installed, reason, threads: i?.threads ?? 0, isa: i?.isa ?? '', ...(i && origin ? { origin: origin.kind, file: origin.file } : {}) };
 }
 
 /**

@@ -3,11 +3,12 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { prebuildPath } from '../prebuild.mjs';
 
 // The addon's thread pool: a product that starts right after setThreads() created new workers must not
 // wait for a worker that has not been scheduled yet. A deadlock here blocks Node's event loop (vitest's
 // own timeouts cannot fire), so the loop runs in a child process with a deadline.
-const addon = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'peftjs_native.node');
+const addon = prebuildPath(join(dirname(fileURLToPath(import.meta.url)), '..'));
 const built = process.platform === 'linux' && process.arch === 'x64' && existsSync(addon);
 
 const child = `

@@ -19,6 +19,14 @@
 #include <thread>
 #include <vector>
 
+// A prebuilt binary must load on older Linux: GCC 12's headers bind condition_variable::wait to the
+// GLIBCXX_3.4.30 version of the symbol (libstdc++ of GCC >= 12 only); the GLIBCXX_3.4.11 one is the same
+// function and exists in every libstdc++ since GCC 4.3. (A static libstdc++ is worse here: it pulls in
+// glibc 2.34+ symbols.) packages/native/src/prebuild.test.ts checks the versions the binary needs.
+#if defined(__linux__) && defined(__GLIBCXX__)
+__asm__(".symver _ZNSt18condition_variable4waitERSt11unique_lockISt5mutexE,_ZNSt18condition_variable4waitERSt11unique_lockISt5mutexE@GLIBCXX_3.4.11");
+#endif
+
 #if defined(__x86_64__) || defined(_M_X64)
 #define PEFTJS_X86 1
 #include <immintrin.h>
