@@ -1,0 +1,143 @@
+import * as tf from '@tensorflow/tfjs';
+import {
+  Conv1D,
+  Linear,
+  PeftError,
+  PeftModel,
+  PEFT_METHOD_SPEC_VERSION,
+  TaskType,
+  isLayer,
+  prefixedParameterKey,
+  targetableModules,
+  type InjectionMethod,
+  type Layer,
+  type Module,
+  type PreTrainedModel,
+} from '@peftjs/core';
+import { DiffPruningConfig } from './config';
+import { DiffPruningLayer, deterministicGate, expectedL0, projectDiff, type GateParams } from './layer';
+
+/** Heads a sequence classifier saves whole (modules_to_save), never diff pruning targets. */
+const SEQ_CLS_HEADS = ['score', 'classifier'];
+
+/** `all-linear`: every Linear / Conv1D but the output head(s), as full module names. */
+function allLinearTargets(model: PreTrainedModel, taskType: string | null): string[] {
+  const heads = new Set(model.outputHeadNames);
+  if (taskType === TaskType.SEQ_CLS) for (const h of SEQ_CLS_HEADS) heads.add(h);
+  return targetableModules(model)
+    .filter(([name, m]) => (m instanceof Linear || m instanceof Conv1D) && !heads.has(name) && !heads.has(name.split('.').pop()!))
+    .map(([name]) => name);
+}
+
+export function gateParams(config: DiffPruningConfig): GateParams {
+  return { gamma: config.gateStretch[0], zeta: config.gateStretch[1], beta: config.gateTemperature };
+}
+
+/** The diff pruning layers of a PeftModel that hold adapter `name`. */
+export function diffPruningLayers(peft: PeftModel, name: string): DiffPruningLayer[] {
+  return [...peft.namedModules()].map(([, m]) => m).filter((m): m is DiffPruningLayer => m instanceof DiffPruningLayer && m.has(name));
+}
+
+const PREFIX = 'diff_pruning_';
+const GATED = /\.diff_pruning_(delta|log_alpha)\.([^.]+)$/;
+
+export const diffPruningMethod: InjectionMethod<DiffPruningConfig, (Module & Layer) | DiffPruningLayer> = {
+  specificationVersion: PEFT_METHOD_SPEC_VERSION,
+  kind: 'injection',
+  peftType: 'DIFF_PRUNING',
+  prefix: PREFIX,
+  configClass: DiffPruningConfig,
+  targetFields: { targetModules: 'targetModules', excludeModules: 'excludeModules' },
+
+  prepareConfig(config, model) {
+    const t = config.targetModules;
+    if (t == null || (typeof t === 'string' && t.toLowerCase() === 'all-linear')) {
+      return config.with({ targetModules: allLinearTargets(model, config.taskType) });
+    }
+    return config;
+  },
+
+  // any module with a weight or a bias; inject checks the config's diffParameters against it
+  canWrap(module): module is (Module & Layer) | DiffPruningLayer {
+    return module instanceof DiffPruningLayer || (isLayer(module) && (module.maybeParam('weight') !== undefined || module.maybeParam('bias') !== undefined));
+  },
+
+  inject({ target, targetName, adapterName, config }) {
+    const layer = target instanceof DiffPruningLayer ? target : new DiffPruningLayer(target);
+    const base = layer.getBaseLayer();
+    const parameters = config.diffParameters.filter((p) => base.maybeParam(p) !== undefined);
+    if (!parameters.length) {
+      throw new PeftError('INVALID_CONFIG', `DIFF_PRUNING: target module "${targetName}" (${base.constructor.name}) has none of diffParameters ${JSON.stringify(config.diffParameters)}`);
+    }
+    layer.updateLayer(adapterName, { gate: gateParams(config), parameters, initLogAlpha: config.initLogAlpha, density: config.density }, config.projected);
+    return layer;
+  },
+
+  parameterKey: (path, adapterName) => prefixedParameterKey(path, adapterName, PREFIX),
+
+  /**
+   * Saving a gated adapter writes its projection (what `projectDiffPruning` would make): per parameter the
+   * round(density · numel) entries of largest |δ ⊙ ẑ|, as `….diff_pruning_indices.<param>` (int32) and
+   * `….diff_pruning_values.<param>`.
+   */
+  toFileTensors(tensors, config) {
+    const out: Record<string, tf.Tensor> = {};
+    const gated = new Map<string, { delta?: tf.Tensor; logAlpha?: tf.Tensor }>();
+    for (const [key, t] of Object.entries(tensors)) {
+      const m = GATED.exec(key);
+      if (!m) {
+        out[key] = t;
+        continue;
+      }
+      const stem = `${key.slice(0, m.index)}|${m[2]}`;
+      const entry = gated.get(stem) ?? {};
+      if (m[1] === 'delta') entry.delta = t;
+      else entry.logAlpha = t;
+      gated.set(stem, entry);
+    }
+    const g = gateParams(config);
+    for (const [stem, { delta, logAlpha }] of gated) {
+      const [module, param] = stem.split('|');
+      if (!delta || !logAlpha) throw new PeftError('INVALID_ARGUMENT', `DIFF_PRUNING: ${module}.diff_pruning_${delta ? 'log_alpha' : 'delta'}.${param} is missing; cannot save the diff of ${module}.${param}`);
+      const proj = tf.tidy(() => projectDiff(tf.mul(delta, deterministicGate(logAlpha, g)), config.density));
+      out[`${module}.diff_pruning_indices.${param}`] = proj.indices;
+      out[`${module}.diff_pruning_values.${param}`] = proj.values;
+      tf.dispose([delta, logAlpha]);
+    }
+    return out;
+  },
+
+  /** λ · Σ E[L0] over the gated parameters of the adapter, while training (an eval loss is the task's alone). */
+  lossTerm({ peft, adapterName, config }) {
+    if (config.sparsityPenalty === 0) return null;
+    const layers = diffPruningLayers(peft, adapterName).filter((l) => l.training && !l.isProjected(adapterName));
+    if (!layers.length) return null;
+    const g = gateParams(config);
+    return tf.tidy(() => {
+      const terms: tf.Scalar[] = [];
+      for (const l of layers) for (const p of l.adapterOptions(adapterName)!.parameters) terms.push(expectedL0(l.logAlpha(adapterName, p)!, g));
+      return tf.mul(tf.addN(terms), config.sparsityPenalty) as tf.Scalar;
+    });
+  },
+};
+
+/**
+ * Guo et al.'s projection: turns gated adapter `adapterName` (default: the active one) into a fixed mask of
+ * exactly round(density · numel) entries per diffed tensor (the largest |δ ⊙ ẑ|); the values stay trainable, so
+ * training can go on with the mask fixed (a new optimizer: the variables are new). The config becomes
+ * `projected: true`. Returns the number of entries kept.
+ */
+export function projectDiffPruning(peft: PeftModel, adapterName: string = peft.activeAdapter): number {
+  const config = peft.peftConfig[adapterName];
+  if (!(config instanceof DiffPruningConfig)) {
+    throw new PeftError('INVALID_ARGUMENT', `projectDiffPruning: adapter "${adapterName}" is ${config ? `a ${config.peftType} adapter` : 'not in this model'}; adapters: ${Object.keys(peft.peftConfig).join(', ')}`);
+  }
+  let kept = 0;
+  for (const l of diffPruningLayers(peft, adapterName)) {
+    l.project(adapterName);
+    for (const p of l.adapterOptions(adapterName)!.parameters) kept += l.child<Module>('diff_pruning_values').child(adapterName).param(p).size;
+  }
+  peft.peftConfig[adapterName] = config.with({ projected: true });
+  peft.setAdapter(peft.activeAdapters);
+  return kept;
+}
