@@ -1,7 +1,7 @@
 export { PeftError, type PeftErrorCode } from './errors';
 export { installFrugalGradients, setFrugalGradients } from './grad';
 export { Module, ModuleDict, ParameterDict, isLayer, type Layer } from './nn/module';
-export { Linear, Conv1D, Embedding, RMSNorm, LayerNorm, Dropout, Identity, kaimingUniform, checkAllocation, MAX_TENSOR_ELEMENTS, type LinearOptions } from './nn/layers';
+export { Linear, Conv1D, Embedding, RMSNorm, LayerNorm, Dropout, Identity, ResidualAdd, type ResidualHook, kaimingUniform, checkAllocation, MAX_TENSOR_ELEMENTS, type LinearOptions } from './nn/layers';
 export { manualSeed, nextSeed, nextRandom, getRngState, setRngState, mulberry32 } from './nn/random';
 export {
   PreTrainedModel,

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { Conv1D, Dropout, Embedding, LayerNorm, Module, ModuleDict, checkpoint, isRecordingGradients, nextSeed } from '@peftjs/core';
+import { Conv1D, Dropout, Embedding, LayerNorm, Module, ModuleDict, ResidualAdd, checkpoint, isRecordingGradients, nextSeed, type ResidualHook } from '@peftjs/core';
 import { ParamSource, TiedLinear, constructScoped, activate, attention, makeLinear, splitHeads, sub, withPast, type AttentionContext, type Prepared } from './common';
 import type { ClassificationFields, GPT2Config } from './config';
 import { CausalLMBase, SeqClsBase, type Backbone } from './heads';
@@ -73,6 +73,9 @@ export class GPT2Block extends Module {
     this.registerModule('attn', new GPT2Attention(config, layerIdx, src.scope('attn')));
     this.registerModule('ln_2', new LayerNorm(d, eps));
     this.registerModule('mlp', new GPT2MLP(config, src.scope('mlp')));
+    // the two residual connections as modules (AdapterHub's names): bottleneck adapters replace them
+    this.registerModule('attention_adapters', new ResidualAdd());
+    this.registerModule('output_adapters', new ResidualAdd());
   }
 
   /** Recompute this block's activations in backward instead of keeping them (gradientCheckpointingEnable). */
@@ -92,8 +95,9 @@ export class GPT2Block extends Module {
   }
 
   private blockForward(x: tf.Tensor, ctx: AttentionContext): tf.Tensor {
-    const h = tf.add(x, this.child<GPT2Attention>('attn').forward(sub(this, 'ln_1').forward(x), ctx));
-    return tf.add(h, this.child<GPT2MLP>('mlp').forward(sub(this, 'ln_2').forward(h)));
+    const attn = this.child<GPT2Attention>('attn').forward(sub(this, 'ln_1').forward(x), ctx);
+    const h = this.child<Module & ResidualHook>('attention_adapters').addResidual(attn, x);
+    return this.child<Module & ResidualHook>('output_adapters').addResidual(this.child<GPT2MLP>('mlp').forward(sub(this, 'ln_2').forward(h)), h);
   }
 }
 

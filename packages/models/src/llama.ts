@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { Embedding, Module, ModuleDict, RMSNorm, checkpoint, isRecordingGradients, nextSeed } from '@peftjs/core';
+import { Embedding, Module, ModuleDict, RMSNorm, ResidualAdd, checkpoint, isRecordingGradients, nextSeed, type ResidualHook } from '@peftjs/core';
 import {
   ParamSource,
   constructScoped,
@@ -112,6 +112,9 @@ export class LlamaDecoderLayer extends Module {
     this.registerModule('mlp', new LlamaMLP(config, src.scope('mlp')));
     this.registerModule('input_layernorm', rmsNorm(config.hiddenSize, config.rmsNormEps));
     this.registerModule('post_attention_layernorm', rmsNorm(config.hiddenSize, config.rmsNormEps));
+    // the two residual connections as modules (AdapterHub's names): bottleneck adapters replace them
+    this.registerModule('attention_adapters', new ResidualAdd());
+    this.registerModule('output_adapters', new ResidualAdd());
   }
 
   /** Recompute this layer's activations in backward instead of keeping them (gradientCheckpointingEnable). */
@@ -132,13 +135,14 @@ export class LlamaDecoderLayer extends Module {
 
   private layerForward(x: tf.Tensor, ctx: LlamaContext): tf.Tensor {
     const attn = this.child<LlamaAttention>('self_attn').forward(sub(this, 'input_layernorm').forward(x), ctx);
-    if (decodeFusionsActive()) {
+    const out = this.child<Module & ResidualHook>('output_adapters');
+    if (decodeFusionsActive() && this.child('attention_adapters') instanceof ResidualAdd) {
       // inference on webgpu: the residual add and the post-attention norm in one dispatch
       const fused = addRmsNorm(x, attn, this.child('post_attention_layernorm'));
-      if (fused) return tf.add(fused[0], this.child<LlamaMLP>('mlp').forward(fused[1]));
+      if (fused) return out.addResidual(this.child<LlamaMLP>('mlp').forward(fused[1]), fused[0]);
     }
-    const h = tf.add(x, attn);
-    return tf.add(h, this.child<LlamaMLP>('mlp').forward(sub(this, 'post_attention_layernorm').forward(h)));
+    const h = this.child<Module & ResidualHook>('attention_adapters').addResidual(attn, x);
+    return out.addResidual(this.child<LlamaMLP>('mlp').forward(sub(this, 'post_attention_layernorm').forward(h)), h);
   }
 }
 

@@ -168,3 +168,23 @@ export class Identity extends Module implements Layer {
     return x;
   }
 }
+
+/**
+ * A sub-block's residual connection, `residual + hidden`, as a module of its own: the point where
+ * bottleneck adapters sit (AdapterHub's `attention_adapters` / `output_adapters` of a decoder layer). A
+ * decoder layer calls `addResidual(hidden, residual)` on whatever module is installed there, so a method
+ * can replace it with a layer that sees both the sub-block's output and its input. No parameters.
+ */
+export class ResidualAdd extends Module implements Layer, ResidualHook {
+  addResidual(hidden: tf.Tensor, residual: tf.Tensor): tf.Tensor {
+    return tf.add(residual, hidden);
+  }
+  forward(): tf.Tensor {
+    throw new PeftError('INVALID_ARGUMENT', 'ResidualAdd takes two inputs: call addResidual(hidden, residual)');
+  }
+}
+
+/** What a decoder layer calls at a residual connection (ResidualAdd, or a method's layer installed in its place). */
+export interface ResidualHook {
+  addResidual(hidden: tf.Tensor, residual: tf.Tensor): tf.Tensor;
+}
