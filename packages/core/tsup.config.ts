@@ -1,3 +1,5 @@
 import { packageConfig } from '../../tsup.base';
 // browser.ts: @peftjs/core/browser (the tfjs backends imported statically, for bundles)
-export default packageConfig({ entry: ['src/index.ts', 'src/browser.ts'] });
+// testing/index.ts: @peftjs/core/testing, which imports `@peftjs/core` by name (kept external: one copy of
+// core's registry and classes)
+export default packageConfig({ entry: ['src/index.ts', 'src/browser.ts', 'src/testing/index.ts'], external: ['@peftjs/core'] });

@@ -100,6 +100,40 @@ export {
   type WeightedAdapterOptions,
 } from './method';
 export { isTargetModule, isExcludedModule, matchesModuleList, fullMatch, findPatternKey, type TargetSpec } from './targets';
+export {
+  Stack,
+  Parallel,
+  Average,
+  BatchSplit,
+  Fuse,
+  ALLOWED_NESTINGS,
+  COMPOSITION_TYPES,
+  isCompositionBlock,
+  parseComposition,
+  validateComposition,
+  flattenComposition,
+  blocksOf,
+  parallelChannels,
+  isSingleAdapter,
+  compositionToString,
+  compositionToJson,
+  compositionFromJson,
+  composeLayer,
+  touchesLayer,
+  type CompositionType,
+  type CompositionBlock,
+  type AdapterSetup,
+  type StackBlock,
+  type ParallelBlock,
+  type AverageBlock,
+  type BatchSplitBlock,
+  type FuseBlock,
+  type AverageOptions,
+  type BatchSplitOptions,
+  type ComposeOps,
+  type CompositionJson,
+} from './composition';
+export { FUSION_MODULE, COMPOSITION_NAME, type LossTermModule, type CompositionFile } from './peft_composition';
 export { BaseTunerLayer, ModulesToSaveWrapper, TunerModel, isTunerLayer, targetableModules, assertFiniteMerge } from './tuner';
 export { PeftModel, getPeftModel, readAdapterConfig, CONFIG_NAME, WEIGHTS_NAME, PROMPT_ENCODER_NAME, type TunerLayerStatus, type TunerModelStatus } from './peft_model';
 export {

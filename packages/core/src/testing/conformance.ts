@@ -1,0 +1,644 @@
+// The shared method conformance suite (HF PEFT's PeftCommonTester is the model): given a config, a model
+// factory and what a method promises, named async checks that every PEFT method — built-in or third-party —
+// must pass through the public API alone. A check throws a ConformanceError naming itself, the method and
+// the tensor at fault. No test framework is imported: registerMethodConformance takes describe/it.
+import * as tf from '@tensorflow/tfjs';
+import { PeftModel, getPeftMethod, getPeftModel, type PeftConfig, type PreTrainedModel } from '@peftjs/core';
+import { memoryFileSystem } from './memory_fs';
+
+/** The checks, in the order they run. */
+export const CONFORMANCE_CHECKS = [
+  'identity at init',
+  'save → load is exact',
+  'merge ≈ adapted, unmerge restores the base',
+  'mergeAndUnload ≈ adapted, unload gives the base',
+  'disableAdapter gives the base logits',
+  'deleteAdapter removes every parameter',
+  "only the method's parameters train",
+] as const;
+export type ConformanceCheckName = (typeof CONFORMANCE_CHECKS)[number];
+
+/** A batch for the forwards and the training steps (number[][]; labels -100 where ignored). */
+export interface ConformanceInputs {
+  inputIds: number[][];
+  attentionMask?: number[][];
+  labels?: number[][];
+}
+
+/** What a method promises; each promise is checked both ways (a refused merge must be refused). */
+export interface MethodPromises {
+  /** At init the adapted model's logits are the base model's, bit for bit (LoRA's zero B, IA3's ones, LN copies). */
+  identityAtInit: boolean;
+  /** mergeAdapter / unmergeAdapter / mergeAndUnload work; false: they are refused with an error and change nothing. */
+  merge: boolean;
+  /**
+   * unmerge gives every base weight back bit for bit (methods that swap a copy in: LN tuning, BitFit). Otherwise
+   * W' = (W + Δ) − Δ in float32 is allowed the rounding of the two operations: see DEFAULT_TOLERANCES.unmergeUlps.
+   */
+  exactUnmerge?: boolean;
+}
+
+/**
+ * The training step's optimizer over named parameters; the default is tf.train.adam(1e-2). A method package
+ * may pass the Trainer's AdamW: `(params) => { const o = new AdamW(params); return { step: (g) => o.step(g, 1e-2), dispose: () => o.dispose() }; }`.
+ */
+export type ConformanceOptimizer = (params: Map<string, tf.Variable>) => { step(grads: Record<string, tf.Tensor>): void; dispose(): void };
+
+export interface ConformanceTolerances {
+  /**
+   * merged vs adapted logits: max |Δ| ≤ merge · max |adapted| (default 1e-4, the project's parity criterion).
+   * Merging reassociates float32 sums ((x·W + x·ΔW) vs x·(W + ΔW)) through every layer; nothing is exact.
+   */
+  merge: number;
+  /**
+   * unmerge: every base weight within unmergeUlps · 2⁻²⁴ · (|W| + |W merged|) of its value before the merge
+   * (default 8: the merge and the unmerge each round once per elementwise operation, DoRA's take four).
+   */
+  unmergeUlps: number;
+}
+export const DEFAULT_TOLERANCES: ConformanceTolerances = { merge: 1e-4, unmergeUlps: 8 };
+
+export interface ConformanceSpec {
+  /** The method as the test names it, e.g. `LoRA` or `DoRA (q_proj, v_proj)`. */
+  name: string;
+  /** A fresh config (called for each adapter the checks add). */
+  config: () => PeftConfig;
+  /** A fresh base model (each check wraps its own; the checks dispose them). */
+  model: () => PreTrainedModel | Promise<PreTrainedModel>;
+  promises: MethodPromises;
+  /** Default: two rows of six tokens (the second left-padded), labels the inputs. */
+  inputs?: ConformanceInputs;
+  /**
+   * Which PeftModel parameter names belong to the method. Default: a path segment starts with the method's
+   * registered prefix, or the parameter is under `prompt_encoder.` or a `modules_to_save` copy.
+   */
+  isMethodParameter?: (name: string) => boolean;
+  optimizer?: ConformanceOptimizer;
+  /** Optimizer steps of the training check (default 2: LoRA's A gets a gradient once B left zero). */
+  trainingSteps?: number;
+  /** Method parameters that may legitimately stay unchanged by the training steps (default none). */
+  untrained?: (name: string) => boolean;
+  tolerances?: Partial<ConformanceTolerances>;
+  /** Checks not run, each with the reason (the registrar marks them skipped when it can). */
+  skip?: Partial<Record<ConformanceCheckName, string>>;
+}
+
+/** A failed check: names the check, the method and (when one is at fault) the tensor. */
+export class ConformanceError extends Error {
+  readonly check: ConformanceCheckName;
+  readonly method: string;
+  readonly tensor: string | undefined;
+  constructor(check: ConformanceCheckName, method: string, message: string, opts: { tensor?: string; cause?: unknown } = {}) {
+    super(`${method} · ${check}: ${opts.tensor ? `tensor "${opts.tensor}": ` : ''}${message}`, { cause: opts.cause });
+    this.name = 'ConformanceError';
+    this.check = check;
+    this.method = method;
+    this.tensor = opts.tensor;
+  }
+}
+
+export interface ConformanceCheck {
+  name: ConformanceCheckName;
+  /** Set when the spec skips the check. */
+  skip?: string;
+  run(): Promise<void>;
+}
+
+type Fail = (message: string, tensor?: string) => never;
+type Data = Float32Array | Int32Array | Uint8Array;
+
+const DEFAULT_INPUTS: ConformanceInputs = {
+  inputIds: [
+    [5, 9, 14, 3, 27, 8],
+    [0, 0, 11, 6, 19, 2],
+  ],
+  attentionMask: [
+    [1, 1, 1, 1, 1, 1],
+    [0, 0, 1, 1, 1, 1],
+  ],
+  labels: [
+    [5, 9, 14, 3, 27, 8],
+    [-100, -100, 11, 6, 19, 2],
+  ],
+};
+
+async function read(t: tf.Tensor): Promise<Data> {
+  return (await t.data()) as Data;
+}
+
+/** The first index where a and b differ (NaN equals NaN), or -1. */
+function firstDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) return 0;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) return i;
+  return -1;
+}
+
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    m = Number.isNaN(d) ? Infinity : Math.max(m, d);
+  }
+  return m;
+}
+
+interface Logits {
+  shape: number[];
+  data: Data;
+}
+
+/** Eval-mode logits of `forward`, read asynchronously; the tensors are disposed. */
+async function logitsOf(forward: () => { logits: tf.Tensor; loss?: tf.Scalar }): Promise<Logits> {
+  const out = forward();
+  try {
+    return { shape: out.logits.shape, data: await read(out.logits) };
+  } finally {
+    tf.dispose([out.logits, out.loss ?? []]);
+  }
+}
+
+/** Copies of every parameter's values, by name. */
+async function snapshot(named: Iterable<[string, tf.Variable]>): Promise<Map<string, Data>> {
+  const out = new Map<string, Data>();
+  for (const [k, v] of named) out.set(k, (await read(v)).slice() as Data);
+  return out;
+}
+
+/** A runner over one spec: shared helpers of the checks. */
+class Runner {
+  readonly inputs: ConformanceInputs;
+  readonly tol: ConformanceTolerances;
+  private warm: Promise<void> | undefined;
+  constructor(readonly spec: ConformanceSpec) {
+    this.inputs = spec.inputs ?? DEFAULT_INPUTS;
+    this.tol = { ...DEFAULT_TOLERANCES, ...spec.tolerances };
+  }
+
+  get peftType(): string {
+    return this.spec.config().peftType;
+  }
+
+  isMethodParameter(name: string): boolean {
+    if (this.spec.isMethodParameter) return this.spec.isMethodParameter(name);
+    const prefix = getPeftMethod(this.peftType).prefix;
+    if (name.startsWith('prompt_encoder.') || name.includes('.modules_to_save.')) return true;
+    return name.split('.').some((p) => p.startsWith(prefix));
+  }
+
+  forwardInputs(withLabels = false) {
+    const { inputIds, attentionMask, labels } = this.inputs;
+    return withLabels ? { inputIds, attentionMask, labels: labels ?? inputIds } : { inputIds, attentionMask };
+  }
+
+  async baseModel(): Promise<{ model: PreTrainedModel; logits: Logits; names: string[] }> {
+    const model = await this.spec.model();
+    model.eval();
+    const logits = await logitsOf(() => model.forward(this.forwardInputs()));
+    return { model, logits, names: [...model.namedParameters()].map(([k]) => k) };
+  }
+
+  /**
+   * Adds seeded Gaussian noise to every trainable float parameter (the active adapter's), so that the
+   * adapter differs from its identity init and each of its tensors matters: HF's tests use init_weights=False.
+   */
+  perturb(peft: PeftModel, seed: number): void {
+    let i = 0;
+    for (const [, p] of peft.namedParameters()) {
+      if (!p.trainable || p.dtype !== 'float32') continue;
+      const s = seed * 1000 + i++;
+      tf.tidy(() => {
+        const rms = tf.sqrt(tf.mean(tf.square(p)));
+        const sigma = tf.add(tf.mul(rms, 0.1), 0.02);
+        p.assign(tf.add(p, tf.mul(tf.randomNormal(p.shape, 0, 1, 'float32', s), sigma)));
+      });
+    }
+  }
+
+  /** One-time caches (kernels, RoPE tables) filled before any check counts tensors. */
+  warmUp(): Promise<void> {
+    this.warm ??= (async () => {
+      const { model } = await this.baseModel();
+      const peft = getPeftModel(model, this.spec.config());
+      try {
+        await logitsOf(() => peft.forward(this.forwardInputs()));
+        peft.train();
+        const { value, grads } = tf.variableGrads(() => peft.forward(this.forwardInputs(true)).loss!, peft.trainableParameters());
+        tf.dispose([value, ...Object.values(grads)]);
+        peft.eval();
+        await logitsOf(() => peft.disableAdapter(() => peft.forward(this.forwardInputs())));
+      } finally {
+        peft.dispose();
+      }
+    })();
+    return this.warm;
+  }
+
+  expectSameLogits(fail: Fail, got: Logits, want: Logits, what: string): void {
+    if (got.shape.join() !== want.shape.join()) fail(`${what}: logits of shape [${got.shape}], expected [${want.shape}]`, 'logits');
+    const i = firstDifference(got.data, want.data);
+    if (i >= 0) fail(`${what}: logits differ at index ${i} (${got.data[i]} vs ${want.data[i]}; max |Δ| ${maxAbsDiff(got.data, want.data)}); they must be bit-identical`, 'logits');
+  }
+
+  expectCloseLogits(fail: Fail, got: Logits, want: Logits, rel: number, what: string): void {
+    if (got.shape.join() !== want.shape.join()) fail(`${what}: logits of shape [${got.shape}], expected [${want.shape}]`, 'logits');
+    const d = maxAbsDiff(got.data, want.data);
+    const scale = maxAbs(want.data);
+    if (!(d <= rel * scale)) fail(`${what}: max |Δ| ${d} is more than ${rel} × max |logits| ${scale}`, 'logits');
+  }
+
+  /** The adapter must move the logits well beyond the tolerance, or a merge check could not fail. */
+  expectAdapterMatters(fail: Fail, adapted: Logits, base: Logits): void {
+    if (adapted.shape.join() !== base.shape.join()) return;
+    const d = maxAbsDiff(adapted.data, base.data);
+    const scale = maxAbs(base.data);
+    if (!(d > 10 * this.tol.merge * scale)) {
+      fail(`the perturbed adapter moves the logits by only ${d} (max |logits| ${scale}): too little to tell merged from base; give a config whose adapter reaches the logits`, 'logits');
+    }
+  }
+}
+
+function makeCheck(runner: Runner, name: ConformanceCheckName, body: (fail: Fail) => Promise<void>): ConformanceCheck {
+  const { spec } = runner;
+  return {
+    name,
+    skip: spec.skip?.[name],
+    async run() {
+      const method = `${spec.name} (${runner.peftType})`;
+      const fail: Fail = (message, tensor) => {
+        throw new ConformanceError(name, method, message, { tensor });
+      };
+      try {
+        await runner.warmUp();
+        const before = tf.memory().numTensors;
+        await body(fail);
+        const after = tf.memory().numTensors;
+        if (after !== before) fail(`tf.memory().numTensors went from ${before} to ${after} over the check (every model and output was disposed): ${after - before} tensors leaked`);
+      } catch (e) {
+        if (e instanceof ConformanceError) throw e;
+        throw new ConformanceError(name, method, `threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`, { cause: e });
+      }
+    },
+  };
+}
+
+const DIR = '/conformance/adapter';
+
+/** The named checks of a spec, to run one by one (or register with registerMethodConformance). */
+export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck[] {
+  const r = new Runner(spec);
+  const checks: ConformanceCheck[] = [];
+
+  if (spec.promises.identityAtInit) {
+    checks.push(
+      makeCheck(r, 'identity at init', async (fail) => {
+        const base = await r.baseModel();
+        const peft = getPeftModel(base.model, spec.config());
+        try {
+          r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), base.logits, 'the adapter at init');
+        } finally {
+          peft.dispose();
+        }
+      }),
+    );
+  }
+
+  checks.push(
+    makeCheck(r, 'save → load is exact', async (fail) => {
+      const base = await r.baseModel();
+      const peft = getPeftModel(base.model, spec.config());
+      const fs = memoryFileSystem();
+      const loaded: PeftModel[] = [];
+      try {
+        r.perturb(peft, 1);
+        peft.addAdapter('second', spec.config());
+        peft.setAdapter('second');
+        r.perturb(peft, 2);
+        const second = await logitsOf(() => peft.forward(r.forwardInputs()));
+        peft.setAdapter('default');
+        const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
+        await peft.savePretrained(DIR, { fs });
+        if (!(await fs.exists(`${DIR}/adapter_config.json`)) || !(await fs.exists(`${DIR}/adapter_model.safetensors`))) {
+          fail(`savePretrained wrote ${[...fs.files.keys()].join(', ') || 'nothing'}; expected adapter_config.json and adapter_model.safetensors in ${DIR}`);
+        }
+        if (!(await fs.exists(`${DIR}/second/adapter_model.safetensors`))) fail(`the adapter "second" was not saved in ${DIR}/second/ (HF's layout)`);
+        // trainable reload: every parameter by name, bit for bit, and the logits
+        const again = await PeftModel.fromPretrained(await spec.model(), DIR, { fs, isTrainable: true });
+        loaded.push(again);
+        again.eval();
+        await again.loadAdapter(DIR, 'second', { fs, subfolder: 'second', isTrainable: true });
+        const want = new Map(peft.namedParameters());
+        const got = new Map(again.namedParameters());
+        for (const k of want.keys()) if (!got.has(k)) fail('missing after save → load (the reloaded model has no parameter of this name)', k);
+        for (const k of got.keys()) if (!want.has(k)) fail('appears after save → load, the saved model had no parameter of this name', k);
+        for (const [k, v] of want) {
+          const [a, b] = [await read(got.get(k)!), await read(v)];
+          const i = firstDifference(a, b);
+          if (i >= 0) fail(`differs after save → load at index ${i}: ${a[i]} vs ${b[i]}${r.isMethodParameter(k) ? ' (was it saved?)' : ''}`, k);
+        }
+        r.expectSameLogits(fail, await logitsOf(() => again.forward(r.forwardInputs())), adapted, 'reloaded (isTrainable)');
+        again.setAdapter('second');
+        r.expectSameLogits(fail, await logitsOf(() => again.forward(r.forwardInputs())), second, 'adapter "second" reloaded from its subfolder');
+        const cfg = (c: PeftConfig) => JSON.stringify({ ...c.toJSON(), inference_mode: null });
+        if (cfg(again.peftConfig.default) !== cfg(peft.peftConfig.default)) {
+          fail(`the config changed in save → load: ${cfg(peft.peftConfig.default)} became ${cfg(again.peftConfig.default)}`, 'adapter_config.json');
+        }
+        // inference reload
+        const frozen = await PeftModel.fromPretrained(await spec.model(), DIR, { fs });
+        loaded.push(frozen);
+        r.expectSameLogits(fail, await logitsOf(() => frozen.forward(r.forwardInputs())), adapted, 'reloaded for inference');
+        const trainable = [...frozen.namedParameters()].filter(([, p]) => p.trainable);
+        if (trainable.length) fail('is trainable after a load for inference (isTrainable false)', trainable[0][0]);
+      } finally {
+        peft.dispose();
+        for (const m of loaded) m.dispose();
+      }
+    }),
+  );
+
+  if (spec.promises.merge) {
+    checks.push(
+      makeCheck(r, 'merge ≈ adapted, unmerge restores the base', async (fail) => {
+        const base = await r.baseModel();
+        const peft = getPeftModel(base.model, spec.config());
+        try {
+          r.perturb(peft, 3);
+          const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
+          r.expectAdapterMatters(fail, adapted, base.logits);
+          const baseParams = [...peft.namedParameters()].filter(([k]) => !r.isMethodParameter(k));
+          const before = await snapshot(baseParams);
+          peft.mergeAdapter();
+          r.expectCloseLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, r.tol.merge, 'merged vs adapted');
+          const merged = await snapshot(peft.namedParameters());
+          if (![...before].some(([k, v]) => merged.get(k) && firstDifference(merged.get(k)!, v) >= 0)) {
+            fail('mergeAdapter changed no base weight: the adapter is still applied beside the weights, not merged into them');
+          }
+          peft.unmergeAdapter();
+          for (const [k, v] of before) {
+            const now = new Map(peft.namedParameters()).get(k);
+            if (!now) fail('is gone after unmergeAdapter', k);
+            const a = await read(now);
+            const m = merged.get(k) ?? v;
+            if (spec.promises.exactUnmerge) {
+              const i = firstDifference(a, v);
+              if (i >= 0) fail(`unmergeAdapter did not restore it bit for bit: index ${i} is ${a[i]}, was ${v[i]}`, k);
+              continue;
+            }
+            const ulp = r.tol.unmergeUlps * 2 ** -24;
+            for (let i = 0; i < a.length; i++) {
+              const bound = ulp * (Math.abs(v[i]) + Math.abs(m[i]));
+              if (!(Math.abs(a[i] - v[i]) <= bound)) fail(`unmergeAdapter left index ${i} at ${a[i]}, was ${v[i]} (merged ${m[i]}; allowed ${bound})`, k);
+            }
+          }
+          const unmerged = await logitsOf(() => peft.disableAdapter(() => peft.forward(r.forwardInputs())));
+          if (spec.promises.exactUnmerge) r.expectSameLogits(fail, unmerged, base.logits, 'after unmerge, adapters off');
+          else r.expectCloseLogits(fail, unmerged, base.logits, r.tol.merge, 'after unmerge, adapters off');
+          r.expectCloseLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, r.tol.merge, 'unmerged adapter, on again');
+          // HF's safe_merge: the same merge, checked for NaN/Inf first
+          await peft.mergeAdapter(undefined, { safeMerge: true });
+          r.expectCloseLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, r.tol.merge, 'safe-merged vs adapted');
+          peft.unmergeAdapter();
+        } finally {
+          peft.dispose();
+        }
+      }),
+    );
+  } else {
+    checks.push(
+      makeCheck(r, 'merge ≈ adapted, unmerge restores the base', async (fail) => {
+        const base = await r.baseModel();
+        const peft = getPeftModel(base.model, spec.config());
+        try {
+          r.perturb(peft, 3);
+          const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
+          const snap = await snapshot(peft.namedParameters());
+          let refused = false;
+          try {
+            await peft.mergeAdapter();
+          } catch {
+            refused = true;
+          }
+          if (!refused) fail('mergeAdapter succeeded, but the spec says this method cannot merge (promises.merge false)');
+          for (const [k, p] of peft.namedParameters()) {
+            const i = firstDifference(await read(p), snap.get(k)!);
+            if (i >= 0) fail(`changed by a refused mergeAdapter (index ${i})`, k);
+          }
+          r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after a refused merge');
+        } finally {
+          peft.dispose();
+        }
+      }),
+    );
+  }
+
+  checks.push(
+    makeCheck(r, 'mergeAndUnload ≈ adapted, unload gives the base', async (fail) => {
+      const expectBaseNames = (m: PreTrainedModel, names: string[], what: string) => {
+        const now = [...m.namedParameters()].map(([k]) => k);
+        const extra = now.filter((k) => !names.includes(k));
+        if (extra.length) fail(`${what} left a parameter the base model did not have`, extra[0]);
+        const lost = names.filter((k) => !now.includes(k));
+        if (lost.length) fail(`${what} lost a parameter of the base model`, lost[0]);
+      };
+      {
+        const base = await r.baseModel();
+        const peft = getPeftModel(base.model, spec.config());
+        let model: PreTrainedModel | undefined;
+        try {
+          r.perturb(peft, 4);
+          const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
+          if (spec.promises.merge) {
+            model = peft.mergeAndUnload();
+            expectBaseNames(model, base.names, 'mergeAndUnload');
+            r.expectCloseLogits(fail, await logitsOf(() => model!.forward(r.forwardInputs())), adapted, r.tol.merge, 'mergeAndUnload vs adapted');
+          } else {
+            let refused = false;
+            try {
+              model = await peft.mergeAndUnload();
+            } catch {
+              refused = true;
+            }
+            if (!refused) fail('mergeAndUnload succeeded, but the spec says this method cannot merge (promises.merge false)');
+            r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after a refused mergeAndUnload');
+          }
+        } finally {
+          if (model) model.dispose();
+          else peft.dispose();
+        }
+      }
+      const base = await r.baseModel();
+      const peft = getPeftModel(base.model, spec.config());
+      let model: PreTrainedModel | undefined;
+      try {
+        r.perturb(peft, 4);
+        model = peft.unload();
+        expectBaseNames(model, base.names, 'unload');
+        r.expectSameLogits(fail, await logitsOf(() => model!.forward(r.forwardInputs())), base.logits, 'unload');
+        const trainable = [...model.namedParameters()].filter(([, p]) => p.trainable);
+        if (trainable.length) fail('is trainable in the model unload returned (the base stays frozen, as in HF)', trainable[0][0]);
+      } finally {
+        if (model) model.dispose();
+        else peft.dispose();
+      }
+    }),
+  );
+
+  checks.push(
+    makeCheck(r, 'disableAdapter gives the base logits', async (fail) => {
+      const base = await r.baseModel();
+      const peft = getPeftModel(base.model, spec.config());
+      try {
+        r.perturb(peft, 5);
+        const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
+        if (adapted.shape.join() === base.logits.shape.join() && firstDifference(adapted.data, base.logits.data) < 0) {
+          fail('the perturbed adapter leaves the logits exactly the base model\'s: nothing to switch off', 'logits');
+        }
+        r.expectSameLogits(fail, await logitsOf(() => peft.disableAdapter(() => peft.forward(r.forwardInputs()))), base.logits, 'inside disableAdapter');
+        r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after disableAdapter');
+        const inner = await peft.disableAdapter(async () => logitsOf(() => peft.forward(r.forwardInputs())));
+        r.expectSameLogits(fail, inner, base.logits, 'inside an async disableAdapter');
+        r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after an async disableAdapter');
+        // HF's disable_adapter_layers / enable_adapter_layers: a lasting switch that also freezes the adapter
+        peft.disableAdapterLayers();
+        r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), base.logits, 'after disableAdapterLayers');
+        const trainable = [...peft.namedParameters()].filter(([, p]) => p.trainable);
+        if (trainable.length) fail('is still trainable after disableAdapterLayers', trainable[0][0]);
+        peft.enableAdapterLayers();
+        r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after enableAdapterLayers');
+      } finally {
+        peft.dispose();
+      }
+    }),
+  );
+
+  checks.push(
+    makeCheck(r, 'deleteAdapter removes every parameter', async (fail) => {
+      const base = await r.baseModel();
+      const peft = getPeftModel(base.model, spec.config());
+      try {
+        r.perturb(peft, 6);
+        const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
+        const names = [...peft.namedParameters()].map(([k]) => k);
+        const tensors = tf.memory().numTensors;
+        peft.addAdapter('other', spec.config());
+        peft.setAdapter('other');
+        r.perturb(peft, 7);
+        const added = [...peft.namedParameters()].map(([k]) => k).filter((k) => !names.includes(k));
+        if (!added.length) fail('addAdapter("other") added no parameter');
+        const stray = added.find((k) => !k.split('.').includes('other'));
+        if (stray) fail('was added for adapter "other" without the adapter name in its path (HF: lora_A.other.weight)', stray);
+        await logitsOf(() => peft.forward(r.forwardInputs()));
+        peft.deleteAdapter('other');
+        if (Object.hasOwn(peft.peftConfig, 'other')) fail('deleteAdapter("other") left its config in peftConfig');
+        if (peft.activeAdapters.join() !== 'default') fail(`after deleting the active adapter the active adapters are [${peft.activeAdapters}], expected [default]`);
+        const left = [...peft.namedParameters()].map(([k]) => k).filter((k) => !names.includes(k));
+        if (left.length) fail('is still in the model after deleteAdapter("other")', left[0]);
+        const lost = names.filter((k) => ![...peft.namedParameters()].some(([n]) => n === k));
+        if (lost.length) fail('of the remaining adapter or the base was removed by deleteAdapter("other")', lost[0]);
+        const now = tf.memory().numTensors;
+        if (now !== tensors) fail(`deleteAdapter("other") left ${now - tensors} of its tensors undisposed (tf.memory().numTensors ${tensors} before addAdapter, ${now} after delete)`);
+        r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'the remaining adapter after the delete');
+        const trainable = [...peft.namedParameters()].filter(([k, p]) => r.isMethodParameter(k) && !p.trainable);
+        if (trainable.length) fail('of the remaining active adapter is frozen after the delete', trainable[0][0]);
+      } finally {
+        peft.dispose();
+      }
+    }),
+  );
+
+  checks.push(
+    makeCheck(r, "only the method's parameters train", async (fail) => {
+      const base = await r.baseModel();
+      const peft = getPeftModel(base.model, spec.config());
+      const named = new Map(peft.namedParameters());
+      const trainable = new Map([...named].filter(([, p]) => p.trainable));
+      const opt = (spec.optimizer ?? adam(1e-2))(trainable);
+      try {
+        if (!trainable.size) fail('getPeftModel left no parameter trainable');
+        for (const [k, p] of named) {
+          if (p.trainable && !r.isMethodParameter(k)) fail('is trainable but is not the method\'s (the base must be frozen)', k);
+          if (!p.trainable && r.isMethodParameter(k)) fail('is the method\'s but is not trainable', k);
+        }
+        const before = await snapshot(named);
+        peft.train();
+        const steps = spec.trainingSteps ?? 2;
+        const varNames = new Map([...trainable].map(([k, v]) => [v.name, k]));
+        for (let step = 0; step < steps; step++) {
+          const { value, grads } = tf.variableGrads(() => peft.forward(r.forwardInputs(true)).loss!, [...trainable.values()]);
+          const byName: Record<string, tf.Tensor> = {};
+          for (const [v, g] of Object.entries(grads)) byName[varNames.get(v)!] = g;
+          try {
+            const missing = [...trainable.keys()].find((k) => !byName[k]);
+            if (missing) fail('got no gradient from the loss', missing);
+            const loss = (await value.data())[0];
+            if (!Number.isFinite(loss)) fail(`the loss is ${loss} at step ${step}`, 'loss');
+            opt.step(byName);
+            await peft.afterOptimizerStep(step, byName);
+          } finally {
+            tf.dispose([value, ...Object.values(grads)]);
+          }
+        }
+        peft.eval();
+        let changed = 0;
+        for (const [k, p] of peft.namedParameters()) {
+          const was = before.get(k);
+          if (!was) fail('appeared during training', k);
+          const same = firstDifference(await read(p), was) < 0;
+          if (!trainable.has(k)) {
+            if (!same) fail(`changed in ${steps} optimizer steps though frozen (the base must stay bit-identical)`, k);
+          } else if (same) {
+            if (!spec.untrained?.(k)) fail(`was not changed by ${steps} optimizer steps (no gradient reaches it?)`, k);
+          } else changed++;
+        }
+        if (!changed) fail(`no parameter changed in ${steps} optimizer steps`);
+      } finally {
+        opt.dispose();
+        peft.dispose();
+      }
+    }),
+  );
+
+  return checks;
+}
+
+/** tf.train.adam as a ConformanceOptimizer. */
+export function adam(lr: number): ConformanceOptimizer {
+  return (params) => {
+    const opt = tf.train.adam(lr);
+    const byVar = new Map([...params].map(([k, v]) => [k, v.name]));
+    return {
+      step(grads) {
+        const named: Record<string, tf.Tensor> = {};
+        for (const [k, g] of Object.entries(grads)) named[byVar.get(k)!] = g;
+        opt.applyGradients(named);
+      },
+      dispose: () => opt.dispose(),
+    };
+  };
+}
+
+/** Runs every check of a spec in order; the first failure throws. */
+export async function runMethodConformance(spec: ConformanceSpec): Promise<void> {
+  for (const c of methodConformanceChecks(spec)) if (!c.skip) await c.run();
+}
+
+/** What registerMethodConformance needs of a test framework (vitest's, jest's and mocha's describe/it fit). */
+export interface TestRegistrar {
+  describe(name: string, fn: () => void): void;
+  it: ((name: string, fn: () => Promise<void>, timeout?: number) => void) & { skip?: (name: string, fn: () => Promise<void>) => void };
+}
+
+/** Registers one test per check under `describe('<name> conformance')`. */
+export function registerMethodConformance(spec: ConformanceSpec, t: TestRegistrar, opts: { timeout?: number } = {}): void {
+  t.describe(`${spec.name} conformance`, () => {
+    for (const c of methodConformanceChecks(spec)) {
+      if (c.skip) t.it.skip?.(`${c.name} (skipped: ${c.skip})`, c.run);
+      else t.it(c.name, c.run, opts.timeout);
+    }
+  });
+}
