@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Module, ModuleDict, type Layer, isLayer } from './nn/module';
 import { PeftError } from './errors';
+import type { CompositionBlock, CompositionType } from './composition';
 
 /**
  * The base of every layer a PEFT method puts in place of a target module. It keeps the wrapped
@@ -14,6 +15,13 @@ export abstract class BaseTunerLayer extends Module implements Layer {
   activeAdapters: string[] = [];
   disableAdapters = false;
   mergedAdapters: string[] = [];
+  /**
+   * The composition blocks this layer's forward runs through `composeLayer` (AdapterHub's supported_compositions);
+   * empty: one adapter at a time, or HF's several active adapters. PeftModel.setActiveAdapters checks it.
+   */
+  readonly supportedCompositions: readonly CompositionType[] = [];
+  /** The active composition block (PeftModel.setActiveAdapters), or null: the `activeAdapters` as HF runs them. */
+  activeComposition: CompositionBlock | null = null;
 
   constructor(baseLayer: Module & Layer) {
     super();
@@ -61,6 +69,11 @@ export abstract class BaseTunerLayer extends Module implements Layer {
 
   has(name: string): boolean {
     return this.adapterNames().includes(name);
+  }
+
+  /** Whether this layer holds the fusion layer `name` (`a,b,c`) that a Fuse block needs; layers without fusion: false. */
+  hasFusion(_name: string): boolean {
+    return false;
   }
 
   /**

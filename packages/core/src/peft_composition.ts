@@ -1,0 +1,206 @@
+/**
+ * What PeftModel does with a composition (its hooks call these): checking a setup against the model's
+ * adapters and layers, switching it on in every tuner layer, replicating the batch for Parallel, AdapterHub's
+ * train_adapter / train_adapter_fusion freezing, fusion loss terms, and composition.json.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { PeftError } from './errors';
+import type { Module, ModuleDict } from './nn/module';
+import type { ForwardInputs } from './model';
+import type { PeftModel } from './peft_model';
+import { BaseTunerLayer } from './tuner';
+import {
+  type AdapterSetup,
+  type CompositionBlock,
+  type CompositionJson,
+  blocksOf,
+  compositionFromJson,
+  compositionToJson,
+  compositionToString,
+  flattenComposition,
+  isSingleAdapter,
+  parallelChannels,
+  parseComposition,
+  validateComposition,
+} from './composition';
+import { type FileSystem, readJson, stableJson } from './io/fs';
+
+/** The path part under which a tuner layer holds its fusion layers (AdapterHub's `adapter_fusion_layer.<a,b,c>`). */
+export const FUSION_MODULE = 'adapter_fusion_layer';
+/** The file beside the adapters' folders that records a composed setup. */
+export const COMPOSITION_NAME = 'composition.json';
+
+/** A module that adds a term to the loss while it trains (AdapterFusion's value regulariser). */
+export interface LossTermModule {
+  lossTerm(): tf.Scalar | null;
+}
+
+function tunerLayers(peft: PeftModel): [string, BaseTunerLayer][] {
+  return [...peft.namedModules()].filter((e): e is [string, BaseTunerLayer] => e[1] instanceof BaseTunerLayer);
+}
+
+function promptAdapters(peft: PeftModel): Set<string> {
+  const enc = peft.maybeChild<ModuleDict>('prompt_encoder');
+  return new Set(enc ? enc.keys() : []);
+}
+
+/**
+ * Parses `setup` (a name, a list: Stack, or a block) and checks it against `peft`: the adapters exist; a
+ * prompt-learning adapter appears at most once, as a name or a child of the top Stack (its virtual tokens are
+ * not per layer); and every tuner layer supports each block that reaches its adapters (AdapterHub's
+ * supported_compositions; a Stack of a single adapter is that adapter, which every layer runs).
+ */
+export function resolveSetup(peft: PeftModel, setup: unknown): CompositionBlock {
+  const block = parseComposition(setup);
+  const shown = compositionToString(block);
+  const names = flattenComposition(block);
+  const unknown = names.filter((n) => !Object.hasOwn(peft.peftConfig, n));
+  if (unknown.length) throw new PeftError('INVALID_ARGUMENT', `adapter setup ${shown}: no adapter named ${unknown.map((n) => `"${n}"`).join(', ')}; adapters: ${Object.keys(peft.peftConfig).join(', ')}`);
+  const prompts = promptAdapters(peft);
+  const used = names.filter((n) => prompts.has(n));
+  if (used.length > 1) throw new PeftError('UNSUPPORTED', `adapter setup ${shown}: only one prompt-learning adapter can be active at a time (${used.join(', ')})`);
+  if (used.length && !(block.type === 'Stack' && block.children.includes(used[0]))) {
+    throw new PeftError('UNSUPPORTED', `adapter setup ${shown}: prompt-learning adapter "${used[0]}" (${peft.peftConfig[used[0]].peftType}) adds virtual tokens to the whole input, so it can only be a direct child of the outer Stack (or a list of names), not inside a block`);
+  }
+  for (const [path, layer] of tunerLayers(peft)) {
+    for (const b of blocksOf(block)) {
+      const held = flattenComposition(b).filter((n) => layer.has(n));
+      if (!held.length || (b.type === 'Stack' && held.length === 1 && b.children.every((c) => typeof c === 'string'))) continue;
+      if (!layer.supportedCompositions.includes(b.type)) {
+        const ok = layer.supportedCompositions.length ? `${layer.peftType} layers support ${layer.supportedCompositions.join(', ')}` : `${layer.peftType} layers support no composition blocks`;
+        throw new PeftError('UNSUPPORTED', `adapter setup ${shown}: ${compositionToString(b)} is not supported at ${path} (a ${layer.moduleType} layer holding ${held.map((n) => `"${n}"`).join(', ')}); ${ok}`);
+      }
+      if (b.type === 'Fuse' && !layer.hasFusion(b.name)) {
+        throw new PeftError('INVALID_ARGUMENT', `adapter setup ${shown}: ${path} has no fusion layer "${b.name}"; add it first (addAdapterFusion(peft, Fuse(${b.name.split(',').map((n) => `'${n}'`).join(', ')})))`);
+      }
+    }
+  }
+  return block;
+}
+
+/** The block the layers run: null for one adapter (every layer runs it without composition). */
+export function effectiveComposition(block: CompositionBlock): CompositionBlock | null {
+  return isSingleAdapter(block) ? null : block;
+}
+
+/** Puts `block` (or null) into every tuner layer. */
+export function applyComposition(peft: PeftModel, block: CompositionBlock | null): void {
+  for (const [, layer] of tunerLayers(peft)) layer.activeComposition = block;
+}
+
+function replicate<T>(v: T, k: number, disposeLater: tf.Tensor[]): T {
+  if (v === undefined || v === null) return v;
+  if (v instanceof tf.Tensor) {
+    const t = tf.concat(Array(k).fill(v), 0);
+    disposeLater.push(t);
+    return t as T;
+  }
+  if (Array.isArray(v)) return Array.from({ length: k }, () => v).flat() as T;
+  return v;
+}
+
+/**
+ * Parallel: the inputs replicated k times along the batch (AdapterHub replicates at the first adapter layer;
+ * before it every replica computes the same, so replicating the input is the same and keeps masks and
+ * positions consistent). Returns the inputs and the tensors made here (the caller disposes them).
+ */
+export function replicateForParallel(inputs: ForwardInputs, block: CompositionBlock): { inputs: ForwardInputs; made: tf.Tensor[] } {
+  const k = parallelChannels(block);
+  if (k === 1) return { inputs, made: [] };
+  if (inputs.pastKeyValues) throw new PeftError('UNSUPPORTED', `${compositionToString(block)}: Parallel does not run with a key/value cache (generation); set one adapter or a block without Parallel to generate`);
+  const made: tf.Tensor[] = [];
+  const out: ForwardInputs = { ...inputs };
+  for (const key of ['inputIds', 'attentionMask', 'positionIds', 'inputsEmbeds', 'labels'] as const) {
+    (out as Record<string, unknown>)[key] = replicate(inputs[key], k, made);
+  }
+  return { inputs: out, made };
+}
+
+/** The parameters adapter `name` owns: those it saves, and a prompt-learning adapter's encoder. */
+function adapterParameters(peft: PeftModel, name: string): tf.Variable[] {
+  const own = [...peft.adapterTensorMap(name).values()];
+  const enc = peft.maybeChild<ModuleDict>('prompt_encoder')?.get(name);
+  if (enc) own.push(...enc.parameters());
+  return own;
+}
+
+/** The parameters of the fusion layers named by the setup's Fuse blocks. */
+function fusionParameters(peft: PeftModel, block: AdapterSetup): tf.Variable[] {
+  const names = new Set(blocksOf(block).filter((b) => b.type === 'Fuse').map((b) => (b as { name: string }).name));
+  const out: tf.Variable[] = [];
+  for (const [path, p] of peft.namedParameters()) {
+    const parts = path.split('.');
+    const i = parts.indexOf(FUSION_MODULE);
+    if (i >= 0 && names.has(parts[i + 1])) out.push(p);
+  }
+  return out;
+}
+
+/**
+ * AdapterHub's train_adapter / train_adapter_fusion after the setup is active: every parameter frozen except
+ * the setup's adapters (`adapters`) and/or its fusion layers (`fusion`).
+ */
+export function freezeAllBut(peft: PeftModel, block: CompositionBlock, opts: { adapters: boolean; fusion: boolean }): void {
+  const keep = new Set<tf.Variable>();
+  if (opts.adapters) for (const n of flattenComposition(block)) for (const p of adapterParameters(peft, n)) keep.add(p);
+  if (opts.fusion) {
+    const fused = fusionParameters(peft, block);
+    if (!fused.length) throw new PeftError('INVALID_ARGUMENT', `trainAdapterFusion: ${compositionToString(block)} names no fusion layer of this model; add one with addAdapterFusion first`);
+    for (const p of fused) keep.add(p);
+  }
+  for (const p of peft.parameters()) p.trainable = keep.has(p);
+}
+
+/** The loss terms of trainable modules that declare one (AdapterFusion's value regulariser), summed; null if none. */
+export function compositionLossTerm(peft: PeftModel): tf.Scalar | null {
+  let total: tf.Scalar | null = null;
+  for (const [path, m] of peft.namedModules()) {
+    if (!path.endsWith(`.${FUSION_MODULE}`) && !path.includes(`.${FUSION_MODULE}.`)) continue;
+    const lt = m as Module & Partial<LossTermModule>;
+    if (typeof lt.lossTerm !== 'function' || !m.parameters().some((p) => p.trainable)) continue;
+    const term = lt.lossTerm();
+    if (term) total = total ? (tf.add(total, term) as tf.Scalar) : term;
+  }
+  return total;
+}
+
+// ——— composition.json ———
+
+export interface CompositionFile {
+  /** The active setup (compositionToJson). */
+  active_setup: CompositionJson;
+  /** Adapter name → its folder, relative to the composition's folder (`.` for the default adapter). */
+  adapters: Record<string, string>;
+  /** Fusion name → its folder (`fusion/<a,b,c>`), written by the fusion's saver. */
+  fusions?: Record<string, string>;
+}
+
+export function compositionFileJson(block: AdapterSetup, adapters: Record<string, string>, fusions: Record<string, string> = {}): string {
+  const file: CompositionFile = { active_setup: compositionToJson(block), adapters };
+  if (Object.keys(fusions).length) file.fusions = fusions;
+  return stableJson(file);
+}
+
+/** Reads `composition.json`; its errors name the file and field. */
+export async function readCompositionFile(path: string, fs: FileSystem): Promise<{ setup: AdapterSetup; adapters: Record<string, string>; fusions: Record<string, string> }> {
+  const json = await readJson(path, fs);
+  const strings = (v: unknown, field: string): Record<string, string> => {
+    if (v === undefined) return {};
+    if (typeof v !== 'object' || v === null || Array.isArray(v) || !Object.values(v).every((s) => typeof s === 'string')) {
+      throw new PeftError('INVALID_FILE', `${path}: field "${field}" must map names to folder names`);
+    }
+    return Object.assign(Object.create(null), v) as Record<string, string>;
+  };
+  if (!('active_setup' in json)) throw new PeftError('INVALID_FILE', `${path}: field "active_setup" is missing`);
+  const setup = compositionFromJson(json.active_setup, `${path}: field "active_setup"`);
+  try {
+    validateComposition(setup);
+  } catch (e) {
+    if (PeftError.isInstance(e)) throw new PeftError('INVALID_FILE', `${path}: ${e.message}`);
+    throw e;
+  }
+  const adapters = strings(json.adapters, 'adapters');
+  const missing = flattenComposition(setup).filter((n) => !Object.hasOwn(adapters, n));
+  if (missing.length) throw new PeftError('INVALID_FILE', `${path}: the active setup names ${missing.map((n) => `"${n}"`).join(', ')}, which field "adapters" does not list`);
+  return { setup, adapters, fusions: strings(json.fusions, 'fusions') };
+}
