@@ -17,6 +17,7 @@ import {
   nextSeed,
   type Layer, assertFiniteMerge } from '@peftjs/core';
 import { mixedBatchForward } from './mixed';
+import { LORA_COMPOSITIONS, loraComposedForward } from './composition';
 
 /** DoRA's per-output magnitude, a module so its parameter is named `lora_magnitude_vector.<adapter>.weight` as in HF. */
 export class DoraMagnitude extends Module {
@@ -68,6 +69,7 @@ export class LoraLinear extends BaseTunerLayer {
   private readonly doraNormCache = new Map<string, tf.Tensor>();
   /** Per-sample adapters of the current forward (PeftModel.forward's adapterNames), one per row; null: the active ones. */
   perSampleAdapters: string[] | null = null;
+  override readonly supportedCompositions = LORA_COMPOSITIONS;
 
   constructor(base: LinearLike | BaseTunerLayer, fanInFanOut: boolean) {
     super(base);
@@ -213,6 +215,7 @@ export class LoraLinear extends BaseTunerLayer {
     const bypassed = this.bypass(x);
     if (bypassed) return bypassed;
     if (this.perSampleAdapters) return this.mixedForward(x, this.perSampleAdapters);
+    if (this.activeComposition) return loraComposedForward(this, x, this.activeComposition);
     return tf.tidy(() => {
       let result = this.baseLayer.forward(x);
       for (const name of this.activeAdapters) {
