@@ -58,6 +58,10 @@ export {
   type TensorToWrite,
 } from './io/safetensors';
 export { commitFiles, committedView, recoverFolder, COMMIT_JOURNAL, STAGING_PREFIX, type CommittedView } from './io/commit';
+export { memoryFileSystem, indexedDbFileSystem, kvFileSystem, type MemoryFileSystem, type KvStore, type KvEntry } from './io/kv_fs';
+export { opfsFileSystem } from './io/opfs';
+export { zipFiles, unzipFiles, crc32 } from './io/zip';
+export { adapterFiles, adapterZip, adapterBlob } from './io/adapter_archive';
 export { MATMUL_LAYOUT } from './kernels/cpu';
 export {
   defineOp,

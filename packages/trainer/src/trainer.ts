@@ -302,9 +302,12 @@ export class Trainer {
     const maxSteps = args.maxSteps > 0 ? args.maxSteps : Math.ceil(args.numTrainEpochs * stepsPerEpoch);
     const numEpochs = Math.ceil(maxSteps / stepsPerEpoch);
 
-    // what a killed earlier run left: a checkpoint between its renames, temp folders and files
-    await recoverCheckpoints(this.fs, args.outputDir, CHECKPOINT_FILES.trainerState);
     const resume = opts.resumeFromCheckpoint ?? args.resumeFromCheckpoint;
+    // outputDir is only touched when something goes there: a run with saveStrategy 'no' and no metrics
+    // log needs no writable file system (a browser tab training with fetch alone)
+    const writes = args.saveStrategy !== 'no' || args.metricsLog;
+    // what a killed earlier run left: a checkpoint between its renames, temp folders and files
+    if (writes || resume) await recoverCheckpoints(this.fs, args.outputDir, CHECKPOINT_FILES.trainerState);
     let resumeDir: string | null = null;
     if (resume === true) {
       resumeDir = await this.latestCheckpoint();
@@ -323,7 +326,7 @@ export class Trainer {
     const warmup = resolveWarmupSteps(args.warmupSteps, args.warmupRatio, maxSteps);
     this.lrScheduler = new LrScheduler({ type: args.lrSchedulerType, baseLr: args.learningRate, warmupSteps: warmup, totalSteps: maxSteps });
     if (resumeDir) await this.loadCheckpoint(resumeDir);
-    await this.fs.mkdirp(args.outputDir);
+    if (writes) await this.fs.mkdirp(args.outputDir);
     if (args.metricsLog) {
       // the log restarts from what the checkpoint knew: entries after it belong to a run that was cut short
       await this.fs.writeFileAtomic(joinPath(args.outputDir, METRICS_LOG), this.state.logHistory.map((e) => JSON.stringify(e) + '\n').join(''));
