@@ -13,10 +13,11 @@ import {
   PeftError,
   PEFT_METHOD_SPEC_VERSION,
   basePeftConfigShape,
+  prefixedParameterKey,
   registerPeftMethod,
   targetModulesSchema,
   z,
-  type PeftMethod,
+  type InjectionMethod,
 } from '@peftjs/core';
 
 const shape = { ...basePeftConfigShape, targetModules: targetModulesSchema.default(['q_proj', 'v_proj']) };
@@ -71,18 +72,22 @@ export class BitFitLinear extends BaseTunerLayer {
   }
 }
 
-export const bitfitMethod: PeftMethod<BitFitConfig> = {
+export const bitfitMethod: InjectionMethod<BitFitConfig, Linear | BitFitLinear> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
   peftType: 'PLUGIN_BITFIT',
   prefix: 'plugin_bitfit_',
   kind: 'injection',
   configClass: BitFitConfig,
-  canWrap: (m) => m instanceof Linear,
+  targetFields: { targetModules: 'targetModules' },
+  // its own layer too: a second adapter is added to the layer the first made
+  canWrap: (m): m is Linear | BitFitLinear => m instanceof Linear || m instanceof BitFitLinear,
   inject({ target, adapterName }) {
-    const layer = target instanceof BitFitLinear ? target : new BitFitLinear(target as Linear);
+    const layer = target instanceof BitFitLinear ? target : new BitFitLinear(target);
     layer.addAdapter(adapterName);
     return layer;
   },
+  // HF's rule: `plugin_bitfit_bias.<adapter>` is saved as `plugin_bitfit_bias`
+  parameterKey: (path, adapterName) => prefixedParameterKey(path, adapterName, 'plugin_bitfit_'),
 };
 
 registerPeftMethod(bitfitMethod);

@@ -1,4 +1,4 @@
-import { Conv1D, LayerNorm, Linear, PeftError, PEFT_METHOD_SPEC_VERSION, TaskType, targetableModules, type PeftMethod, type PreTrainedModel } from '@peftjs/core';
+import { Conv1D, LayerNorm, Linear, PeftError, PEFT_METHOD_SPEC_VERSION, TaskType, prefixedParameterKey, targetableModules, type InjectionMethod, type Module, type PreTrainedModel } from '@peftjs/core';
 import { BitFitConfig } from './config';
 import { BitFitLayer, isBiasedModule } from './layer';
 
@@ -27,7 +27,7 @@ export function defaultBitFitTargets(model: PreTrainedModel, taskType: string | 
   return [...out];
 }
 
-export const bitfitMethod: PeftMethod<BitFitConfig> = {
+export const bitfitMethod: InjectionMethod<BitFitConfig, Linear | Conv1D | LayerNorm | BitFitLayer> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
   peftType: 'BITFIT',
   prefix: 'bitfit_',
@@ -44,16 +44,21 @@ export const bitfitMethod: PeftMethod<BitFitConfig> = {
   },
 
   // a Linear, Conv1D or LayerNorm without a bias reaches inject, whose error says so
-  canWrap(module) {
-    return module instanceof Linear || module instanceof Conv1D || module instanceof LayerNorm;
+  targetFields: { targetModules: 'targetModules', excludeModules: 'excludeModules' },
+
+  canWrap(module: Module): module is Linear | Conv1D | LayerNorm | BitFitLayer {
+    return module instanceof Linear || module instanceof Conv1D || module instanceof LayerNorm || module instanceof BitFitLayer;
   },
 
   inject({ target, targetName, adapterName }) {
+    const cls = target.constructor.name;
     let layer: BitFitLayer;
     if (target instanceof BitFitLayer) layer = target;
     else if (isBiasedModule(target)) layer = new BitFitLayer(target);
-    else throw new PeftError('INVALID_CONFIG', `BITFIT: target module "${targetName}" (${target.constructor.name}) has no bias to train`);
+    else throw new PeftError('INVALID_CONFIG', `BITFIT: target module "${targetName}" (${cls}) has no bias to train`);
     layer.updateLayer(adapterName);
     return layer;
   },
+
+  parameterKey: (path, adapterName) => prefixedParameterKey(path, adapterName, 'bitfit_'),
 };

@@ -93,16 +93,17 @@ export {
   type ConfigShape,
 } from './config';
 export {
-  registerPeftMethod,
-  unregisterPeftMethod,
-  getPeftMethod,
-  listPeftMethods,
   PEFT_METHOD_SPEC_VERSION,
+  prefixedParameterKey,
   type PeftMethod,
+  type InjectionMethod,
+  type PromptLearningMethod,
   type InjectArgs,
-  type PromptLearningHooks,
+  type TargetFields,
+  type FieldOf,
   type WeightedAdapterOptions,
-} from './method';
+} from './contract';
+export { registerPeftMethod, unregisterPeftMethod, getPeftMethod, listPeftMethods } from './registry';
 export { isTargetModule, isExcludedModule, matchesModuleList, fullMatch, findPatternKey, type TargetSpec } from './targets';
 export {
   Stack,
@@ -148,6 +149,9 @@ export {
   splitPrefix,
   prefixMaskWithOnes,
   assertEncoderReproduces,
+  loadPromptEmbeddings,
+  encoderState,
+  type ReparameterizedPromptEncoder,
   type PromptLearningFields,
   type PrefixLayer,
 } from './prompt_learning';

@@ -2,7 +2,11 @@ import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import { basePeftConfigShape, type PeftConfig } from './config';
 import { PeftError } from './errors';
+import type { Module } from './nn/module';
 import { KVCache, toIdsTensor, type ForwardInputs, type ForwardOutput, type IdsLike, type PreTrainedModel } from './model';
+
+/** peftjs's own file beside HF's: a prompt encoder's weights (HF saves only its output), to resume training. */
+export const PROMPT_ENCODER_NAME = 'peftjs_prompt_encoder.safetensors';
 
 /**
  * Fields every prompt-learning config has (HF's PromptLearningConfig). The model-dependent ones
@@ -196,4 +200,63 @@ export async function assertEncoderReproduces(encoderOut: tf.Tensor, saved: tf.T
   if (diff > 1e-4 * scale + 1e-6) {
     throw new PeftError('INVALID_FILE', `${source}: the prompt encoder's weights do not reproduce "prompt_embeddings" (max diff ${diff}); the two files come from different saves`);
   }
+}
+
+/**
+ * A prompt encoder whose output HF saves as `prompt_embeddings` (P-tuning's PromptEncoder, prefix tuning's
+ * PrefixEncoder): `embedding` holds the table, and when `reparameterized` the output is computed from it by
+ * weights of the encoder's own, which peftjs saves beside HF's file (`encoderState`) to resume training.
+ */
+export interface ReparameterizedPromptEncoder extends Module {
+  readonly reparameterized: boolean;
+  readonly embedding: { readonly weight: tf.Variable };
+  /** The saved tensor's value: [nvt, width]. */
+  output(): tf.Tensor;
+  /** Drops the encoder's own weights and keeps `table` as the output. */
+  toTable(table: tf.Tensor): void;
+}
+
+/** The encoder's own weights by their names in it, cloned (undefined when it is a table); the caller disposes them. */
+export function encoderState(encoder: ReparameterizedPromptEncoder): Record<string, tf.Tensor> | undefined {
+  if (!encoder.reparameterized) return undefined;
+  return Object.fromEntries([...encoder.namedParameters()].map(([k, v]) => [k, v.clone()]));
+}
+
+/**
+ * Loads a prompt-learning adapter's file into its encoder, the same way for P-tuning and prefix tuning:
+ * `prompt_embeddings` must be there with the `expected` shape; a reparameterized encoder takes `state` (peftjs's
+ * encoder file) and is checked to reproduce the saved output, or without that file (an HF adapter) warns and
+ * continues on the saved table; a table encoder takes the tensor as its table.
+ */
+export async function loadPromptEmbeddings(
+  encoder: ReparameterizedPromptEncoder,
+  tensors: Record<string, tf.Tensor>,
+  opts: { source: string; method: string; expected: number[]; dims: string; state?: Record<string, tf.Tensor> },
+): Promise<void> {
+  const { source, method, expected } = opts;
+  const t = tensors.prompt_embeddings;
+  if (!t) throw new PeftError('INVALID_FILE', `${source}: no "prompt_embeddings" tensor (a ${method} adapter saves one)`);
+  if (!tf.util.arraysEqual(t.shape, expected)) {
+    throw new PeftError('SHAPE_MISMATCH', `${source}: tensor "prompt_embeddings" has shape [${t.shape}] but this model needs [${expected}] (${opts.dims})`);
+  }
+  if (encoder.reparameterized && opts.state) {
+    const statePath = source.replace(/adapter_model\.safetensors$/, PROMPT_ENCODER_NAME);
+    const { missing, unexpected } = encoder.loadStateDict(opts.state, { source: statePath });
+    if (missing.length || unexpected.length) {
+      throw new PeftError('INVALID_FILE', `${statePath}: not this ${method} encoder's weights (${missing.length ? `missing ${missing.join(', ')}` : ''}${unexpected.length ? ` unexpected ${unexpected.join(', ')}` : ''})`);
+    }
+    const out = encoder.output();
+    try {
+      await assertEncoderReproduces(out, t, source);
+    } finally {
+      out.dispose();
+    }
+    return;
+  }
+  if (encoder.reparameterized) {
+    console.warn(`${source}: ${method}, trainable, but no ${PROMPT_ENCODER_NAME} beside it (HF saves only the encoder's output); training continues on the saved "prompt_embeddings" directly`);
+    tf.tidy(() => encoder.toTable(t.toFloat()));
+    return;
+  }
+  tf.tidy(() => encoder.embedding.weight.assign(t.toFloat()));
 }

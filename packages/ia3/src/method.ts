@@ -1,4 +1,4 @@
-import { Conv1D, Linear, PeftError, PEFT_METHOD_SPEC_VERSION, TaskType, matchesModuleList, targetableModules, type Module, type PeftMethod, type PreTrainedModel } from '@peftjs/core';
+import { Conv1D, Linear, PeftError, PEFT_METHOD_SPEC_VERSION, TaskType, matchesModuleList, prefixedParameterKey, targetableModules, type InjectionMethod, type Module, type PreTrainedModel } from '@peftjs/core';
 import { IA3Config } from './config';
 import { IA3Linear } from './layer';
 
@@ -20,7 +20,7 @@ function allLinear(model: PreTrainedModel, taskType: string | null): string[] {
     .map(([name]) => name);
 }
 
-export const ia3Method: PeftMethod<IA3Config> = {
+export const ia3Method: InjectionMethod<IA3Config, Linear | Conv1D | IA3Linear> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
   peftType: 'IA3',
   prefix: 'ia3_',
@@ -44,8 +44,10 @@ export const ia3Method: PeftMethod<IA3Config> = {
     return targets === config.targetModules && ff === config.feedforwardModules ? config : config.with({ targetModules: targets, feedforwardModules: ff });
   },
 
-  canWrap(module: Module) {
-    return module instanceof Linear || module instanceof Conv1D;
+  targetFields: { targetModules: 'targetModules', excludeModules: 'excludeModules' },
+
+  canWrap(module: Module): module is Linear | Conv1D | IA3Linear {
+    return module instanceof Linear || module instanceof Conv1D || module instanceof IA3Linear;
   },
 
   inject({ target, targetName, adapterName, config }) {
@@ -55,9 +57,10 @@ export const ia3Method: PeftMethod<IA3Config> = {
     let layer: IA3Linear;
     if (target instanceof IA3Linear) layer = target;
     // HF switches fan_in_fan_out on for Conv1D and off for Linear, whatever the config says
-    else if (target instanceof Linear || target instanceof Conv1D) layer = new IA3Linear(target, isFeedforward, target instanceof Conv1D);
-    else throw new PeftError('INVALID_CONFIG', `IA3 cannot wrap "${targetName}" (${target.constructor.name})`);
+    else layer = new IA3Linear(target, isFeedforward, target instanceof Conv1D);
     layer.updateLayer(adapterName, config.initIa3Weights);
     return layer;
   },
+
+  parameterKey: (path, adapterName) => prefixedParameterKey(path, adapterName, 'ia3_'),
 };

@@ -1,4 +1,4 @@
-import { PeftError, PEFT_METHOD_SPEC_VERSION, isLayer, type Module, type PeftMethod } from '@peftjs/core';
+import { PeftError, PEFT_METHOD_SPEC_VERSION, isLayer, prefixedParameterKey, type InjectionMethod, type Layer, type Module } from '@peftjs/core';
 import { LNTuningConfig } from './config';
 import { LNTuningLayer } from './layer';
 
@@ -16,7 +16,7 @@ export const DEFAULT_LN_TUNING_TARGETS: Record<string, string[]> = {
   phi: ['input_layernorm', 'final_layernorm'],
 };
 
-export const lnTuningMethod: PeftMethod<LNTuningConfig> = {
+export const lnTuningMethod: InjectionMethod<LNTuningConfig, Module & Layer> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
   peftType: 'LN_TUNING',
   prefix: 'ln_tuning_',
@@ -30,16 +30,16 @@ export const lnTuningMethod: PeftMethod<LNTuningConfig> = {
     return config.with({ targetModules: targets });
   },
 
-  canWrap(module: Module) {
-    return isLayer(module);
-  },
+  targetFields: { targetModules: 'targetModules', excludeModules: 'excludeModules' },
 
-  inject({ target, targetName, adapterName }) {
-    let layer: LNTuningLayer;
-    if (target instanceof LNTuningLayer) layer = target;
-    else if (isLayer(target)) layer = new LNTuningLayer(target);
-    else throw new PeftError('INVALID_CONFIG', `LN_TUNING cannot wrap "${targetName}" (${(target as Module).constructor.name})`);
+  // any layer (its own included); HF's LN tuning takes whatever the targets name
+  canWrap: isLayer,
+
+  inject({ target, adapterName }) {
+    const layer = target instanceof LNTuningLayer ? target : new LNTuningLayer(target);
     layer.updateLayer(adapterName);
     return layer;
   },
+
+  parameterKey: (path, adapterName) => prefixedParameterKey(path, adapterName, 'ln_tuning_'),
 };

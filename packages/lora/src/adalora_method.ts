@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
-import { Conv1D, Linear, PeftError, PEFT_METHOD_SPEC_VERSION, type Module, type PeftMethod } from '@peftjs/core';
+import { Conv1D, Linear, PeftError, PEFT_METHOD_SPEC_VERSION, type InjectionMethod, type Module } from '@peftjs/core';
 import { AdaLoraConfig } from './adalora_config';
 import { AdaLoraLinear, orthogonalRegularizer, updateAndAllocate } from './adalora_layer';
-import { loraMethod } from './method';
+import { LORA_TARGET_FIELDS, loraMethod, loraParameterKey } from './method';
 
 /** The kept ranks of a module in a rank_pattern (HF's keys, with or without the adapter name). */
 function patternOf(config: AdaLoraConfig, targetName: string, adapterName: string): boolean[] | undefined {
@@ -15,7 +15,7 @@ function patternOf(config: AdaLoraConfig, targetName: string, adapterName: strin
  * allocator. HF registers it with LoRA's parameter prefix `lora_`; peftjs's registry wants a prefix of its
  * own, so AdaLoRA's is `lora`, which matches the same names (lora_A, lora_E, lora_B).
  */
-export const adaloraMethod: PeftMethod<AdaLoraConfig> = {
+export const adaloraMethod: InjectionMethod<AdaLoraConfig, Linear | Conv1D | AdaLoraLinear> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
   peftType: 'ADALORA',
   prefix: 'lora',
@@ -27,8 +27,10 @@ export const adaloraMethod: PeftMethod<AdaLoraConfig> = {
     return loraMethod.prepareConfig!(config as never, model) as unknown as AdaLoraConfig;
   },
 
-  canWrap(module: Module) {
-    return module instanceof Linear || module instanceof Conv1D;
+  targetFields: LORA_TARGET_FIELDS,
+
+  canWrap(module: Module): module is Linear | Conv1D | AdaLoraLinear {
+    return module instanceof Linear || module instanceof Conv1D || module instanceof AdaLoraLinear;
   },
 
   inject({ target, targetName, adapterName, config }) {
@@ -42,8 +44,7 @@ export const adaloraMethod: PeftMethod<AdaLoraConfig> = {
     let layer: AdaLoraLinear;
     if (target instanceof AdaLoraLinear) layer = target;
     // HF switches fan_in_fan_out on for Conv1D and off for Linear, whatever the config says.
-    else if (target instanceof Linear || target instanceof Conv1D) layer = new AdaLoraLinear(target, target instanceof Conv1D);
-    else throw new PeftError('INVALID_CONFIG', `ADALORA cannot wrap "${targetName}" (${target.constructor.name}); it adapts Linear and Conv1D layers`);
+    else layer = new AdaLoraLinear(target, target instanceof Conv1D);
     layer.updateLayer(adapterName, {
       r,
       loraAlpha: config.loraAlpha,
@@ -59,8 +60,8 @@ export const adaloraMethod: PeftMethod<AdaLoraConfig> = {
     return layer;
   },
 
-  isAdapterKey(key, config) {
-    return loraMethod.isAdapterKey!(key, config as never);
+  parameterKey(path, adapterName, config) {
+    return loraParameterKey(path, adapterName, config, 'lora');
   },
 
   lossTerm({ peft, adapterName, config }) {

@@ -1,12 +1,12 @@
 import * as tf from '@tensorflow/tfjs';
-import { Embedding, Linear, Module, ModuleDict, PeftError, nextSeed } from '@peftjs/core';
+import { Embedding, Linear, Module, ModuleDict, nextSeed, type ReparameterizedPromptEncoder } from '@peftjs/core';
 
 /**
  * HF's PrefixEncoder. Without projection (or for inference) `embedding` [nvt, 2·L·D] is the prefix
  * itself; with projection `embedding` [nvt, D] → `transform.0` Linear(D, h) → tanh → `transform.2`
  * Linear(h, 2·L·D). Parameter names are HF's, so `prompt_encoder.<adapter>.…` matches its state dict.
  */
-export class PrefixEncoder extends Module {
+export class PrefixEncoder extends Module implements ReparameterizedPromptEncoder {
   constructor(opts: { numVirtualTokens: number; tokenDim: number; numLayers: number; encoderHiddenSize: number; projection: boolean; zeroInit: boolean }) {
     super();
     const { numVirtualTokens: n, tokenDim: d, numLayers: l, encoderHiddenSize: h } = opts;
@@ -28,6 +28,11 @@ export class PrefixEncoder extends Module {
     return this.maybeChild('transform') !== undefined;
   }
 
+  /** With projection the prefix is computed (core's loadPromptEmbeddings / encoderState). */
+  get reparameterized(): boolean {
+    return this.projection;
+  }
+
   get embedding(): Embedding {
     return this.child<Embedding>('embedding');
   }
@@ -46,18 +51,5 @@ export class PrefixEncoder extends Module {
     this.deleteModule('embedding')?.dispose();
     const [n, w] = table.shape as number[];
     this.registerModule('embedding', new Embedding(n, w, table));
-  }
-
-  /** The encoder's own weights (projection only), by HF's names relative to the encoder. */
-  state(): Record<string, tf.Tensor> | undefined {
-    if (!this.projection) return undefined;
-    return Object.fromEntries([...this.namedParameters()].map(([k, v]) => [k, v.clone()]));
-  }
-
-  loadState(tensors: Record<string, tf.Tensor>, source: string): void {
-    const { missing, unexpected } = this.loadStateDict(tensors, { source });
-    if (missing.length || unexpected.length) {
-      throw new PeftError('INVALID_FILE', `${source}: not this prefix encoder's weights (${missing.length ? `missing ${missing.join(', ')}` : ''}${unexpected.length ? ` unexpected ${unexpected.join(', ')}` : ''})`);
-    }
   }
 }

@@ -16,7 +16,7 @@ import {
   nextSeed,
   preparePromptLearningConfig,
   type FileSystem,
-  type PeftMethod,
+  type PromptLearningMethod,
   type PreTrainedModel,
 } from '@peftjs/core';
 import { PromptTuningConfig } from './config';
@@ -135,7 +135,7 @@ function initialPrompt(model: PreTrainedModel, config: PromptTuningConfig): tf.T
   return rows(textInitIds(readTokenIdsSync(config.tokenizerNameOrPath!, config.promptTuningInitText!), n));
 }
 
-export const promptTuningMethod: PeftMethod<PromptTuningConfig> = {
+export const promptTuningMethod: PromptLearningMethod<PromptTuningConfig, PromptEmbedding> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
   peftType: 'PROMPT_TUNING',
   prefix: 'prompt_tuning_',
@@ -147,30 +147,28 @@ export const promptTuningMethod: PeftMethod<PromptTuningConfig> = {
     return preparePromptLearningConfig(config, model);
   },
 
-  promptLearning: {
-    createEncoder(model, config) {
-      if (config.tokenDim !== model.config.hiddenSize) {
-        throw new PeftError('INVALID_CONFIG', `PromptTuningConfig: token_dim ${config.tokenDim} is not the model's hidden size ${model.config.hiddenSize}`);
-      }
-      const w = initialPrompt(model, config);
-      const enc = new PromptEmbedding(w);
-      w.dispose();
-      return enc;
-    },
-    saveTensors(encoder) {
-      return { prompt_embeddings: (encoder as PromptEmbedding).output().clone() };
-    },
-    loadTensors(encoder, tensors, config, source) {
-      const t = tensors.prompt_embeddings;
-      if (!t) throw new PeftError('INVALID_FILE', `${source}: no "prompt_embeddings" tensor (a prompt-tuning adapter saves one)`);
-      const w = (encoder as PromptEmbedding).embedding.weight;
-      if (!tf.util.arraysEqual(t.shape, w.shape)) {
-        throw new PeftError('SHAPE_MISMATCH', `${source}: tensor "prompt_embeddings" has shape [${t.shape}] but this model needs [${w.shape}] (num_virtual_tokens × token_dim)`);
-      }
-      tf.tidy(() => w.assign(t.toFloat()));
-    },
-    forward({ model, encoder, config, inputs }) {
-      return forwardWithVirtualTokens(model, inputs, config.numVirtualTokens, () => (encoder as PromptEmbedding).output());
-    },
+  createEncoder(model, config) {
+    if (config.tokenDim !== model.config.hiddenSize) {
+      throw new PeftError('INVALID_CONFIG', `PromptTuningConfig: token_dim ${config.tokenDim} is not the model's hidden size ${model.config.hiddenSize}`);
+    }
+    const w = initialPrompt(model, config);
+    const enc = new PromptEmbedding(w);
+    w.dispose();
+    return enc;
+  },
+  saveTensors(encoder) {
+    return { prompt_embeddings: encoder.output().clone() };
+  },
+  loadTensors(encoder, tensors, _config, source) {
+    const t = tensors.prompt_embeddings;
+    if (!t) throw new PeftError('INVALID_FILE', `${source}: no "prompt_embeddings" tensor (a prompt-tuning adapter saves one)`);
+    const w = encoder.embedding.weight;
+    if (!tf.util.arraysEqual(t.shape, w.shape)) {
+      throw new PeftError('SHAPE_MISMATCH', `${source}: tensor "prompt_embeddings" has shape [${t.shape}] but this model needs [${w.shape}] (num_virtual_tokens × token_dim)`);
+    }
+    tf.tidy(() => w.assign(t.toFloat()));
+  },
+  forward({ model, encoder, config, inputs }) {
+    return forwardWithVirtualTokens(model, inputs, config.numVirtualTokens, () => encoder.output());
   },
 };

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { Embedding, Linear, Module, ModuleDict, PeftError, checkAllocation, nextSeed } from '@peftjs/core';
+import { Embedding, Linear, Module, ModuleDict, PeftError, checkAllocation, nextSeed, type ReparameterizedPromptEncoder } from '@peftjs/core';
 
 /** Caps on the encoder's sizes (far above any real prompt encoder), checked before anything is allocated. */
 export const MAX_VIRTUAL_TOKENS = 1 << 16;
@@ -83,7 +83,7 @@ export type PromptEncoderKind = 'MLP' | 'LSTM' | 'table';
  * `mlp_head` (Linear(2h, 2h) → ReLU → Linear(2h, D)). In inference (`table`), `embedding` holds the
  * encoder's output, as HF loads it. Parameter names are HF's.
  */
-export class PromptEncoder extends Module {
+export class PromptEncoder extends Module implements ReparameterizedPromptEncoder {
   kind: PromptEncoderKind;
   constructor(opts: { numVirtualTokens: number; tokenDim: number; hiddenSize: number; kind: PromptEncoderKind; numLayers: number; dropout: number }) {
     super();
@@ -116,6 +116,11 @@ export class PromptEncoder extends Module {
     }
   }
 
+  /** MLP and LSTM encoders compute the virtual tokens (core's loadPromptEmbeddings / encoderState). */
+  get reparameterized(): boolean {
+    return this.kind !== 'table';
+  }
+
   get embedding(): Embedding {
     return this.child<Embedding>('embedding');
   }
@@ -138,18 +143,5 @@ export class PromptEncoder extends Module {
     this.deleteModule('lstm_head')?.dispose();
     this.embedding.weight.assign(table);
     this.kind = 'table';
-  }
-
-  /** The encoder's own weights, by HF's names relative to the encoder (undefined for a table). */
-  state(): Record<string, tf.Tensor> | undefined {
-    if (this.kind === 'table') return undefined;
-    return Object.fromEntries([...this.namedParameters()].map(([k, v]) => [k, v.clone()]));
-  }
-
-  loadState(tensors: Record<string, tf.Tensor>, source: string): void {
-    const { missing, unexpected } = this.loadStateDict(tensors, { source });
-    if (missing.length || unexpected.length) {
-      throw new PeftError('INVALID_FILE', `${source}: not this prompt encoder's weights (${missing.length ? `missing ${missing.join(', ')}` : ''}${unexpected.length ? ` unexpected ${unexpected.join(', ')}` : ''})`);
-    }
   }
 }
