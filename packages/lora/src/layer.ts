@@ -203,6 +203,12 @@ export class LoraLinear extends BaseTunerLayer {
     next.dispose();
   }
 
+  /** The DoRA norms kept while merged (Module.dispose and unload call this: they are not parameters). */
+  disposeBuffers(): void {
+    tf.dispose([...this.doraNormCache.values()]);
+    this.doraNormCache.clear();
+  }
+
   protected deleteOne(name: string): void {
     for (const d of [this.loraA, this.loraB, this.loraDropout, this.loraMagnitude]) if (d.has(name)) d.delete(name);
     delete this.r[name];

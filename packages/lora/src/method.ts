@@ -1,4 +1,5 @@
 import {
+  BaseTunerLayer,
   Conv1D,
   Embedding,
   Linear,
@@ -7,9 +8,8 @@ import {
   findPatternKey,
   targetableModules,
   PEFT_METHOD_SPEC_VERSION,
-  prefixedParameterKey,
-  type InjectionMethod,
   type Module,
+  type PeftMethod,
   type PreTrainedModel,
 } from '@peftjs/core';
 import { LoraConfig } from './config';
@@ -31,26 +31,15 @@ export function allLinearNames(model: PreTrainedModel, taskType: string | null):
   const heads = new Set(model.outputHeadNames);
   if (taskType === TaskType.SEQ_CLS) for (const h of SEQ_CLS_HEADS) heads.add(h);
   return targetableModules(model)
-    .filter(([name, m]) => (m instanceof Linear || m instanceof Conv1D) && !heads.has(name) && !heads.has(name.split('.').pop()!))
+    // a layer an earlier adapter wrapped counts by the module it wraps (a second all-linear adapter, as in HF)
+    .filter(([name, m]) => {
+      const inner = m instanceof BaseTunerLayer ? m.getBaseLayer() : m;
+      return (inner instanceof Linear || inner instanceof Conv1D) && !heads.has(name) && !heads.has(name.split('.').pop()!);
+    })
     .map(([name]) => name);
 }
 
-/** What LoRA wraps: linear layers and embeddings, and its own layers (a further adapter). */
-export type LoraTarget = Linear | Conv1D | Embedding | LoraLinear | LoraEmbedding;
-
-/** The config fields of LoRA's target spec (AdaLoRA's too). */
-export const LORA_TARGET_FIELDS = { targetModules: 'targetModules', excludeModules: 'excludeModules', layersToTransform: 'layersToTransform', layersPattern: 'layersPattern' } as const;
-
-/** LoRA's parameters: HF's `lora_…<adapter>` names, and the biases that `bias` trains (saved under their own names). */
-export function loraParameterKey(path: string, adapterName: string, config: { bias: string }, prefix = 'lora_'): string | undefined {
-  const key = prefixedParameterKey(path, adapterName, prefix);
-  if (key !== undefined) return key;
-  if (config.bias === 'all') return path.includes('bias') ? path : undefined;
-  if (config.bias === 'lora_only') return path.endsWith('.base_layer.bias') ? path : undefined;
-  return undefined;
-}
-
-export const loraMethod: InjectionMethod<LoraConfig, LoraTarget> = {
+export const loraMethod: PeftMethod<LoraConfig> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
   peftType: 'LORA',
   prefix: 'lora_',
@@ -73,10 +62,8 @@ export const loraMethod: InjectionMethod<LoraConfig, LoraTarget> = {
     return targets === config.targetModules ? config : config.with({ targetModules: targets });
   },
 
-  targetFields: LORA_TARGET_FIELDS,
-
-  canWrap(module: Module): module is LoraTarget {
-    return module instanceof Linear || module instanceof Conv1D || module instanceof Embedding || module instanceof LoraLinear || module instanceof LoraEmbedding;
+  canWrap(module: Module) {
+    return module instanceof Linear || module instanceof Conv1D || module instanceof Embedding;
   },
 
   inject({ target, targetName, adapterName, config }) {
@@ -96,7 +83,8 @@ export const loraMethod: InjectionMethod<LoraConfig, LoraTarget> = {
     if (target instanceof LoraLinear || target instanceof LoraEmbedding) layer = target;
     // HF switches fan_in_fan_out on for Conv1D and off for Linear, whatever the config says.
     else if (target instanceof Linear || target instanceof Conv1D) layer = new LoraLinear(target, target instanceof Conv1D);
-    else layer = new LoraEmbedding(target);
+    else if (target instanceof Embedding) layer = new LoraEmbedding(target);
+    else throw new PeftError('INVALID_CONFIG', `LORA cannot wrap "${targetName}" (${target.constructor.name})`);
     layer.updateLayer(adapterName, opts);
     if (config.bias === 'lora_only') {
       const bias = layer.getBaseLayer().maybeParam('bias');
@@ -107,9 +95,13 @@ export const loraMethod: InjectionMethod<LoraConfig, LoraTarget> = {
 
   addWeightedAdapter: addWeightedLoraAdapter,
 
-  parameterKey(path, adapterName, config) {
-    const key = loraParameterKey(path, adapterName, config);
-    // DoRA's magnitude is a bare vector in HF's file
-    return key?.endsWith('.lora_magnitude_vector.weight') ? key.slice(0, -'.weight'.length) : key;
+  toFileKey(key) {
+    return key.endsWith('.lora_magnitude_vector.weight') ? key.slice(0, -'.weight'.length) : key;
+  },
+
+  isAdapterKey(key, config) {
+    if (config.bias === 'all') return key.includes('bias');
+    if (config.bias === 'lora_only') return key.endsWith('.base_layer.bias');
+    return false;
   },
 };

@@ -180,9 +180,13 @@ export class Module {
     return { missing, unexpected };
   }
 
-  /** Disposes every parameter below this module. */
+  /**
+   * Disposes every parameter below this module, and the buffers of the modules below that hold some (a
+   * `disposeBuffers()` method: RoPE tables, 4-bit codes): so a PeftModel's dispose frees its base model whole.
+   */
   dispose(): void {
     for (const [, p] of this.namedParameters()) p.dispose();
+    for (const [, m] of this.namedModules()) (m as { disposeBuffers?: () => void }).disposeBuffers?.();
   }
 }
 

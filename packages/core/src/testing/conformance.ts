@@ -79,6 +79,11 @@ export interface ConformanceSpec {
   /** Method parameters that may legitimately stay unchanged by the training steps (default none). */
   untrained?: (name: string) => boolean;
   tolerances?: Partial<ConformanceTolerances>;
+  /**
+   * Frees what a method keeps beside a PeftModel's own tensors (AdaLoRA's rank allocator: `resetRankAllocator`),
+   * called before each PeftModel the checks made is disposed.
+   */
+  release?: (peft: PeftModel) => void;
   /** Checks not run, each with the reason (the registrar marks them skipped when it can). */
   skip?: Partial<Record<ConformanceCheckName, string>>;
 }
@@ -220,6 +225,11 @@ class Runner {
     }
   }
 
+  dispose(peft: PeftModel): void {
+    this.spec.release?.(peft);
+    peft.dispose();
+  }
+
   /** One-time caches (kernels, RoPE tables) filled before any check counts tensors. */
   warmUp(): Promise<void> {
     this.warm ??= (async () => {
@@ -233,7 +243,7 @@ class Runner {
         peft.eval();
         await logitsOf(() => peft.disableAdapter(() => peft.forward(this.forwardInputs())));
       } finally {
-        peft.dispose();
+        this.dispose(peft);
       }
     })();
     return this.warm;
@@ -302,7 +312,7 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
         try {
           r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), base.logits, 'the adapter at init');
         } finally {
-          peft.dispose();
+          r.dispose(peft);
         }
       }),
     );
@@ -355,8 +365,8 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
         const trainable = [...frozen.namedParameters()].filter(([, p]) => p.trainable);
         if (trainable.length) fail('is trainable after a load for inference (isTrainable false)', trainable[0][0]);
       } finally {
-        peft.dispose();
-        for (const m of loaded) m.dispose();
+        r.dispose(peft);
+        for (const m of loaded) r.dispose(m);
       }
     }),
   );
@@ -404,7 +414,7 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
           r.expectCloseLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, r.tol.merge, 'safe-merged vs adapted');
           peft.unmergeAdapter();
         } finally {
-          peft.dispose();
+          r.dispose(peft);
         }
       }),
     );
@@ -430,7 +440,7 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
           }
           r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after a refused merge');
         } finally {
-          peft.dispose();
+          r.dispose(peft);
         }
       }),
     );
@@ -468,7 +478,7 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
           }
         } finally {
           if (model) model.dispose();
-          else peft.dispose();
+          else r.dispose(peft);
         }
       }
       const base = await r.baseModel();
@@ -483,7 +493,7 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
         if (trainable.length) fail('is trainable in the model unload returned (the base stays frozen, as in HF)', trainable[0][0]);
       } finally {
         if (model) model.dispose();
-        else peft.dispose();
+        else r.dispose(peft);
       }
     }),
   );
@@ -511,7 +521,7 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
         peft.enableAdapterLayers();
         r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after enableAdapterLayers');
       } finally {
-        peft.dispose();
+        r.dispose(peft);
       }
     }),
   );
@@ -546,7 +556,7 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
         const trainable = [...peft.namedParameters()].filter(([k, p]) => r.isMethodParameter(k) && !p.trainable);
         if (trainable.length) fail('of the remaining active adapter is frozen after the delete', trainable[0][0]);
       } finally {
-        peft.dispose();
+        r.dispose(peft);
       }
     }),
   );
@@ -598,7 +608,7 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
         if (!changed) fail(`no parameter changed in ${steps} optimizer steps`);
       } finally {
         opt.dispose();
-        peft.dispose();
+        r.dispose(peft);
       }
     }),
   );

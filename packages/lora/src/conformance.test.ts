@@ -1,0 +1,21 @@
+// LoRA, rsLoRA, DoRA and AdaLoRA pass the shared method conformance suite (@peftjs/core/testing) on the
+// tiny random LLaMA and GPT-2 of the HF fixtures.
+import { describe, it } from 'vitest';
+import { registerMethodConformance } from '@peftjs/core/testing';
+import { AutoModelForCausalLM } from '@peftjs/models';
+import { AdaLoraConfig, LoraConfig, resetRankAllocator } from './index';
+import { hfCase } from '../../../tools/testing/fixtures';
+
+const llama = () => AutoModelForCausalLM.fromPretrained(`${hfCase('llama_lora_qv')}base`);
+const gpt2 = () => AutoModelForCausalLM.fromPretrained(`${hfCase('gpt2_lora_cattn')}base`);
+const t = { describe, it };
+
+registerMethodConformance({ name: 'LoRA', model: llama, config: () => new LoraConfig({ r: 4, loraAlpha: 8, loraDropout: 0.1, targetModules: ['q_proj', 'v_proj'] }), promises: { identityAtInit: true, merge: true } }, t);
+registerMethodConformance({ name: 'rsLoRA (all-linear)', model: llama, config: () => new LoraConfig({ r: 4, loraAlpha: 8, useRslora: true, targetModules: 'all-linear' }), promises: { identityAtInit: true, merge: true } }, t);
+registerMethodConformance({ name: 'DoRA', model: llama, config: () => new LoraConfig({ r: 4, loraAlpha: 8, useDora: true, targetModules: ['q_proj', 'v_proj', 'down_proj'] }), promises: { identityAtInit: true, merge: true } }, t);
+registerMethodConformance({ name: 'LoRA on GPT-2 (Conv1D, fan_in_fan_out)', model: gpt2, config: () => new LoraConfig({ r: 4, loraAlpha: 8, targetModules: ['c_attn'], fanInFanOut: true }), promises: { identityAtInit: true, merge: true } }, t);
+// the rank allocator's importance averages live beside the model until resetRankAllocator (the Trainer calls it)
+registerMethodConformance(
+  { name: 'AdaLoRA', model: llama, config: () => new AdaLoraConfig({ totalStep: 10, initR: 4, targetR: 2, targetModules: ['q_proj', 'v_proj'] }), promises: { identityAtInit: true, merge: true }, release: resetRankAllocator },
+  t,
+);
