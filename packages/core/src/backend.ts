@@ -4,6 +4,7 @@ import { ensureWasmKernels } from './kernels/wasm';
 import { setBackendFastPaths } from './kernels/registry';
 import { MATMUL_LAYOUT } from './kernels/cpu';
 import { installWebgpuElementwise } from './kernels/webgpu/elementwise';
+import { probeDawnAdapter } from './dawn_probe';
 
 export type BackendName = 'tensorflow' | 'webgpu' | 'webgl' | 'wasm' | 'cpu';
 /** The order initBackend tries in Node. */
@@ -40,7 +41,7 @@ export interface BackendReport {
   /** Every backend tried, in order, and why it was or was not taken. */
   attempts: { backend: BackendName; ok: boolean; reason: string }[];
   /** On wasm in Node: whether `@peftjs/native`'s matmul is in use, and why (not). */
-  native?: { installed: boolean; reason: string; threads: number; isa: string };
+  native?: { installed: boolean; reason: string; threads: number; isa: string; origin?: 'prebuild' | 'source'; file?: string };
 }
 
 export interface InitBackendOptions {
@@ -114,6 +115,8 @@ export function summarizeAdapter(adapter: any): GpuAdapterSummary {
   return { ...s, isSoftware };
 }
 
+const softwareGpuReason = (s: GpuAdapterSummary) => `WebGPU adapter is software (${s.description || s.device}), slower than wasm; pass allowSoftwareGpu to use it`;
+
 let gpuPromise: Promise<any> | undefined;
 /** navigator.gpu in a browser; the `webgpu` package's Dawn in Node (installed on globalThis for tfjs). */
 async function getGpu(): Promise<any> {
@@ -176,13 +179,20 @@ async function tryBackend(name: BackendName, o: TryOptions): Promise<{ ok: boole
         return { ok: true, reason: `${loaded} (native TensorFlow) is installed` };
       }
       case 'webgpu': {
+        // Dawn, once loaded, writes warnings to stderr: when it might not be taken, ask it in a child first
+        if (isNode && !gpuPromise && !(globalThis as any).navigator?.gpu && !o.allowSoftwareGpu) {
+          const probe = await probeDawnAdapter();
+          if (probe && !probe.adapter) return { ok: false, reason: probe.reason };
+          const summary = probe?.adapter && summarizeAdapter(probe.adapter);
+          if (summary?.isSoftware) return { ok: false, reason: softwareGpuReason(summary), adapter: summary };
+        }
         const gpu = await getGpu();
         if (!gpu) return { ok: false, reason: 'no WebGPU (navigator.gpu missing and the `webgpu` package unavailable)' };
         const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
         if (!adapter) return { ok: false, reason: 'WebGPU found no adapter (no Vulkan/Metal/D3D12 driver?)' };
         const summary = summarizeAdapter(adapter);
         if (summary.isSoftware && !allowSoftwareGpu) {
-          return { ok: false, reason: `WebGPU adapter is software (${summary.description || summary.device}), slower than wasm; pass allowSoftwareGpu to use it`, adapter: summary };
+          return { ok: false, reason: softwareGpuReason(summary), adapter: summary };
         }
         const mod = await backendModule('webgpu', o.backends);
         registerWebgpuBackend(mod, adapter);
