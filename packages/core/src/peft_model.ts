@@ -2,10 +2,11 @@ import * as tf from '@tensorflow/tfjs';
 import { Module, ModuleDict, type Layer } from './nn/module';
 import { PeftError } from './errors';
 import { type PeftConfig, TaskType, configFromHfJson } from './config';
-import { getPeftMethod, type PeftMethod, type WeightedAdapterOptions } from './method';
+import { getPeftMethod } from './registry';
+import type { PeftMethod, WeightedAdapterOptions } from './contract';
+import { adapterStrategy, PROMPT_ENCODER_NAME, type AdapterStrategy, type StrategyHost } from './adapter_strategy';
 import { type ForwardInputs, type ForwardOutput, type GenerateOptions, PreTrainedModel } from './model';
 import { BaseTunerLayer, ModulesToSaveWrapper, TunerModel, targetableModules } from './tuner';
-import { isExcludedModule, isTargetModule, type TargetSpec } from './targets';
 import { type FileSystem, getFileSystem, joinPath, readJson, stableJson } from './io/fs';
 import { parseSafetensors, rawToTensor, tensorsToSafetensors } from './io/safetensors';
 import { commitFiles, committedView, type CommittedView } from './io/commit';
@@ -14,8 +15,7 @@ import { isRecordingGradients } from './checkpoint';
 
 export const CONFIG_NAME = 'adapter_config.json';
 export const WEIGHTS_NAME = 'adapter_model.safetensors';
-/** peftjs's own file beside HF's: a prompt encoder's weights (HF saves only its output), to resume training. */
-export const PROMPT_ENCODER_NAME = 'peftjs_prompt_encoder.safetensors';
+export { PROMPT_ENCODER_NAME };
 /** Adapter names longer than this are refused (a name is a folder name on save). */
 export const MAX_ADAPTER_NAME = 64;
 const RESERVED_NAMES = new Set(Object.getOwnPropertyNames(Object.prototype));
@@ -60,6 +60,9 @@ export class PeftModel extends Module {
   /** Configs by adapter name (a null-prototype object: no name reaches Object.prototype). */
   readonly peftConfig: Record<string, PeftConfig> = Object.create(null);
   private active: string[] = [];
+  /** Each adapter's strategy, holding its method: resolved once, when the adapter is added. */
+  private readonly strategies: Record<string, AdapterStrategy> = Object.create(null);
+  private readonly host: StrategyHost;
   private adaptersDisabled = false;
   private unloaded = false;
 
@@ -69,9 +72,29 @@ export class PeftModel extends Module {
       throw new PeftError('INVALID_ARGUMENT', 'getPeftModel: model must be a PreTrainedModel (load one with AutoModelForCausalLM.fromPretrained)');
     }
     this.registerModule('base_model', new TunerModel(model));
+    this.host = this.strategyHost();
     model.requiresGrad(false);
     this.addAdapter(adapterName, config);
     this.setAdapter(adapterName);
+  }
+
+  /** What the adapters' strategies reach of this model. */
+  private strategyHost(): StrategyHost {
+    const peft = this;
+    function encoders(create: true): ModuleDict;
+    function encoders(create?: false): ModuleDict | undefined;
+    function encoders(create = false): ModuleDict | undefined {
+      return peft.maybeChild<ModuleDict>('prompt_encoder') ?? (create ? peft.registerModule('prompt_encoder', new ModuleDict()) : undefined);
+    }
+    return {
+      peft,
+      get model() {
+        return peft.model;
+      },
+      config: (name) => peft.peftConfig[name],
+      encoders,
+      tunerLayers: () => [...peft.namedModules()].filter((e): e is [string, BaseTunerLayer] => e[1] instanceof BaseTunerLayer),
+    };
   }
 
   /** The wrapped base model (with adapters injected). */
@@ -88,18 +111,16 @@ export class PeftModel extends Module {
     return this.active[0];
   }
 
-  private get promptEncoders(): ModuleDict {
-    let d = this.maybeChild<ModuleDict>('prompt_encoder');
-    if (!d) d = this.registerModule('prompt_encoder', new ModuleDict());
-    return d;
-  }
-
   private assertUsable(): void {
     if (this.unloaded) throw new PeftError('INVALID_ARGUMENT', 'this PeftModel was unloaded (mergeAndUnload/unload); use the model it returned');
   }
 
   private method(name: string): PeftMethod {
-    return getPeftMethod(this.peftConfig[name].peftType);
+    return this.strategies[name].method;
+  }
+
+  private strategy(name: string): AdapterStrategy {
+    return this.strategies[name];
   }
 
   private tunerLayers(): BaseTunerLayer[] {
@@ -116,11 +137,11 @@ export class PeftModel extends Module {
     checkAdapterName(adapterName);
     if (Object.hasOwn(this.peftConfig, adapterName)) throw new PeftError('INVALID_ARGUMENT', `an adapter named "${adapterName}" already exists`);
     const method = getPeftMethod(config.peftType);
-    const others = Object.values(this.peftConfig).map((c) => getPeftMethod(c.peftType).kind);
-    if (others.length && (method.kind === 'prompt-learning' || others.includes('prompt-learning'))) {
-      if (others.some((k) => k !== method.kind) || method.kind === 'prompt-learning' && Object.values(this.peftConfig).some((c) => c.peftType !== config.peftType)) {
-        throw new PeftError('UNSUPPORTED', `cannot add ${config.peftType} adapter "${adapterName}": prompt-learning adapters cannot be mixed with other methods in one PeftModel`);
-      }
+    const strategy = adapterStrategy(this.host, adapterName, method);
+    const clash = Object.values(this.strategies).find((s) => !s.coexistsWith(method) || !strategy.coexistsWith(s.method));
+    if (clash) {
+      const family = (strategy.exclusive ? strategy : clash).family;
+      throw new PeftError('UNSUPPORTED', `cannot add ${config.peftType} adapter "${adapterName}": ${family} adapters cannot be mixed with other methods in one PeftModel`);
     }
     const model = this.model;
     let cfg = method.prepareConfig ? method.prepareConfig(config, model) : config;
@@ -129,36 +150,11 @@ export class PeftModel extends Module {
       const merged = [...cur, ...SEQ_CLS_HEADS.filter((h) => !cur.includes(h))];
       cfg = cfg.with({ modulesToSave: merged });
     }
-    if (method.kind === 'injection') this.inject(method, cfg, adapterName);
-    else this.promptEncoders.set(adapterName, method.promptLearning!.createEncoder(model, cfg));
+    strategy.add(cfg);
     this.addModulesToSave(cfg as PromptConfig, adapterName);
     this.peftConfig[adapterName] = cfg;
+    this.strategies[adapterName] = strategy;
     if (this.active.length) this.setAdapter(this.active);
-  }
-
-  private inject(method: PeftMethod, config: PeftConfig, adapterName: string): void {
-    const model = this.model;
-    const spec = config as unknown as TargetSpec;
-    let matched = 0;
-    for (const [key, target] of targetableModules(model)) {
-      if (isExcludedModule(spec, key) || !isTargetModule(spec, key)) continue;
-      if (method.canWrap && !(target instanceof BaseTunerLayer) && !method.canWrap(target)) {
-        throw new PeftError(
-          'INVALID_CONFIG',
-          `${config.peftType}: target module "${key}" is a ${target.constructor.name}, which ${config.peftType} cannot wrap`,
-        );
-      }
-      const replacement = method.inject!({ target, targetName: key, adapterName, config, model });
-      if (replacement !== target) model.setSubmodule(key, replacement);
-      matched++;
-    }
-    if (!matched) {
-      const names = targetableModules(model).map(([k]) => k.split('.').pop()!);
-      throw new PeftError(
-        'NO_TARGET_MODULES',
-        `${config.peftType}: target_modules ${JSON.stringify(spec.targetModules)} matched no module of this ${model.config.modelType} model; its module names include ${[...new Set(names)].slice(0, 12).join(', ')}`,
-      );
-    }
   }
 
   private addModulesToSave(config: PromptConfig, adapterName: string): void {
@@ -182,8 +178,8 @@ export class PeftModel extends Module {
     this.assertUsable();
     const list = Array.isArray(names) ? names : [names];
     for (const n of list) if (!this.peftConfig[n]) throw new PeftError('INVALID_ARGUMENT', `no adapter named "${n}"; adapters: ${Object.keys(this.peftConfig).join(', ')}`);
-    const kinds = new Set(list.map((n) => this.method(n).kind));
-    if (kinds.has('prompt-learning') && list.length > 1) throw new PeftError('UNSUPPORTED', 'only one prompt-learning adapter can be active at a time');
+    const exclusive = list.map((n) => this.strategy(n)).find((s) => s.exclusive);
+    if (exclusive && list.length > 1) throw new PeftError('UNSUPPORTED', `only one ${exclusive.family} adapter can be active at a time`);
     this.active = list;
     for (const layer of this.tunerLayers()) {
       layer.setAdapter(list, list.some((n) => !this.peftConfig[n].inferenceMode));
@@ -192,8 +188,7 @@ export class PeftModel extends Module {
       const n = list.find((a) => w.copies.has(a)) ?? null;
       w.setAdapter(n, n !== null && !this.peftConfig[n].inferenceMode);
     }
-    const enc = this.maybeChild<ModuleDict>('prompt_encoder');
-    if (enc) for (const k of enc.keys()) enc.get(k)!.requiresGrad(list.includes(k) && !this.peftConfig[k].inferenceMode);
+    for (const [n, s] of Object.entries(this.strategies)) s.setTrainable(list.includes(n) && !this.peftConfig[n].inferenceMode);
     if (this.adaptersDisabled) this.markAdapterLayersDisabled(); // layers injected since stay switched off
   }
 
@@ -230,8 +225,9 @@ export class PeftModel extends Module {
     checkAdapterName(adapterName);
     const first = Array.isArray(adapters) && typeof adapters[0] === 'string' && Object.hasOwn(this.peftConfig, adapters[0]) ? this.method(adapters[0]) : undefined;
     if (!first) throw new PeftError('INVALID_ARGUMENT', `addWeightedAdapter: "adapters" must name existing adapters; adapters: ${Object.keys(this.peftConfig).join(', ')}`);
-    if (!first.addWeightedAdapter) throw new PeftError('UNSUPPORTED', `addWeightedAdapter: ${first.peftType} adapters cannot be combined`);
-    await first.addWeightedAdapter({ peft: this, adapters, weights, adapterName, options });
+    const combine = first.kind === 'injection' ? first.addWeightedAdapter : undefined;
+    if (!combine) throw new PeftError('UNSUPPORTED', `addWeightedAdapter: ${first.peftType} adapters cannot be combined`);
+    await combine.call(first, { peft: this, adapters, weights, adapterName, options });
   }
 
   /**
@@ -244,7 +240,8 @@ export class PeftModel extends Module {
     const unknown = [...new Set(names)].filter((n) => n !== '__base__' && !Object.hasOwn(this.peftConfig, n));
     if (unknown.length) throw new PeftError('INVALID_ARGUMENT', `adapterNames: no adapter named ${unknown.map((n) => `"${n}"`).join(', ')}; adapters: ${Object.keys(this.peftConfig).join(', ')}`);
     const used = names.filter((n) => n !== '__base__');
-    if (used.some((n) => this.method(n).kind === 'prompt-learning')) throw new PeftError('UNSUPPORTED', 'adapterNames: per-sample adapters are not supported for prompt-learning adapters');
+    const layerless = used.map((n) => this.strategy(n)).find((s) => !s.hasLayers);
+    if (layerless) throw new PeftError('UNSUPPORTED', `adapterNames: per-sample adapters are not supported for ${layerless.family} adapters`);
     type PerSample = BaseTunerLayer & { perSampleAdapters: string[] | null };
     const layers = this.tunerLayers();
     if (layers.some((l) => l.merged)) throw new PeftError('INVALID_ARGUMENT', 'adapterNames cannot be used while adapters are merged into the base weights; unmerge first');
@@ -274,19 +271,15 @@ export class PeftModel extends Module {
     }
     const model = this.model;
     const name = this.active[0];
-    const method = name ? this.method(name) : undefined;
-    const out =
-      method?.kind === 'prompt-learning' && !this.adaptersDisabled
-        ? method.promptLearning!.forward({ model, encoder: this.promptEncoders.get(name)!, config: this.peftConfig[name], inputs })
-        : model.forward(inputs);
-    const terms = Object.entries(this.peftConfig).filter(([n, c]) => !c.inferenceMode && this.method(n).lossTerm);
+    const out = (name !== undefined && !this.adaptersDisabled ? this.strategy(name).forward(inputs) : null) ?? model.forward(inputs);
+    const terms = Object.entries(this.peftConfig).filter(([n, c]) => !c.inferenceMode && this.strategy(n).lossTerm);
     if (out.loss && terms.length) {
       // methods' loss terms (AdaLoRA's orthogonal regulariser) for the adapters being trained
       const loss = out.loss;
       out.loss = tf.tidy(() => {
         let l: tf.Scalar = loss;
-        for (const [n, config] of terms) {
-          const term = this.method(n).lossTerm!({ peft: this, adapterName: n, config });
+        for (const [n] of terms) {
+          const term = this.strategy(n).lossTerm!(this);
           if (term) l = tf.add(l, term) as tf.Scalar;
         }
         return l;
@@ -304,8 +297,8 @@ export class PeftModel extends Module {
   async afterOptimizerStep(step: number, grads: Record<string, tf.Tensor>, opts: { apply?: tf.Scalar } = {}): Promise<void> {
     this.assertUsable();
     for (const [n, config] of Object.entries(this.peftConfig)) {
-      const hook = config.inferenceMode ? undefined : this.method(n).afterOptimizerStep;
-      if (hook) await hook({ peft: this, adapterName: n, config, step, grads, apply: opts.apply });
+      const hook = config.inferenceMode ? undefined : this.strategy(n).afterOptimizerStep;
+      if (hook) await hook({ peft: this, step, grads, apply: opts.apply });
     }
   }
 
@@ -317,13 +310,8 @@ export class PeftModel extends Module {
 
   private assertMergeable(names: string[]): void {
     for (const n of names) {
-      const m = this.method(n);
-      if (m.kind === 'prompt-learning' || m.cannotMergeReason) {
-        throw new PeftError(
-          'UNSUPPORTED',
-          `adapter "${n}" (${m.peftType}) cannot be merged: ${m.cannotMergeReason ?? 'prompt-learning methods add virtual tokens or past keys/values to the input; there is no weight to merge them into'}`,
-        );
-      }
+      const s = this.strategy(n);
+      if (s.mergeRefusal !== undefined) throw new PeftError('UNSUPPORTED', `adapter "${n}" (${s.method.peftType}) cannot be merged: ${s.mergeRefusal}`);
     }
   }
 
@@ -376,8 +364,7 @@ export class PeftModel extends Module {
       }
     };
     replaceAll();
-    const enc = this.maybeChild<ModuleDict>('prompt_encoder');
-    enc?.dispose();
+    for (const s of Object.values(this.strategies)) s.remove();
     // as HF: the returned model keeps its parameters' trainable flags (frozen); call requiresGrad(true) to train it whole
     this.unloaded = true;
     return model;
@@ -406,9 +393,9 @@ export class PeftModel extends Module {
     if (typeof name !== 'string' || !Object.hasOwn(this.peftConfig, name)) throw new PeftError('INVALID_ARGUMENT', `no adapter named "${name}"`);
     for (const l of this.tunerLayers()) if (l.has(name)) l.deleteAdapter(name);
     for (const w of this.saveWrappers()) if (w.copies.has(name)) w.copies.delete(name);
-    const enc = this.maybeChild<ModuleDict>('prompt_encoder');
-    if (enc?.has(name)) enc.delete(name);
+    this.strategy(name).remove();
     delete this.peftConfig[name];
+    delete this.strategies[name];
     const remaining = this.active.filter((n) => n !== name);
     const next = remaining.length ? remaining : Object.keys(this.peftConfig).slice(0, 1);
     this.active = [];
@@ -441,38 +428,25 @@ export class PeftModel extends Module {
   adapterTensorMap(adapterName: string): Map<string, tf.Variable> {
     const config = this.peftConfig[adapterName];
     if (!config) throw new PeftError('INVALID_ARGUMENT', `no adapter named "${adapterName}"`);
-    const method = this.method(adapterName);
+    const strategy = this.strategy(adapterName);
     const out = new Map<string, tf.Variable>();
-    const promptLearning = method.kind === 'prompt-learning';
     const saveMarker = `.modules_to_save.${adapterName}.`;
     for (const [k, v] of this.namedParameters()) {
-      if (k.includes(saveMarker)) {
-        let key = k.replace(saveMarker, '.');
-        if (promptLearning) key = key.replace(/^base_model\.model\./, 'base_model.');
-        out.set(key, v);
-        continue;
-      }
-      if (promptLearning || !k.startsWith('base_model.')) continue;
-      const parts = k.split('.');
-      const i = parts.findIndex((p, j) => p === adapterName && j > 0 && parts[j - 1].startsWith(method.prefix));
-      let key: string;
-      if (i >= 0) key = [...parts.slice(0, i), ...parts.slice(i + 1)].join('.');
-      else if (method.isAdapterKey?.(k, config)) key = k;
-      else continue;
-      out.set(method.toFileKey ? method.toFileKey(key, config) : key, v);
+      // modules_to_save copies are core's; every other parameter is the method's to claim
+      const key = k.includes(saveMarker) ? strategy.savedModuleKey(k.replace(saveMarker, '.')) : strategy.parameterKey(k);
+      if (key !== undefined) out.set(key, v);
     }
     return out;
   }
 
   /** The adapter's tensors as HF saves them (copies; the caller disposes them). */
   adapterStateDict(adapterName = this.activeAdapter): Record<string, tf.Tensor> {
-    const method = this.method(adapterName);
-    const out: Record<string, tf.Tensor> = {};
-    if (method.kind === 'prompt-learning') {
-      Object.assign(out, method.promptLearning!.saveTensors(this.promptEncoders.get(adapterName)!, this.peftConfig[adapterName]));
-    }
-    for (const [k, v] of this.adapterTensorMap(adapterName)) out[k] = v.clone();
-    return method.toFileTensors ? method.toFileTensors(out, this.peftConfig[adapterName]) : out;
+    const map = this.adapterTensorMap(adapterName);
+    const strategy = this.strategy(adapterName);
+    strategy.checkWritten(map);
+    const params: Record<string, tf.Tensor> = {};
+    for (const [k, v] of map) params[k] = v.clone();
+    return strategy.fileTensors(params);
   }
 
   /**
@@ -500,17 +474,7 @@ export class PeftModel extends Module {
       } finally {
         tf.dispose(Object.values(tensors));
       }
-      const method = this.method(name);
-      const encoderState = method.promptLearning?.saveEncoderState?.(this.promptEncoders.get(name)!, config);
-      if (encoderState) {
-        try {
-          files[PROMPT_ENCODER_NAME] = await tensorsToSafetensors(encoderState, { metadata: { format: 'pt', peftjs: 'prompt_encoder' } });
-        } finally {
-          tf.dispose(Object.values(encoderState));
-        }
-      } else if (method.kind === 'prompt-learning') {
-        remove.push(PROMPT_ENCODER_NAME); // a stale encoder from an earlier save
-      }
+      await this.strategy(name).extraFiles(files, remove);
       files[CONFIG_NAME] = stableJson({ ...config.toJSON(), inference_mode: true });
       await commitFiles(fs, out, files, remove);
     }
@@ -540,23 +504,11 @@ export class PeftModel extends Module {
     const path = (await view.path(WEIGHTS_NAME)) ?? joinPath(dir, WEIGHTS_NAME);
     const file = parseSafetensors(await readFileChecked(path, fs, maxBytes, 'maxBytes (the load budget)'), path);
     const names = Object.keys(file.tensors);
-    const method = this.method(adapterName);
     const config = this.peftConfig[adapterName];
     const map = this.adapterTensorMap(adapterName);
     const loaded: Record<string, tf.Tensor> = {};
     try {
-      if (method.kind === 'prompt-learning') {
-        for (const n of names) if (!map.has(n)) loaded[n] = rawToTensor(n, file.tensors[n], path);
-        const encPath = await view.path(PROMPT_ENCODER_NAME);
-        let encoderState: Record<string, tf.Tensor> | undefined;
-        if (!config.inferenceMode && encPath) {
-          const enc = parseSafetensors(await readFileChecked(encPath, fs, maxBytes, 'maxBytes (the load budget)'), encPath);
-          encoderState = {};
-          for (const [n, raw] of Object.entries(enc.tensors)) loaded[`${PROMPT_ENCODER_NAME}:${n}`] = encoderState[n] = rawToTensor(n, raw, encPath);
-        }
-        const hfTensors = Object.fromEntries(Object.entries(loaded).filter(([n]) => !n.startsWith(`${PROMPT_ENCODER_NAME}:`)));
-        await method.promptLearning!.loadTensors(this.promptEncoders.get(adapterName)!, hfTensors, config, path, encoderState);
-      }
+      await this.strategy(adapterName).loadOwn({ file, path, view, fs, maxBytes, map, loaded });
       const unexpected = names.filter((n) => !map.has(n) && !(n in loaded));
       if (unexpected.length) {
         throw new PeftError('INVALID_FILE', `${path}: tensors ${unexpected.slice(0, 4).map((n) => `"${n}"`).join(', ')}${unexpected.length > 4 ? ` and ${unexpected.length - 4} more` : ''} do not belong to this model's ${config.peftType} adapter (an adapter for another model?)`);
@@ -632,7 +584,7 @@ export class PeftModel extends Module {
       for (const [path, p] of l.namedParameters()) if (!path.startsWith('base_layer.')) p.trainable = false;
     }
     for (const w of this.saveWrappers()) w.copies.requiresGrad(false);
-    this.maybeChild<ModuleDict>('prompt_encoder')?.requiresGrad(false);
+    for (const s of Object.values(this.strategies)) s.setTrainable(false);
   }
 
   private markAdapterLayersDisabled(): void {
@@ -657,8 +609,8 @@ export class PeftModel extends Module {
     const unknown = names.filter((n) => !Object.hasOwn(this.peftConfig, n));
     if (unknown.length) throw new PeftError('INVALID_ARGUMENT', `setRequiresGrad: no adapter named ${unknown.map((n) => `"${n}"`).join(', ')}; adapters: ${Object.keys(this.peftConfig).join(', ')}`);
     if (typeof requiresGrad !== 'boolean') throw new PeftError('INVALID_ARGUMENT', 'setRequiresGrad: requiresGrad must be true or false');
-    const prompt = names.find((n) => this.method(n).kind === 'prompt-learning');
-    if (prompt) throw new PeftError('UNSUPPORTED', `setRequiresGrad is not supported for prompt-learning adapters (adapter "${prompt}" is ${this.peftConfig[prompt].peftType}), as in HF`);
+    const layerless = names.find((n) => !this.strategy(n).hasLayers);
+    if (layerless) throw new PeftError('UNSUPPORTED', `setRequiresGrad is not supported for ${this.strategy(layerless).family} adapters (adapter "${layerless}" is ${this.peftConfig[layerless].peftType}), as in HF`);
     for (const l of this.tunerLayers()) {
       for (const [path, p] of l.namedParameters()) {
         if (path.startsWith('base_layer.')) continue;
@@ -676,8 +628,8 @@ export class PeftModel extends Module {
    */
   getLayerStatus(): TunerLayerStatus[] {
     this.assertUsable();
-    const prompt = Object.keys(this.peftConfig).find((n) => this.method(n).kind === 'prompt-learning');
-    if (prompt) throw new PeftError('UNSUPPORTED', `getLayerStatus: prompt-learning adapters ("${prompt}", ${this.peftConfig[prompt].peftType}) have no adapter layers, as in HF`);
+    const layerless = Object.keys(this.peftConfig).find((n) => !this.strategy(n).hasLayers);
+    if (layerless) throw new PeftError('UNSUPPORTED', `getLayerStatus: ${this.strategy(layerless).family} adapters ("${layerless}", ${this.peftConfig[layerless].peftType}) have no adapter layers, as in HF`);
     const backend = tf.getBackend();
     const grads = (groups: Map<string, boolean[]>) => {
       const out: Record<string, boolean | 'irregular'> = {};
