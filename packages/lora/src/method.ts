@@ -8,8 +8,9 @@ import {
   findPatternKey,
   targetableModules,
   PEFT_METHOD_SPEC_VERSION,
+  prefixedParameterKey,
+  type InjectionMethod,
   type Module,
-  type PeftMethod,
   type PreTrainedModel,
 } from '@peftjs/core';
 import { LoraConfig } from './config';
@@ -39,7 +40,22 @@ export function allLinearNames(model: PreTrainedModel, taskType: string | null):
     .map(([name]) => name);
 }
 
-export const loraMethod: PeftMethod<LoraConfig> = {
+/** What LoRA wraps: linear layers and embeddings, and its own layers (a further adapter). */
+export type LoraTarget = Linear | Conv1D | Embedding | LoraLinear | LoraEmbedding;
+
+/** The config fields of LoRA's target spec (AdaLoRA's too). */
+export const LORA_TARGET_FIELDS = { targetModules: 'targetModules', excludeModules: 'excludeModules', layersToTransform: 'layersToTransform', layersPattern: 'layersPattern' } as const;
+
+/** LoRA's parameters: HF's `lora_…<adapter>` names, and the biases that `bias` trains (saved under their own names). */
+export function loraParameterKey(path: string, adapterName: string, config: { bias: string }, prefix = 'lora_'): string | undefined {
+  const key = prefixedParameterKey(path, adapterName, prefix);
+  if (key !== undefined) return key;
+  if (config.bias === 'all') return path.includes('bias') ? path : undefined;
+  if (config.bias === 'lora_only') return path.endsWith('.base_layer.bias') ? path : undefined;
+  return undefined;
+}
+
+export const loraMethod: InjectionMethod<LoraConfig, LoraTarget> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
   peftType: 'LORA',
   prefix: 'lora_',
@@ -62,8 +78,10 @@ export const loraMethod: PeftMethod<LoraConfig> = {
     return targets === config.targetModules ? config : config.with({ targetModules: targets });
   },
 
-  canWrap(module: Module) {
-    return module instanceof Linear || module instanceof Conv1D || module instanceof Embedding;
+  targetFields: LORA_TARGET_FIELDS,
+
+  canWrap(module: Module): module is LoraTarget {
+    return module instanceof Linear || module instanceof Conv1D || module instanceof Embedding || module instanceof LoraLinear || module instanceof LoraEmbedding;
   },
 
   inject({ target, targetName, adapterName, config }) {
@@ -83,8 +101,7 @@ export const loraMethod: PeftMethod<LoraConfig> = {
     if (target instanceof LoraLinear || target instanceof LoraEmbedding) layer = target;
     // HF switches fan_in_fan_out on for Conv1D and off for Linear, whatever the config says.
     else if (target instanceof Linear || target instanceof Conv1D) layer = new LoraLinear(target, target instanceof Conv1D);
-    else if (target instanceof Embedding) layer = new LoraEmbedding(target);
-    else throw new PeftError('INVALID_CONFIG', `LORA cannot wrap "${targetName}" (${target.constructor.name})`);
+    else layer = new LoraEmbedding(target);
     layer.updateLayer(adapterName, opts);
     if (config.bias === 'lora_only') {
       const bias = layer.getBaseLayer().maybeParam('bias');
@@ -95,13 +112,9 @@ export const loraMethod: PeftMethod<LoraConfig> = {
 
   addWeightedAdapter: addWeightedLoraAdapter,
 
-  toFileKey(key) {
-    return key.endsWith('.lora_magnitude_vector.weight') ? key.slice(0, -'.weight'.length) : key;
-  },
-
-  isAdapterKey(key, config) {
-    if (config.bias === 'all') return key.includes('bias');
-    if (config.bias === 'lora_only') return key.endsWith('.base_layer.bias');
-    return false;
+  parameterKey(path, adapterName, config) {
+    const key = loraParameterKey(path, adapterName, config);
+    // DoRA's magnitude is a bare vector in HF's file
+    return key?.endsWith('.lora_magnitude_vector.weight') ? key.slice(0, -'.weight'.length) : key;
   },
 };
