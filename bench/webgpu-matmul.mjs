@@ -1,4 +1,4 @@
-// WGSL matmul (core's peftjs.MatMul / LoraLinear fast paths) against tfjs-webgpu's matMul on the training
+// WGSL matmul (core's peftjs.MatMul and @peftjs/lora's LoraLinear fast paths) against tfjs-webgpu's matMul on the training
 // shapes that matter, fp32.
 //
 //   npm run build && node bench/webgpu-matmul.mjs [--iters 20] [--only lm] [--tiles] [--no-gpu-time]
@@ -12,8 +12,9 @@
 // prints the best, to tune planMatmul; --only <substring> filters cases by name.
 import * as tf from '@tensorflow/tfjs';
 import * as core from '@peftjs/core';
+import { loraLinearOp, setFusedLoraForward } from '@peftjs/lora';
 
-const { initBackend, fusedMatMul, loraLinearOp, setFastPathsEnabled, setFusedLoraForward, wgslMatmul, planMatmul, MATMUL_TILES, toTensor, GpuProfiler, matmulTuning } = core;
+const { initBackend, fusedMatMul, setFastPathsEnabled, wgslMatmul, planMatmul, MATMUL_TILES, toTensor, GpuProfiler, matmulTuning } = core;
 const argv = process.argv.slice(2);
 const opt = (name, def) => {
   const i = argv.indexOf(`--${name}`);

@@ -10,9 +10,9 @@ import {
   ModuleDict,
   ParameterDict,
   PeftError,
-  loraLinearOp,
   nextSeed,
   type PeftModel, assertFiniteMerge } from '@peftjs/core';
+import { loraLinearOp } from './op';
 import type { AdaLoraConfig } from './adalora_config';
 
 type LinearLike = Linear | Conv1D;

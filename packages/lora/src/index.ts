@@ -10,6 +10,7 @@ export { AdaLoraLinear, RankAllocator, orthogonalRegularizer, updateAndAllocate,
 export { adaloraMethod } from './adalora_method';
 export { COMBINATION_TYPES, addWeightedLoraAdapter, type CombinationType } from './merge';
 export { BASE_ADAPTER_NAME } from './mixed';
+export { loraLinearOp, setFusedLoraForward, type LoraLinearInputs, type LoraLinearAttrs } from './op';
 
 registerPeftMethod(loraMethod);
 registerPeftMethod(adaloraMethod);

@@ -11,11 +11,11 @@ import {
   ParameterDict,
   PeftError,
   kaimingUniform,
-  loraLinearOp,
   linear2d,
   stopGradient,
   nextSeed,
   type Layer, assertFiniteMerge } from '@peftjs/core';
+import { loraLinearOp } from './op';
 import { mixedBatchForward } from './mixed';
 import { LORA_COMPOSITIONS, loraComposedForward } from './composition';
 

@@ -1,8 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
-import { PeftError } from '../../errors';
-import { dispatch1d, runWgsl, type WgslKernel } from './runner';
+import { PeftError, dispatch1d, runWgsl, type WgslKernel } from '@peftjs/core';
 
 /**
+ * LoRA's WGSL programs (the webgpu fast path of ./op.ts runs them through core's runWgsl).
+ *
  * LoRA's whole forward update in one dispatch:
  *
  *     out[M, N] = base + s · (x[M, K] · A[R, K]ᵀ) · B[N, R]ᵀ

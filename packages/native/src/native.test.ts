@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { batchMatMulOp, checkConformance, initBackend, linearOp, loraLinearOp } from '@peftjs/core';
+import { batchMatMulOp, checkConformance, initBackend, linearOp } from '@peftjs/core';
+import { loraLinearOp } from '@peftjs/lora';
 import { installNativeKernels, loadNative, nativeStatus, uninstallNativeKernels, type NativeIsa } from './index';
 import { expectFlatMemory } from '../../../tools/testing/ops';
 
@@ -142,7 +143,7 @@ describe(`native BatchMatMul on wasm against the cpu backend${why}`, () => {
     }
   });
 
-  it.skipIf(skip)("core's fast paths (Linear, LoraLinear, BatchMatMul) conform with the native kernel under them", async () => {
+  it.skipIf(skip)("the matmul fast paths (core's Linear and BatchMatMul, @peftjs/lora's LoraLinear) conform with the native kernel under them", async () => {
     const cases = [
       () => checkConformance(linearOp, () => ({ x: tf.randomNormal([2, 17, 33]), weight: tf.randomNormal([129, 33]), bias: tf.randomNormal([129]) }), {}, { rtol: 1e-5 }),
       () => checkConformance(loraLinearOp, () => ({ base: tf.randomNormal([3, 5, 65]), x: tf.randomNormal([3, 5, 31]), loraA: tf.randomNormal([8, 31]), loraB: tf.randomNormal([65, 8]) }), { scaling: 2 }, { rtol: 1e-5 }),

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { registerFastPath, type Op } from './registry';
+import { disposeInfos, hostBackend, runBackendKernel, view2d } from './host';
 
 /**
  * CPU fast paths (wasm and cpu backends) for the linear layers. tfjs's matMul kernels on wasm run the
@@ -11,50 +12,25 @@ import { registerFastPath, type Op } from './registry';
  */
 
 type Info = tf.TensorInfo;
-interface Backend {
-  disposeData(dataId: unknown, force?: boolean): unknown;
-  write(values: Float32Array, shape: number[], dtype: string): unknown;
-}
-
-function run(name: string, backend: unknown, inputs: Record<string, Info>, attrs: Record<string, unknown> = {}): Info {
-  const k = tf.getKernel(name, tf.getBackend());
-  if (!k) throw new Error(`peftjs fast path: kernel ${name} is missing on backend ${tf.getBackend()}`);
-  return k.kernelFunc({ inputs: inputs as never, backend: backend as never, attrs: attrs as never }) as Info;
-}
-
-function free(backend: unknown, ...infos: Info[]): void {
-  for (const i of infos) (backend as Backend).disposeData(i.dataId);
-}
-
-/** A view of `t` as [rows, last] (same data; kernels only read the shape). */
-function as2d(t: Info): Info {
-  const last = t.shape[t.shape.length - 1];
-  return { dataId: t.dataId, shape: [tf.util.sizeFromShape(t.shape) / last, last], dtype: t.dtype };
-}
 
 /** a·b with both operands laid out for the plain kernel. */
 function matmul(backend: unknown, a: Info, b: Info): Info {
-  return run('BatchMatMul', backend, { a, b }, { transposeA: false, transposeB: false });
+  return runBackendKernel('BatchMatMul', backend, { a, b }, { transposeA: false, transposeB: false });
 }
 
 function transpose2d(backend: unknown, x: Info): Info {
-  return run('Transpose', backend, { x }, { perm: [1, 0] });
-}
-
-function scalar(backend: unknown, v: number): Info {
-  const dataId = (backend as Backend).write(new Float32Array([v]), [], 'float32');
-  return { dataId: dataId as Info['dataId'], shape: [], dtype: 'float32' };
+  return runBackendKernel('Transpose', backend, { x }, { perm: [1, 0] });
 }
 
 /** x·Wᵀ (+ b) via transpose(W) and a plain product. */
 function linearForward(backend: unknown, x: Info, weight: Info, bias?: Info): Info {
-  const x2 = as2d(x);
+  const x2 = view2d(x);
   const wT = transpose2d(backend, weight);
   let y = matmul(backend, x2, wT);
-  free(backend, wT);
+  disposeInfos(backend, wT);
   if (bias) {
-    const yb = run('Add', backend, { a: y, b: bias });
-    free(backend, y);
+    const yb = runBackendKernel('Add', backend, { a: y, b: bias });
+    disposeInfos(backend, y);
     y = yb;
   }
   return { dataId: y.dataId, shape: [...x.shape.slice(0, -1), weight.shape[0]], dtype: 'float32' };
@@ -78,7 +54,7 @@ function batchedPlain(backend: unknown, a: Info, b: Info): Info {
   const bb = tf.util.sizeFromShape(b.shape.slice(0, -2));
   if (batch !== Math.max(ba, bb) || (ba !== batch && ba !== 1) || (bb !== batch && bb !== 1)) {
     // partial broadcasting ([2, 1] with [1, 3]): the backend's own batched kernel
-    return run('BatchMatMul', backend, { a, b }, { transposeA: false, transposeB: false });
+    return runBackendKernel('BatchMatMul', backend, { a, b }, { transposeA: false, transposeB: false });
   }
   const outShape = [...lead, m, n];
   if (batch === 1) {
@@ -89,13 +65,13 @@ function batchedPlain(backend: unknown, a: Info, b: Info): Info {
   const b3: Info = { dataId: b.dataId, shape: [bb, k, n], dtype: b.dtype };
   // the backends' Slice kernel is slow on these shapes (≈ 2 ms for 64 KB on wasm): copy the batch
   // entries out in JS instead (readSync: one copy of the operand; write: one copy per entry)
-  const be = backend as Backend & { readSync(dataId: unknown): Float32Array };
+  const be = hostBackend(backend, 'peftjs.BatchMatMul');
   const values = new Map<Info, Float32Array>();
   const slice = (x: Info, i: number, r: number, c: number): Info => {
     let v = values.get(x);
-    if (!v) values.set(x, (v = be.readSync(x.dataId)));
+    if (!v) values.set(x, (v = be.readSync(x.dataId) as Float32Array));
     const dataId = be.write(v.slice(i * r * c, (i + 1) * r * c), [r, c], 'float32');
-    return { dataId: dataId as Info['dataId'], shape: [r, c], dtype: 'float32' };
+    return { dataId, shape: [r, c], dtype: 'float32' };
   };
   const a0 = ba === 1 ? slice(a3, 0, m, k) : undefined;
   const b0 = bb === 1 ? slice(b3, 0, k, n) : undefined;
@@ -104,25 +80,27 @@ function batchedPlain(backend: unknown, a: Info, b: Info): Info {
     const ai = a0 ?? slice(a3, i, m, k);
     const bi = b0 ?? slice(b3, i, k, n);
     parts.push(matmul(backend, ai, bi));
-    if (!a0) free(backend, ai);
-    if (!b0) free(backend, bi);
+    if (!a0) disposeInfos(backend, ai);
+    if (!b0) disposeInfos(backend, bi);
   }
-  if (a0) free(backend, a0);
-  if (b0) free(backend, b0);
-  const c = run('Concat', backend, parts as unknown as Record<string, Info>, { axis: 0 });
-  free(backend, ...parts);
+  if (a0) disposeInfos(backend, a0);
+  if (b0) disposeInfos(backend, b0);
+  const c = runBackendKernel('Concat', backend, parts as unknown as Record<string, Info>, { axis: 0 });
+  disposeInfos(backend, ...parts);
   return { dataId: c.dataId, shape: outShape, dtype: 'float32' };
 }
 
 const t2 = (x: tf.Tensor): tf.Tensor2D => x.reshape([-1, x.shape[x.shape.length - 1] as number]) as tf.Tensor2D;
 
-/** Registers the wasm and cpu fast paths of peftjs.Linear and peftjs.LoraLinear. */
-/** The tag of these fast paths: `setBackendFastPaths('wasm', false, MATMUL_LAYOUT)` parks them. */
+/**
+ * The tag of these fast paths: `setBackendFastPaths('wasm', false, MATMUL_LAYOUT)` parks them. Fast paths of
+ * other packages that exist for the same reason carry it too (@peftjs/lora's LoRA linear).
+ */
 export const MATMUL_LAYOUT = 'matmul-layout';
 
+/** Registers the wasm and cpu fast paths of peftjs.Linear and peftjs.BatchMatMul. */
 export function registerCpuFastPaths(
   linearOp: Op<{ x: tf.Tensor; weight: tf.Tensor; bias?: tf.Tensor }, Record<string, never>>,
-  loraLinearOp: Op<{ base: tf.Tensor; x: tf.Tensor; loraA: tf.Tensor; loraB: tf.Tensor }, { scaling: number }>,
   batchMatMulOp: Op<{ a: tf.Tensor; b: tf.Tensor }, Record<string, never>>,
 ): void {
   for (const backendName of ['wasm', 'cpu']) {
@@ -162,47 +140,6 @@ export function registerCpuFastPaths(
           // dW = dyᵀ·x, computed as an explicit transpose then a plain product
           weight: () => tf.matMul(tf.transpose(dy2()), t2(x)),
           ...(bias ? { bias: () => tf.sum(dy2(), 0) } : {}),
-        };
-      },
-    });
-
-    registerFastPath(loraLinearOp, {
-      backendName,
-      tags: [MATMUL_LAYOUT],
-      kernelFunc: ({ inputs, attrs, backend }) => {
-        const { base, x, loraA, loraB } = inputs;
-        const x2 = as2d(x);
-        const aT = transpose2d(backend, loraA);
-        const u = matmul(backend, x2, aT); // [N, r]
-        free(backend, aT);
-        let bT = transpose2d(backend, loraB); // [r, out]
-        if (attrs.scaling !== 1) {
-          const s = scalar(backend, attrs.scaling);
-          const scaled = run('Multiply', backend, { a: bT, b: s });
-          free(backend, bT, s);
-          bT = scaled;
-        }
-        const d = matmul(backend, u, bT); // [N, out]
-        free(backend, u, bT);
-        const out = run('Add', backend, { a: { dataId: base.dataId, shape: d.shape, dtype: base.dtype }, b: d });
-        free(backend, d);
-        return { dataId: out.dataId, shape: base.shape, dtype: 'float32' };
-      },
-      gradient: (dy, { x, loraA, loraB }, { scaling }) => {
-        const s = scaling;
-        // dy·B [N, r], for dx and dA (recomputed in each: the engine's tidy around a thunk would dispose
-        // a cached tensor, and r is small)
-        const getDyB = () => tf.matMul(t2(dy), loraB as tf.Tensor2D);
-        return {
-          base: () => tf.clone(dy),
-          x: () => tf.mul(tf.matMul(getDyB(), loraA as tf.Tensor2D), s).reshape(x.shape),
-          // dA = s·(dy·B)ᵀ·x: [r, N]·[N, in]
-          loraA: () => tf.mul(tf.matMul(tf.transpose(getDyB()), t2(x)), s),
-          // dB = s·dyᵀ·u = s·(uᵀ·dy)ᵀ, u = x·Aᵀ: the transposes are of [N, r] and [r, out]
-          loraB: () => {
-            const u = tf.matMul(t2(x), tf.transpose(loraA as tf.Tensor2D));
-            return tf.mul(tf.transpose(tf.matMul(tf.transpose(u), t2(dy))), s);
-          },
         };
       },
     });

@@ -22,22 +22,6 @@ export const linearOp = defineOp<{ x: tf.Tensor; weight: tf.Tensor; bias?: tf.Te
 });
 
 /**
- * LoRA's update added to a base layer's output: base + scaling · (x·Aᵀ)·Bᵀ, A [r, in], B [out, r].
- * `x` is the (dropped-out) input of the LoRA path.
- */
-export const loraLinearOp = defineOp<
-  { base: tf.Tensor; x: tf.Tensor; loraA: tf.Tensor; loraB: tf.Tensor },
-  { scaling: number }
->({
-  name: 'peftjs.LoraLinear',
-  inputNames: ['base', 'x', 'loraA', 'loraB'],
-  reference: ({ base, x, loraA, loraB }, { scaling }) => {
-    const delta = linear2d(x, (x2) => tf.matMul(tf.matMul(x2, loraA as tf.Tensor2D, false, true), loraB as tf.Tensor2D, false, true));
-    return tf.add(base, scaling === 1 ? delta : tf.mul(delta, scaling));
-  },
-});
-
-/**
  * a·b over matching leading (batch) dims, both operands laid out for the plain kernel: a [..., M, K],
  * b [..., K, N] → [..., M, N] (a leading size of 1 broadcasts). Attention's q·kᵀ (with kᵀ transposed
  * explicitly) and probs·v. On wasm/cpu the fast path runs one plain 2-D product per batch entry, which
@@ -49,8 +33,8 @@ export const batchMatMulOp = defineOp<{ a: tf.Tensor; b: tf.Tensor }, Record<str
   reference: ({ a, b }) => tf.matMul(a, b),
 });
 
-registerCpuFastPaths(linearOp, loraLinearOp, batchMatMulOp);
-registerWebgpuFastPaths(linearOp, loraLinearOp, batchMatMulOp);
+registerCpuFastPaths(linearOp, batchMatMulOp);
+registerWebgpuFastPaths(linearOp, batchMatMulOp);
 
 const stopGradientFn = tf.customGrad(((x: tf.Tensor) => ({
   value: tf.clone(x),

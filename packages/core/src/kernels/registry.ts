@@ -64,6 +64,18 @@ interface OpState {
 
 const ops = new Map<string, OpState>();
 let fastPathsEnabled = true;
+/**
+ * Tags parked per backend by setBackendFastPaths (ALL_TAGS: every fast path): a fast path registered
+ * later (a method package imported after initBackend parked the wasm layout fast paths) is parked on
+ * arrival, so the order of imports does not change which kernels run.
+ */
+const ALL_TAGS = Symbol('all fast paths');
+const parkedTags = new Map<string, Set<string | typeof ALL_TAGS>>();
+
+function isParked(backendName: string, fast: FastPath<TensorInputs, OpAttrs>): boolean {
+  const parked = parkedTags.get(backendName);
+  return !!parked && (parked.has(ALL_TAGS) || !!fast.tags?.some((t) => parked.has(t)));
+}
 
 /** Turns every fast path off (or on): a debugging switch and what the conformance helper uses. */
 export function setFastPathsEnabled(on: boolean): void {
@@ -102,7 +114,8 @@ function ensureVariant(state: OpState, present: string[]): string {
   const name = variantName(state.def, present);
   if (state.variants.has(name)) return name;
   state.variants.add(name);
-  for (const [backendName, fast] of state.fast) registerVariantKernel(name, backendName, fast);
+  // parked fast paths get the kernel too: restoring one must find it registered
+  for (const [backendName, fast] of [...state.fast, ...state.parked]) registerVariantKernel(name, backendName, fast);
   registerVariantGradient(state, name, present);
   return name;
 }
@@ -174,8 +187,10 @@ export function registerFastPath<I extends TensorInputs, A extends OpAttrs>(op: 
   const state = ops.get(op.definition.name);
   if (!state) throw new PeftError('REGISTRY', `kernel op "${op.definition.name}" is not defined`);
   const f = fast as unknown as FastPath<TensorInputs, OpAttrs>;
-  const known = state.fast.has(fast.backendName);
-  state.fast.set(fast.backendName, f);
+  const known = state.fast.has(fast.backendName) || state.parked.has(fast.backendName);
+  state.fast.delete(fast.backendName);
+  state.parked.delete(fast.backendName);
+  (isParked(fast.backendName, f) ? state.parked : state.fast).set(fast.backendName, f);
   // variants already in use get this backend's kernel (tfjs refuses a second registration: unregister first)
   for (const name of state.variants) {
     if (known) tf.unregisterKernel(name, fast.backendName);
@@ -187,9 +202,18 @@ export function registerFastPath<I extends TensorInputs, A extends OpAttrs>(op: 
 /**
  * Parks (or restores) the fast paths registered for one backend — all of them, or those carrying `tag` —,
  * e.g. the wasm matmul layout fast paths once a native matmul handles transposed operands itself. The
- * ops then run their references there.
+ * ops then run their references there. The choice holds for fast paths registered afterwards too.
  */
 export function setBackendFastPaths(backendName: string, on: boolean, tag?: string): void {
+  const key = tag ?? ALL_TAGS;
+  const parked = parkedTags.get(backendName) ?? new Set();
+  if (on) {
+    parked.delete(key);
+    if (tag === undefined) parked.clear();
+  } else {
+    parked.add(key);
+  }
+  parkedTags.set(backendName, parked);
   for (const state of ops.values()) {
     const fast = state.fast.get(backendName) ?? state.parked.get(backendName);
     if (!fast) continue;

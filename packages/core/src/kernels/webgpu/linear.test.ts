@@ -1,13 +1,13 @@
-// The webgpu fast paths of peftjs.Linear / LoraLinear / BatchMatMul / MatMul (WGSL matmul) against their
+// The webgpu fast paths of peftjs.Linear / BatchMatMul / MatMul (WGSL matmul) against their
 // tfjs references with checkConformance: forward and every gradient, odd shapes, no leaked tensors.
 // Skipped where there is no WebGPU adapter.
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../backend';
 import { checkConformance, setBackendFastPaths } from '../registry';
-import { batchMatMulOp, linearOp, loraLinearOp } from '../ops';
+import { batchMatMulOp, linearOp } from '../ops';
 import { fusedMatMul, matmulOp } from './matmul_op';
-import { WGSL_MATMUL, setFusedLoraForward } from './linear';
+import { WGSL_MATMUL } from './linear';
 
 const report = await initBackend({ prefer: 'webgpu', allowSoftwareGpu: true }).catch((e: Error) => e);
 const onGpu = !(report instanceof Error) && tf.getBackend() === 'webgpu';
@@ -22,7 +22,7 @@ async function expectFlat(step: () => void | Promise<void>, repeats = 3): Promis
 
 describe.skipIf(!onGpu)('WGSL matmul fast paths (webgpu)', () => {
   it('are registered for webgpu', () => {
-    for (const op of [linearOp, loraLinearOp, batchMatMulOp, matmulOp]) expect(op.fastPathBackends()).toContain('webgpu');
+    for (const op of [linearOp, batchMatMulOp, matmulOp]) expect(op.fastPathBackends()).toContain('webgpu');
   });
 
   it.each([
@@ -36,28 +36,6 @@ describe.skipIf(!onGpu)('WGSL matmul fast paths (webgpu)', () => {
     const r = await checkConformance(linearOp, () => ({ x: tf.randomNormal(x), weight: tf.randomNormal([out, inF]), bias: bias ? tf.randomNormal([out]) : undefined }), {});
     expect(r.ok, JSON.stringify(r)).toBe(true);
   });
-
-  for (const fused of [true, false]) {
-    it.each([
-      { scaling: 1, rows: [2, 3], inF: 5, out: 6, r: 4 },
-      { scaling: 0.5, rows: [37], inF: 70, out: 9, r: 8 },
-      { scaling: 2, rows: [4], inF: 3, out: 2, r: 1 },
-      { scaling: 0.25, rows: [1, 3], inF: 130, out: 5, r: 48 },
-      { scaling: 1.5, rows: [3, 50], inF: 100, out: 130, r: 16 },
-    ])(`peftjs.LoraLinear${fused ? ' (one dispatch)' : ' (two products)'}: scaling $scaling, r = $r`, async ({ scaling, rows, inF, out, r }) => {
-      setFusedLoraForward(fused);
-      try {
-        const rep = await checkConformance(
-          loraLinearOp,
-          () => ({ base: tf.randomNormal([...rows, out]), x: tf.randomNormal([...rows, inF]), loraA: tf.randomNormal([r, inF]), loraB: tf.randomNormal([out, r]) }),
-          { scaling },
-        );
-        expect(rep.ok, JSON.stringify(rep)).toBe(true);
-      } finally {
-        setFusedLoraForward(true);
-      }
-    });
-  }
 
   it.each([
     { a: [2, 3, 4, 5], b: [2, 3, 5, 6] },
@@ -111,20 +89,20 @@ describe.skipIf(!onGpu)('WGSL matmul fast paths (webgpu)', () => {
     tf.dispose([a, b, ga, gb, ...want]);
   });
 
-  it('frees every intermediate (forward and backward), frozen base weight included', async () => {
+  it('frees every intermediate (forward and backward), frozen weight included', async () => {
     const x = tf.randomNormal([3, 4]);
     const w = tf.randomNormal([5, 4]); // frozen: no gradient asked
-    const a = tf.variable(tf.randomNormal([2, 4]));
-    const b = tf.variable(tf.randomNormal([5, 2]));
+    const bias = tf.variable(tf.randomNormal([5]));
+    const c = tf.variable(tf.randomNormal([1, 5, 2]));
     await expectFlat(async () => {
       const { value, grads } = tf.variableGrads(() => {
-        const y = loraLinearOp({ base: linearOp({ x, weight: w }, {}), x, loraA: a, loraB: b }, { scaling: 2 });
-        return tf.sum(batchMatMulOp({ a: y.reshape([1, 3, 5]), b: tf.ones([1, 5, 2]) }, {})) as tf.Scalar;
-      }, [a, b]);
+        const y = linearOp({ x, weight: w, bias }, {});
+        return tf.sum(batchMatMulOp({ a: y.reshape([1, 3, 5]), b: c }, {})) as tf.Scalar;
+      }, [bias, c]);
       await value.data();
       tf.dispose([value, ...Object.values(grads)]);
     });
-    tf.dispose([x, w, a, b]);
+    tf.dispose([x, w, bias, c]);
   });
 
   it('can be parked by tag (the ops then run their references)', () => {
