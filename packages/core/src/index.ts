@@ -1,7 +1,7 @@
 export { PeftError, type PeftErrorCode } from './errors';
 export { installFrugalGradients, setFrugalGradients } from './grad';
 export { Module, ModuleDict, ParameterDict, isLayer, type Layer } from './nn/module';
-export { Linear, Conv1D, Embedding, RMSNorm, LayerNorm, Dropout, Identity, kaimingUniform, checkAllocation, MAX_TENSOR_ELEMENTS, type LinearOptions } from './nn/layers';
+export { Linear, Conv1D, Embedding, RMSNorm, LayerNorm, Dropout, Identity, ResidualAdd, type ResidualHook, kaimingUniform, checkAllocation, MAX_TENSOR_ELEMENTS, type LinearOptions } from './nn/layers';
 export { manualSeed, nextSeed, nextRandom, getRngState, setRngState, mulberry32 } from './nn/random';
 export {
   PreTrainedModel,
@@ -58,6 +58,10 @@ export {
   type TensorToWrite,
 } from './io/safetensors';
 export { commitFiles, committedView, recoverFolder, COMMIT_JOURNAL, STAGING_PREFIX, type CommittedView } from './io/commit';
+export { memoryFileSystem, indexedDbFileSystem, kvFileSystem, type MemoryFileSystem, type KvStore, type KvEntry } from './io/kv_fs';
+export { opfsFileSystem } from './io/opfs';
+export { zipFiles, unzipFiles, crc32 } from './io/zip';
+export { adapterFiles, adapterZip, adapterBlob } from './io/adapter_archive';
 export { MATMUL_LAYOUT } from './kernels/cpu';
 export {
   defineOp,
@@ -100,17 +104,52 @@ export {
   type ConfigShape,
 } from './config';
 export {
-  registerPeftMethod,
-  unregisterPeftMethod,
-  getPeftMethod,
-  listPeftMethods,
   PEFT_METHOD_SPEC_VERSION,
+  prefixedParameterKey,
   type PeftMethod,
+  type InjectionMethod,
+  type PromptLearningMethod,
   type InjectArgs,
-  type PromptLearningHooks,
+  type TargetFields,
+  type FieldOf,
   type WeightedAdapterOptions,
-} from './method';
+} from './contract';
+export { registerPeftMethod, unregisterPeftMethod, getPeftMethod, listPeftMethods } from './registry';
 export { isTargetModule, isExcludedModule, matchesModuleList, fullMatch, findPatternKey, type TargetSpec } from './targets';
+export {
+  Stack,
+  Parallel,
+  Average,
+  BatchSplit,
+  Fuse,
+  ALLOWED_NESTINGS,
+  COMPOSITION_TYPES,
+  isCompositionBlock,
+  parseComposition,
+  validateComposition,
+  flattenComposition,
+  blocksOf,
+  parallelChannels,
+  isSingleAdapter,
+  compositionToString,
+  compositionToJson,
+  compositionFromJson,
+  composeLayer,
+  touchesLayer,
+  type CompositionType,
+  type CompositionBlock,
+  type AdapterSetup,
+  type StackBlock,
+  type ParallelBlock,
+  type AverageBlock,
+  type BatchSplitBlock,
+  type FuseBlock,
+  type AverageOptions,
+  type BatchSplitOptions,
+  type ComposeOps,
+  type CompositionJson,
+} from './composition';
+export { FUSION_MODULE, COMPOSITION_NAME, type LossTermModule, type CompositionFile } from './peft_composition';
 export { BaseTunerLayer, ModulesToSaveWrapper, TunerModel, isTunerLayer, targetableModules, assertFiniteMerge } from './tuner';
 export { PeftModel, getPeftModel, readAdapterConfig, CONFIG_NAME, WEIGHTS_NAME, PROMPT_ENCODER_NAME, type TunerLayerStatus, type TunerModelStatus } from './peft_model';
 export {
@@ -121,6 +160,9 @@ export {
   splitPrefix,
   prefixMaskWithOnes,
   assertEncoderReproduces,
+  loadPromptEmbeddings,
+  encoderState,
+  type ReparameterizedPromptEncoder,
   type PromptLearningFields,
   type PrefixLayer,
 } from './prompt_learning';
