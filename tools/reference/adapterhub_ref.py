@@ -240,8 +240,9 @@ for fam in ('llama', 'gpt2'):
     # the norm options: ln_before, ln_after, adapter_residual_before_ln, residual_before_ln=False, channel scaling, tanh; layer 0 left out
     case(f'{fam}_seq_bn_norms', fam, ln_before=True, ln_after=True, adapter_residual_before_ln=True, residual_before_ln=False,
          scaling='channel', adapter_act='tanh', adapter_size=5, leave_out=[0])
-    # a gated parallel adapter at both placements with channel scaling and ln_after
-    case(f'{fam}_par_bn_gated', fam, parallel=True, original_ln_before=False, mh_adapter=True, use_gating=True, scaling='channel', ln_after=True, reduction_factor=2)
+    # a gated parallel adapter at both placements with channel scaling and ln_before (not ln_after: a norm after the
+    # gate would cancel it, leaving the gate's gradient only rounding)
+    case(f'{fam}_par_bn_gated', fam, parallel=True, original_ln_before=False, mh_adapter=True, use_gating=True, scaling='channel', ln_before=True, reduction_factor=2)
 
 meta['note'] = ('logits_* for input_ids/attention_mask (row 1 left-padded); loss = causal LM loss with labels = ids, -100 where the mask is 0; '
                 'grad.<key> = d loss / d adapter tensor; the gate averages over every position, padded ones included, as AdapterHub does')
