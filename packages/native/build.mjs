@@ -50,9 +50,10 @@ if (!cxx) skip(`no C++ compiler (tried ${compilers.join(', ')}): install g++ or 
 const flags = ['-O3', '-std=c++17', '-ffp-contract=off', '-shared', '-fPIC', '-pthread', '-fvisibility=hidden', '-DNODE_GYP_MODULE_NAME=peftjs_native', `-I${include}`];
 // macOS links a shared object with Node-API symbols left for the loading node binary to provide
 if (process.platform === 'darwin') flags.push('-undefined', 'dynamic_lookup');
-// -static-libgcc: one fewer runtime library to match; libstdc++ stays dynamic (a static one pulls in the
-// building machine's newest glibc symbols; gemm.cc pins the one newer libstdc++ symbol it would need)
-if (process.platform === 'linux') flags.push('-static-libgcc');
+// On Linux libstdc++ and libgcc stay dynamic: linking either statically pulls in the building machine's
+// newest glibc symbols (pthread_* 2.34, _dl_find_object 2.35, arc4random 2.36), and gemm.cc pins the one
+// newer libstdc++ symbol GCC 12 would bind, so the binary needs glibc 2.27 and GCC 6's libstdc++
+// (src/prebuild.test.ts checks it with objdump).
 
 mkdirSync(dirname(out), { recursive: true });
 const tmp = `${out}.tmp-${process.pid}`;
