@@ -35,7 +35,7 @@ export default defineConfig({
         test: {
           ...shared,
           name: 'cpu',
-          include: ['packages/{core,models,lora,prompt,prefix,ptuning,ia3,ln-tuning,bitfit}/src/**/*.test.ts'],
+          include: ['packages/{core,models,lora,adapters,prompt,prefix,ptuning,ia3,ln-tuning,bitfit}/src/**/*.test.ts'],
           exclude: ['**/webgpu*.test.ts', '**/node_modules/**'],
           env: { PEFTJS_TEST_BACKEND: 'cpu' },
         },

@@ -2,6 +2,7 @@
 export * from '@peftjs/core';
 export * from '@peftjs/models';
 export * from '@peftjs/lora';
+export * from '@peftjs/adapters';
 export * from '@peftjs/prompt';
 export * from '@peftjs/prefix';
 export * from '@peftjs/ptuning';
