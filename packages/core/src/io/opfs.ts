@@ -33,7 +33,7 @@ export function opfsFileSystem(root?: unknown): FileSystem {
   const getRoot = (): Promise<DirHandle> =>
     (top ??= (async () => {
       if (root) return (await root) as DirHandle;
-      const storage = (globalThis as { navigator?: { storage?: { getDirectory?: () => Promise<DirHandle> } } }).navigator?.storage;
+      const storage = (globalThis as unknown as { navigator?: { storage?: { getDirectory?: () => Promise<DirHandle> } } }).navigator?.storage;
       if (!storage?.getDirectory) throw new PeftError('UNSUPPORTED', 'opfsFileSystem: the Origin Private File System is not available here (navigator.storage.getDirectory is missing; a secure context — https or localhost — is needed)');
       return storage.getDirectory();
     })());
