@@ -56,11 +56,15 @@ export class BitFitLinear extends BaseTunerLayer {
   protected mergeOne(name: string): void {
     const bias = this.linear.bias;
     if (!bias) throw new PeftError('UNSUPPORTED', 'BitFit can only merge into a layer that has a bias');
-    bias.assign(tf.tidy(() => tf.add(bias, this.deltas.get(name)!)));
+    const merged = tf.tidy(() => tf.add(bias, this.deltas.get(name)!));
+    bias.assign(merged);
+    merged.dispose(); // assign shares the data; the tensor itself is still ours to dispose
   }
   protected unmergeOne(name: string): void {
     const bias = this.linear.bias!;
-    bias.assign(tf.tidy(() => tf.sub(bias, this.deltas.get(name)!)));
+    const unmerged = tf.tidy(() => tf.sub(bias, this.deltas.get(name)!));
+    bias.assign(unmerged);
+    unmerged.dispose();
   }
   protected deleteOne(name: string): void {
     this.deltas.delete(name);

@@ -13,11 +13,13 @@ export function defaultBitFitTargets(model: PreTrainedModel, taskType: string | 
   const heads = new Set(model.outputHeadNames);
   if (taskType === TaskType.SEQ_CLS) for (const h of SEQ_CLS_HEADS) heads.add(h);
   const mods = targetableModules(model).filter(([name]) => !heads.has(name) && !heads.has(name.split('.').pop()!));
-  const biased = mods.filter(([, m]) => isBiasedModule(m)).map(([name]) => name);
+  // a module an earlier BitFit adapter wrapped counts by the module it wraps (a second adapter with the defaults)
+  const wrapped = (m: Module) => (m instanceof BitFitLayer ? m.getBaseLayer() : m);
+  const biased = mods.filter(([, m]) => isBiasedModule(wrapped(m))).map(([name]) => name);
   const leafOk = new Map<string, boolean>();
   for (const [name, m] of mods) {
     const leaf = name.split('.').pop()!;
-    leafOk.set(leaf, (leafOk.get(leaf) ?? true) && isBiasedModule(m));
+    leafOk.set(leaf, (leafOk.get(leaf) ?? true) && isBiasedModule(wrapped(m)));
   }
   const out = new Set<string>();
   for (const name of biased) {

@@ -1,0 +1,17 @@
+// The third-party plugin passes the same conformance suite as the built-in methods, imported from the public
+// testing export (@peftjs/core/testing) as any plugin author would.
+import { describe, it } from 'vitest';
+import { registerMethodConformance } from '@peftjs/core/testing';
+import { AutoModelForCausalLM } from '@peftjs/models';
+import { BitFitConfig } from './index';
+import { hfCase } from '../../tools/testing/fixtures';
+
+registerMethodConformance(
+  {
+    name: 'plugin BitFit',
+    model: () => AutoModelForCausalLM.fromPretrained(`${hfCase('qwen2_lora')}base`), // Qwen2: q/k/v have biases to merge into
+    config: () => new BitFitConfig({ targetModules: ['q_proj', 'k_proj'] }),
+    promises: { identityAtInit: true, merge: true },
+  },
+  { describe, it },
+);
