@@ -16,5 +16,6 @@ export {
 export { BottleneckLayer, BottleneckAdapter, bottleneckOptions, type BottleneckOptions, type BottleneckComposer } from './layer';
 export { bottleneckAdapterOp, adapterActivation, type BottleneckInputs } from './op';
 export { bottleneckMethod } from './method';
+export { ConfigUnion, MAMConfig, UniPELTConfig, type MAMConfigInput, type UniPELTConfigInput } from './union';
 
 registerPeftMethod(bottleneckMethod);

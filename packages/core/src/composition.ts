@@ -20,6 +20,9 @@ export const COMPOSITION_TYPES: readonly CompositionType[] = ['Stack', 'Parallel
 
 const BLOCK = Symbol.for('peftjs.compositionBlock');
 
+/** The path part under which a tuner layer holds its fusion layers (AdapterHub's `adapter_fusion_layer.<a,b,c>`). */
+export const FUSION_MODULE = 'adapter_fusion_layer';
+
 /** A child of a block: an adapter name or a nested block. */
 export type AdapterSetup = string | CompositionBlock;
 

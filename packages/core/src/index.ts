@@ -149,7 +149,7 @@ export {
   type ComposeOps,
   type CompositionJson,
 } from './composition';
-export { FUSION_MODULE, COMPOSITION_NAME, type LossTermModule, type CompositionFile } from './peft_composition';
+export { FUSION_MODULE, COMPOSITION_NAME, registerCompositionPart, type LossTermModule, type CompositionFile, type CompositionPart } from './peft_composition';
 export { BaseTunerLayer, ModulesToSaveWrapper, TunerModel, isTunerLayer, targetableModules, assertFiniteMerge } from './tuner';
 export { PeftModel, getPeftModel, readAdapterConfig, CONFIG_NAME, WEIGHTS_NAME, PROMPT_ENCODER_NAME, type TunerLayerStatus, type TunerModelStatus } from './peft_model';
 export {

@@ -9,6 +9,7 @@ import type { Module, ModuleDict } from './nn/module';
 import type { ForwardInputs } from './model';
 import type { PeftModel } from './peft_model';
 import { BaseTunerLayer } from './tuner';
+import { isRecordingGradients } from './checkpoint';
 import {
   type AdapterSetup,
   type CompositionBlock,
@@ -22,11 +23,11 @@ import {
   parallelChannels,
   parseComposition,
   validateComposition,
+  FUSION_MODULE,
 } from './composition';
-import { type FileSystem, readJson, stableJson } from './io/fs';
+import { type FileSystem, insidePath, joinPath, readJson, stableJson } from './io/fs';
 
-/** The path part under which a tuner layer holds its fusion layers (AdapterHub's `adapter_fusion_layer.<a,b,c>`). */
-export const FUSION_MODULE = 'adapter_fusion_layer';
+export { FUSION_MODULE };
 /** The file beside the adapters' folders that records a composed setup. */
 export const COMPOSITION_NAME = 'composition.json';
 
@@ -153,15 +154,17 @@ export function freezeAllBut(peft: PeftModel, block: CompositionBlock, opts: { a
 
 /** The loss terms of trainable modules that declare one (AdapterFusion's value regulariser), summed; null if none. */
 export function compositionLossTerm(peft: PeftModel): tf.Scalar | null {
-  let total: tf.Scalar | null = null;
+  const mods: LossTermModule[] = [];
   for (const [path, m] of peft.namedModules()) {
-    if (!path.endsWith(`.${FUSION_MODULE}`) && !path.includes(`.${FUSION_MODULE}.`)) continue;
+    if (!path.includes(`.${FUSION_MODULE}.`)) continue;
     const lt = m as Module & Partial<LossTermModule>;
-    if (typeof lt.lossTerm !== 'function' || !m.parameters().some((p) => p.trainable)) continue;
-    const term = lt.lossTerm();
-    if (term) total = total ? (tf.add(total, term) as tf.Scalar) : term;
+    if (typeof lt.lossTerm === 'function' && m.parameters().some((p) => p.trainable)) mods.push(lt as LossTermModule);
   }
-  return total;
+  if (!mods.length) return null;
+  return tf.tidy(() => {
+    const terms = mods.map((m) => m.lossTerm()).filter((t): t is tf.Scalar => t !== null);
+    return terms.length ? (tf.addN(terms) as tf.Scalar) : tf.scalar(0);
+  });
 }
 
 // ——— composition.json ———
@@ -203,4 +206,99 @@ export async function readCompositionFile(path: string, fs: FileSystem): Promise
   const missing = flattenComposition(setup).filter((n) => !Object.hasOwn(adapters, n));
   if (missing.length) throw new PeftError('INVALID_FILE', `${path}: the active setup names ${missing.map((n) => `"${n}"`).join(', ')}, which field "adapters" does not list`);
   return { setup, adapters, fusions: strings(json.fusions, 'fusions') };
+}
+
+/** The setup's adapters as PeftModel activates them: the prompt-learning one (if any) first, as forward runs it. */
+export function activeListOf(peft: PeftModel, block: CompositionBlock): string[] {
+  const names = flattenComposition(block);
+  const prompts = promptAdapters(peft);
+  return [...names.filter((n) => prompts.has(n)), ...names.filter((n) => !prompts.has(n))];
+}
+
+/** Whether `list` is exactly the setup's own adapters (a re-application keeps the composition). */
+export function sameActiveList(peft: PeftModel, list: string[], block: CompositionBlock): boolean {
+  const own = activeListOf(peft, block);
+  return list.length === own.length && list.every((n, i) => n === own[i]);
+}
+
+/**
+ * After a composed forward: adds the trainable fusion layers' loss terms to the loss (inside the forward, so
+ * gradients reach them) and disposes the replicated inputs outside gradient recording.
+ */
+export function finishComposedForward<O extends { loss?: tf.Scalar }>(peft: PeftModel, out: O, made: tf.Tensor[]): O {
+  if (out.loss) {
+    const term = compositionLossTerm(peft);
+    if (term) {
+      const loss = out.loss;
+      out.loss = tf.add(loss, term) as tf.Scalar;
+      if (!isRecordingGradients()) tf.dispose([loss, term]);
+    }
+  }
+  if (!isRecordingGradients()) tf.dispose(made);
+  return out;
+}
+
+
+/**
+ * What a package adds to a composed setup's folder (the adapters package: its fusion layers): `save` writes its
+ * parts under `dir` and returns name → folder for composition.json; `load` reads them back before the setup is
+ * activated. Registered once on import (`registerCompositionPart`).
+ */
+export interface CompositionPart {
+  /** The composition.json field it fills (`fusions`). */
+  field: 'fusions';
+  save(peft: PeftModel, dir: string, adapters: string[], fs: FileSystem): Promise<Record<string, string>>;
+  load(peft: PeftModel, dir: string, folders: Record<string, string>, fs: FileSystem, opts: { maxBytes?: number }): Promise<void>;
+}
+const parts: CompositionPart[] = [];
+export function registerCompositionPart(part: CompositionPart): void {
+  if (!parts.some((p) => p.field === part.field)) parts.push(part);
+}
+
+/** savePretrained's last step with an active composition: the parts (fusions) and composition.json. */
+export async function saveCompositionFile(peft: PeftModel, block: CompositionBlock, dir: string, saved: string[], fs: FileSystem, commit: (dir: string, files: Record<string, string>) => Promise<void>): Promise<void> {
+  const missing = flattenComposition(block).filter((n) => !saved.includes(n));
+  if (missing.length) return; // a partial save (selectedAdapters) is not the composed setup
+  const folders = Object.fromEntries(saved.map((n) => [n, n === 'default' ? '.' : n]));
+  let fusions: Record<string, string> = {};
+  for (const p of parts) fusions = { ...fusions, ...(await p.save(peft, dir, saved, fs)) };
+  const needs = blocksOf(block).filter((b) => b.type === 'Fuse').map((b) => (b as { name: string }).name).filter((n) => !(n in fusions));
+  if (needs.length) throw new PeftError('UNSUPPORTED', `savePretrained: the active setup ${compositionToString(block)} fuses ${needs.join('; ')}, but no package saved those fusion layers (import @peftjs/adapters)`);
+  await commit(dir, { [COMPOSITION_NAME]: compositionFileJson(block, folders, fusions) });
+}
+
+/**
+ * PeftModel.fromPretrained of a folder with composition.json: every adapter it lists (the first through
+ * `first`, the others with loadAdapter), the parts (fusions), then the setup activated.
+ */
+export async function loadComposed(
+  dir: string,
+  fs: FileSystem,
+  first: (name: string, sub: string) => Promise<PeftModel>,
+  opts: { isTrainable?: boolean; maxBytes?: number },
+): Promise<PeftModel> {
+  const path = joinPath(dir, COMPOSITION_NAME);
+  const file = await readCompositionFile(path, fs);
+  const entries = Object.entries(file.adapters);
+  if (!entries.length) throw new PeftError('INVALID_FILE', `${path}: field "adapters" lists no adapter`);
+  const sub = (name: string, folder: string) => (folder === '.' ? dir : insidePath(dir, folder, `${path}: adapter "${name}" folder`));
+  const peft = await first(entries[0][0], sub(...entries[0]));
+  try {
+    for (const [name, folder] of entries.slice(1)) await peft.loadAdapter(sub(name, folder), name, { isTrainable: opts.isTrainable, fs, maxBytes: opts.maxBytes });
+    if (Object.keys(file.fusions).length) {
+      const part = parts.find((p) => p.field === 'fusions');
+      if (!part) throw new PeftError('UNSUPPORTED', `${path}: the setup has fusion layers (${Object.keys(file.fusions).join('; ')}); import @peftjs/adapters to load them`);
+      await part.load(peft, dir, file.fusions, fs, { maxBytes: opts.maxBytes });
+    }
+    peft.setActiveAdapters(file.setup);
+  } catch (e) {
+    peft.unload();
+    throw e;
+  }
+  return peft;
+}
+
+/** Whether `dir` holds a composed setup (composition.json). */
+export async function hasComposition(dir: string, fs: FileSystem): Promise<boolean> {
+  return fs.exists(joinPath(dir, COMPOSITION_NAME));
 }

@@ -11,7 +11,23 @@ import { type FileSystem, getFileSystem, joinPath, readJson, stableJson } from '
 import { parseSafetensors, rawToTensor, tensorsToSafetensors } from './io/safetensors';
 import { commitFiles, committedView, type CommittedView } from './io/commit';
 import { readFileChecked, DEFAULT_MAX_LOAD_BYTES, insidePath } from './io/fs';
+import { resolvePretrained, type HubOptions } from './io/hub';
 import { isRecordingGradients } from './checkpoint';
+import { SEQ_CLS_HEADS } from './heads';
+import { type AdapterSetup, type CompositionBlock, type FuseBlock } from './composition';
+import {
+  activeListOf,
+  applyComposition,
+  effectiveComposition,
+  finishComposedForward,
+  freezeAllBut,
+  hasComposition,
+  loadComposed,
+  replicateForParallel,
+  resolveSetup,
+  sameActiveList,
+  saveCompositionFile,
+} from './peft_composition';
 
 export const CONFIG_NAME = 'adapter_config.json';
 export const WEIGHTS_NAME = 'adapter_model.safetensors';
@@ -34,9 +50,6 @@ export function checkAdapterName(name: unknown, where = 'adapter name'): asserts
   }
   if (RESERVED_NAMES.has(name)) throw new PeftError('INVALID_ARGUMENT', `${where} ${shown} is reserved (a name of Object.prototype); choose another`);
 }
-
-/** HF's default heads of a sequence classifier, saved with every SEQ_CLS adapter. */
-const SEQ_CLS_HEADS = ['classifier', 'score'];
 
 type PromptConfig = PeftConfig & { modulesToSave?: string[] | null };
 
@@ -64,6 +77,8 @@ export class PeftModel extends Module {
   private readonly strategies: Record<string, AdapterStrategy> = Object.create(null);
   private readonly host: StrategyHost;
   private adaptersDisabled = false;
+  /** The active composition block (setActiveAdapters); null: the active adapters as HF runs them. */
+  private composition: CompositionBlock | null = null;
   private unloaded = false;
 
   constructor(model: PreTrainedModel, config: PeftConfig, adapterName = 'default') {
@@ -177,6 +192,7 @@ export class PeftModel extends Module {
   setAdapter(names: string | string[]): void {
     this.assertUsable();
     const list = Array.isArray(names) ? names : [names];
+    const reapplied = names === this.active;
     for (const n of list) if (!this.peftConfig[n]) throw new PeftError('INVALID_ARGUMENT', `no adapter named "${n}"; adapters: ${Object.keys(this.peftConfig).join(', ')}`);
     const exclusive = list.map((n) => this.strategy(n)).find((s) => s.exclusive);
     if (exclusive && list.length > 1) throw new PeftError('UNSUPPORTED', `only one ${exclusive.family} adapter can be active at a time`);
@@ -189,6 +205,10 @@ export class PeftModel extends Module {
       w.setAdapter(n, n !== null && !this.peftConfig[n].inferenceMode);
     }
     for (const [n, s] of Object.entries(this.strategies)) s.setTrainable(list.includes(n) && !this.peftConfig[n].inferenceMode);
+    // a composition stays while PeftModel re-applies its own list (this.active itself: an adapter added or loaded
+    // beside it); any other call, a user's setAdapter included, ends it
+    if (this.composition && !(reapplied && sameActiveList(this, list, this.composition))) this.composition = null;
+    applyComposition(this, this.composition);
     if (this.adaptersDisabled) this.markAdapterLayersDisabled(); // layers injected since stay switched off
   }
 
@@ -223,11 +243,10 @@ export class PeftModel extends Module {
   async addWeightedAdapter(adapters: string[], weights: number[], adapterName: string, options: WeightedAdapterOptions = {}): Promise<void> {
     this.assertUsable();
     checkAdapterName(adapterName);
-    const first = Array.isArray(adapters) && typeof adapters[0] === 'string' && Object.hasOwn(this.peftConfig, adapters[0]) ? this.method(adapters[0]) : undefined;
+    const first = Array.isArray(adapters) && typeof adapters[0] === 'string' && Object.hasOwn(this.peftConfig, adapters[0]) ? this.strategy(adapters[0]) : undefined;
     if (!first) throw new PeftError('INVALID_ARGUMENT', `addWeightedAdapter: "adapters" must name existing adapters; adapters: ${Object.keys(this.peftConfig).join(', ')}`);
-    const combine = first.kind === 'injection' ? first.addWeightedAdapter : undefined;
-    if (!combine) throw new PeftError('UNSUPPORTED', `addWeightedAdapter: ${first.peftType} adapters cannot be combined`);
-    await combine.call(first, { peft: this, adapters, weights, adapterName, options });
+    if (!first.addWeightedAdapter) throw new PeftError('UNSUPPORTED', `addWeightedAdapter: ${first.method.peftType} adapters cannot be combined`);
+    await first.addWeightedAdapter({ peft: this, adapters, weights, adapterName, options });
   }
 
   /**
@@ -269,6 +288,8 @@ export class PeftModel extends Module {
       const ids = rest.inputIds ?? rest.inputsEmbeds;
       return this.withPerSampleAdapters(adapterNames, ids instanceof tf.Tensor ? ids.shape[0] : ids?.length, () => this.forward(rest));
     }
+    let made: tf.Tensor[] = [];
+    if (this.composition && !this.adaptersDisabled) ({ inputs, made } = replicateForParallel(inputs, this.composition));
     const model = this.model;
     const name = this.active[0];
     const out = (name !== undefined && !this.adaptersDisabled ? this.strategy(name).forward(inputs) : null) ?? model.forward(inputs);
@@ -286,7 +307,7 @@ export class PeftModel extends Module {
       });
       if (out.loss !== loss && !isRecordingGradients()) loss.dispose();
     }
-    return out;
+    return this.composition ? finishComposedForward(this, out, made) : out;
   }
 
   /**
@@ -478,11 +499,15 @@ export class PeftModel extends Module {
       files[CONFIG_NAME] = stableJson({ ...config.toJSON(), inference_mode: true });
       await commitFiles(fs, out, files, remove);
     }
+    if (this.composition) await saveCompositionFile(this, this.composition, dir, names, fs, (d, f) => commitFiles(fs, d, f));
   }
 
   /** Loads an adapter saved by HF PEFT or peftjs into this model under `adapterName`. */
-  async loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean; fs?: FileSystem; maxBytes?: number; subfolder?: string } = {}): Promise<void> {
-    const fs = opts.fs ?? getFileSystem();
+  async loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean; fs?: FileSystem; maxBytes?: number; subfolder?: string } & HubOptions = {}): Promise<void> {
+    // a hub id as in fromPretrained; with a subfolder, dir is taken as it is
+    const resolved = opts.subfolder === undefined ? await resolvePretrained(dir, 'adapter', opts) : { dir, fs: opts.fs ?? getFileSystem() };
+    const fs = resolved.fs;
+    dir = resolved.dir;
     // HF's subfolder: an adapter saved beside others (savePretrained writes dir/<name>); never outside dir
     if (opts.subfolder !== undefined) dir = insidePath(dir, opts.subfolder, 'loadAdapter: subfolder');
     checkAdapterName(adapterName);
@@ -537,9 +562,15 @@ export class PeftModel extends Module {
   static async fromPretrained(
     model: PreTrainedModel,
     dir: string,
-    opts: { adapterName?: string; isTrainable?: boolean; fs?: FileSystem; maxBytes?: number } = {},
+    opts: { adapterName?: string; isTrainable?: boolean; fs?: FileSystem; maxBytes?: number } & HubOptions = {},
   ): Promise<PeftModel> {
-    const fs = opts.fs ?? getFileSystem();
+    // a folder, a URL, or a hub id (`org/name`) read from the HF cache (downloaded into it when online)
+    const resolved = await resolvePretrained(dir, 'adapter', opts);
+    const fs = resolved.fs;
+    dir = resolved.dir;
+    if (opts.adapterName === undefined && (await hasComposition(dir, fs))) {
+      return loadComposed(dir, fs, (name, sub) => PeftModel.fromPretrained(model, sub, { ...opts, adapterName: name }), opts);
+    }
     const adapterName = opts.adapterName ?? 'default';
     checkAdapterName(adapterName);
     const view = await committedView(fs, dir);
@@ -619,6 +650,52 @@ export class PeftModel extends Module {
       }
     }
     for (const w of this.saveWrappers()) for (const n of names) w.copies.get(n)?.requiresGrad(requiresGrad);
+  }
+
+  // ——— AdapterHub's composition (composition.ts, peft_composition.ts) ———
+
+  /** The active composition block, or null when adapters are active by name (setAdapter). */
+  get activeComposition(): CompositionBlock | null {
+    return this.composition;
+  }
+
+  /**
+   * AdapterHub's set_active_adapters: a name, a list (a Stack) or a block (Stack, Parallel, Average, BatchSplit,
+   * Fuse) becomes the active setup. Its adapters become active (trainable unless inferenceMode, as setAdapter).
+   * Checked: names exist, nesting as AdapterHub's, each layer supports the blocks reaching it.
+   */
+  setActiveAdapters(setup: AdapterSetup | string[]): void {
+    this.assertUsable();
+    const block = resolveSetup(this, setup);
+    const previous = { active: this.active, composition: this.composition };
+    this.composition = effectiveComposition(block);
+    this.active = activeListOf(this, block);
+    try {
+      this.setAdapter(this.active);
+    } catch (e) {
+      Object.assign(this, previous);
+      throw e;
+    }
+  }
+
+  /**
+   * AdapterHub's train_adapter: activates `setup`, puts the model in training mode and freezes every parameter
+   * except those of the setup's adapters (the base, other adapters and fusion layers stay frozen).
+   */
+  trainAdapter(setup: AdapterSetup | string[]): void {
+    this.setActiveAdapters(setup);
+    this.train();
+    freezeAllBut(this, resolveSetup(this, setup), { adapters: true, fusion: false });
+  }
+
+  /**
+   * AdapterHub's train_adapter_fusion: activates `setup` (a Fuse, or a block holding one) and freezes everything
+   * but its fusion layers (the fused adapters too, unless `unfreezeAdapters`).
+   */
+  trainAdapterFusion(setup: FuseBlock | AdapterSetup, opts: { unfreezeAdapters?: boolean } = {}): void {
+    this.setActiveAdapters(setup);
+    this.train();
+    freezeAllBut(this, resolveSetup(this, setup), { adapters: opts.unfreezeAdapters ?? false, fusion: true });
   }
 
   /**

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Module, ModuleDict, type Layer, isLayer } from './nn/module';
 import { PeftError } from './errors';
-import type { CompositionBlock, CompositionType } from './composition';
+import { FUSION_MODULE, type CompositionBlock, type CompositionType } from './composition';
 
 /**
  * The base of every layer a PEFT method puts in place of a target module. It keeps the wrapped
@@ -71,9 +71,9 @@ export abstract class BaseTunerLayer extends Module implements Layer {
     return this.adapterNames().includes(name);
   }
 
-  /** Whether this layer holds the fusion layer `name` (`a,b,c`) that a Fuse block needs; layers without fusion: false. */
-  hasFusion(_name: string): boolean {
-    return false;
+  /** Whether this layer holds the fusion layer `name` (`a,b,c`, under `adapter_fusion_layer`) that a Fuse block needs. */
+  hasFusion(name: string): boolean {
+    return this.maybeChild<ModuleDict>(FUSION_MODULE)?.has(name) ?? false;
   }
 
   /**
