@@ -105,7 +105,7 @@ describe('bottleneck adapters: files, counts, training, errors', () => {
     const step = () => {
       const params = peft.trainableParameters();
       const { value, grads } = tf.variableGrads(() => peft.forward({ ...batch, labels: batch.inputIds }).loss!, params);
-      opt.applyGradients(grads);
+      opt.applyGradients(grads as tf.NamedTensorMap as Record<string, tf.Variable>);
       tf.dispose([value, ...Object.values(grads)]);
     };
     step(); // adam's slots
