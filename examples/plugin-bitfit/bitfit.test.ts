@@ -14,10 +14,12 @@ import {
   parseSafetensors,
   targetModulesSchema,
   unregisterPeftMethod,
+  type InjectionMethod,
+  type Linear,
   type PeftMethod,
 } from '@peftjs/core';
 import { AutoModelForCausalLM } from '@peftjs/models';
-import { BitFitConfig, bitfitMethod } from './index';
+import { BitFitConfig, BitFitLinear, bitfitMethod } from './index';
 import { hfCase } from '../../tools/testing/fixtures';
 
 describe('a third-party method on the public contract (BitFit)', () => {
@@ -121,7 +123,19 @@ describe('a third-party method on the public contract (BitFit)', () => {
         this.init(input, 'BiasConfig');
       }
     }
-    const method = registerPeftMethod({ ...bitfitMethod, peftType: 'PLUGIN_FIELD', prefix: 'field_', configClass: BiasConfig, targetFields: { targetModules: 'biasModules' } });
+    const fieldMethod: InjectionMethod<BiasConfig, Linear | BitFitLinear> = {
+      ...bitfitMethod,
+      peftType: 'PLUGIN_FIELD',
+      prefix: 'field_',
+      configClass: BiasConfig,
+      targetFields: { targetModules: 'biasModules' },
+      inject({ target, adapterName }) {
+        const layer = target instanceof BitFitLinear ? target : new BitFitLinear(target);
+        layer.addAdapter(adapterName);
+        return layer;
+      },
+    };
+    const method = registerPeftMethod(fieldMethod);
     try {
       const dir = `${hfCase('qwen2_lora')}base`;
       const peft = getPeftModel(await AutoModelForCausalLM.fromPretrained(dir), new BiasConfig({ biasModules: ['k_proj'] }));
@@ -135,9 +149,16 @@ describe('a third-party method on the public contract (BitFit)', () => {
   });
 });
 
-/** The plugin's config class under another peft_type (the registry wants the two to agree). */
-function configOf(peftType: string): typeof BitFitConfig {
-  return class extends BitFitConfig {
+/** The plugin's config under another peft_type (the registry wants the method's and the class's to agree). */
+function configOf(peftType: string) {
+  return class extends PeftConfig {
     static readonly peftType = peftType;
+    static readonly shape = BitFitConfig.shape;
+    static readonly hfOnlyDefaults = {};
+    declare targetModules: string | string[] | null;
+    constructor(input: { targetModules?: string | string[] } = {}) {
+      super();
+      this.init(input, `${peftType} config`);
+    }
   };
 }

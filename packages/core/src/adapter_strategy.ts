@@ -79,15 +79,30 @@ export interface AdapterStrategy {
   loadOwn(ctx: LoadContext): Promise<void>;
   readonly lossTerm?: (peft: PeftModel) => tf.Scalar | null;
   readonly afterOptimizerStep?: (args: { peft: PeftModel; step: number; grads: Record<string, tf.Tensor>; apply?: tf.Scalar }) => void | Promise<void>;
+  /** The method's weighted combination of adapters (HF's add_weighted_adapter), when it has one. */
+  readonly addWeightedAdapter?: InjectionMethod['addWeightedAdapter'];
 }
 
-/** A config field by name (targetFields names it), checked to be of the kind a target spec needs. */
-function targetField(config: PeftConfig, field: string | undefined, what: 'names' | 'layers'): unknown {
+const isNames = (v: unknown): v is string | string[] | null => v == null || typeof v === 'string' || (Array.isArray(v) && v.every((s) => typeof s === 'string'));
+const isLayers = (v: unknown): v is number | number[] | null => v == null || typeof v === 'number' || (Array.isArray(v) && v.every((s) => typeof s === 'number'));
+
+/** A config field named by the method's targetFields, checked to hold what a target spec needs (null when unnamed). */
+function targetField<V>(config: PeftConfig, field: string | undefined, ok: (v: unknown) => v is V, what: string): V | null {
   if (field === undefined) return null;
   const v: unknown = Reflect.get(config, field);
-  const ok = v == null || (what === 'names' ? typeof v === 'string' || (Array.isArray(v) && v.every((s) => typeof s === 'string')) : typeof v === 'number' || (Array.isArray(v) && v.every((s) => typeof s === 'number')));
-  if (!ok) throw new PeftError('INVALID_CONFIG', `${config.peftType}: field "${field}" (named in the method's targetFields) must be ${what === 'names' ? 'a pattern or a list of module names' : 'a layer index or a list of them'}`);
+  if (!ok(v)) throw new PeftError('INVALID_CONFIG', `${config.peftType}: field "${field}" (named in the method's targetFields) must be ${what}`);
   return v;
+}
+
+/** HF's target spec read from the fields the method names. */
+function targetSpec(config: PeftConfig, fields: InjectionMethod<PeftConfig>['targetFields']): TargetSpec {
+  const names = 'a pattern or a list of module names';
+  return {
+    targetModules: targetField(config, fields.targetModules, isNames, names),
+    excludeModules: targetField(config, fields.excludeModules, isNames, names),
+    layersToTransform: targetField(config, fields.layersToTransform, isLayers, 'a layer index or a list of them'),
+    layersPattern: targetField(config, fields.layersPattern, isNames, names),
+  };
 }
 
 class InjectionStrategy implements AdapterStrategy {
@@ -97,12 +112,14 @@ class InjectionStrategy implements AdapterStrategy {
   readonly mergeRefusal: string | undefined;
   readonly lossTerm?: (peft: PeftModel) => tf.Scalar | null;
   readonly afterOptimizerStep?: AdapterStrategy['afterOptimizerStep'];
+  readonly addWeightedAdapter?: InjectionMethod['addWeightedAdapter'];
 
   constructor(private readonly host: StrategyHost, readonly name: string, readonly method: InjectionMethod<PeftConfig, Module>) {
     this.mergeRefusal = method.cannotMergeReason;
     const { lossTerm, afterOptimizerStep } = method;
     if (lossTerm) this.lossTerm = (peft) => lossTerm.call(method, { peft, adapterName: name, config: host.config(name) });
     if (afterOptimizerStep) this.afterOptimizerStep = (a) => afterOptimizerStep.call(method, { ...a, adapterName: name, config: host.config(name) });
+    if (method.addWeightedAdapter) this.addWeightedAdapter = method.addWeightedAdapter.bind(method);
   }
 
   coexistsWith(other: PeftMethod): boolean {
@@ -112,12 +129,7 @@ class InjectionStrategy implements AdapterStrategy {
   add(config: PeftConfig): void {
     const { model } = this.host;
     const fields = this.method.targetFields;
-    const spec: TargetSpec = {
-      targetModules: targetField(config, fields.targetModules, 'names') as TargetSpec['targetModules'],
-      excludeModules: targetField(config, fields.excludeModules, 'names') as TargetSpec['excludeModules'],
-      layersToTransform: targetField(config, fields.layersToTransform, 'layers') as TargetSpec['layersToTransform'],
-      layersPattern: targetField(config, fields.layersPattern, 'names') as TargetSpec['layersPattern'],
-    };
+    const spec = targetSpec(config, fields);
     let matched = 0;
     for (const [key, target] of targetableModules(model)) {
       if (isExcludedModule(spec, key) || !isTargetModule(spec, key)) continue;
