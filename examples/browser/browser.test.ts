@@ -143,10 +143,12 @@ describe.skipIf(!chromium)('examples/browser in headless Chromium', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it("core's file-system scenario gives on OPFS and IndexedDB (main thread and Worker) what it gives on Node's fs", async () => {
+  it("core's file-system scenario gives on OPFS and IndexedDB (main thread and Worker) what it gives on Node's fs; initBackend's browser order", async () => {
     const expected = await fsScenario(nodeFileSystem, mkdtempSync(join(tmpdir(), 'peftjs-fs-')));
     const entry = `
-      import { opfsFileSystem, indexedDbFileSystem, memoryFileSystem } from '@peftjs/core';
+      import { initBackend, opfsFileSystem, indexedDbFileSystem, memoryFileSystem } from '@peftjs/core';
+      import { browserBackends } from '@peftjs/core/browser';
+      self.chooseBackend = () => initBackend({ backends: browserBackends, wasmPaths: new URL('./', location.href).href });
       import { fsScenario } from ${JSON.stringify(join(here, '../../tools/testing/fs_scenario.ts'))};
       const run = async () => ({
         opfs: await fsScenario(opfsFileSystem(), 'scenario-' + (self.document ? 'page' : 'worker')),
@@ -168,11 +170,17 @@ describe.skipIf(!chromium)('examples/browser in headless Chromium', () => {
         w.onmessage = (e) => resolve(e.data);
         w.onerror = (e) => resolve({ error: e.message });
       });
-      return { inPage, inWorker };
+      const r = await (globalThis as unknown as { chooseBackend: () => Promise<{ backend: string; attempts: { backend: string; reason: string }[] }> }).chooseBackend();
+      return { inPage, inWorker, backend: r.backend, attempts: r.attempts };
     });
     await page.close();
     expect(got.inPage).toEqual({ opfs: expected, idb: expected, memory: expected });
     expect(got.inWorker).toEqual({ opfs: expected, idb: expected, memory: expected });
+    // initBackend's browser order, with this headless Chromium's GPU off: no hardware WebGPU adapter, WebGL
+    // absent or software (SwiftShader, passed over unless asked for), so wasm, from the bundle
+    expect(got.attempts.map((a) => a.backend)).toEqual(['webgpu', 'webgl', 'wasm']);
+    expect(got.backend).toBe('wasm');
+    expect(got.attempts[1].reason).toMatch(/software|no WebGL context/);
   });
 });
 
