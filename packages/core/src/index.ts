@@ -58,6 +58,7 @@ export {
   type TensorToWrite,
 } from './io/safetensors';
 export { commitFiles, committedView, recoverFolder, COMMIT_JOURNAL, STAGING_PREFIX, type CommittedView } from './io/commit';
+export { resolvePretrained, hubCacheDir, repoFolderName, isRepoId, type HubOptions, type HubClient, type PretrainedKind, type ResolvedPretrained } from './io/hub';
 export { memoryFileSystem, indexedDbFileSystem, kvFileSystem, type MemoryFileSystem, type KvStore, type KvEntry } from './io/kv_fs';
 export { opfsFileSystem } from './io/opfs';
 export { zipFiles, unzipFiles, crc32 } from './io/zip';

@@ -1,12 +1,16 @@
 import * as tf from '@tensorflow/tfjs';
-import { DEFAULT_MAX_LOAD_BYTES, PeftError, getFileSystem, joinPath, loadModelWeights, readJson, type FileSystem } from '@peftjs/core';
+import { DEFAULT_MAX_LOAD_BYTES, PeftError, joinPath, loadModelWeights, readJson, resolvePretrained, type FileSystem, type HubOptions } from '@peftjs/core';
 import { ParamSource } from './common';
 import { parseClassificationFields, parseModelConfig, type AnyModelConfig, type ClassificationFields } from './config';
 import { GPT2ForSequenceClassification, GPT2LMHeadModel } from './gpt2';
 import type { CausalLMBase, GenerationDefaults, SeqClsBase } from './heads';
 import { LlamaForCausalLM, LlamaForSequenceClassification } from './llama';
 
-export interface FromPretrainedOptions {
+/**
+ * `dir` is a folder, a URL (read with fetch, in Node too) or a hub id `org/name`, read from the HF hub cache
+ * (`revision`, `cacheDir`, `localFilesOnly`, `token`: see HubOptions) and downloaded into it when online.
+ */
+export interface FromPretrainedOptions extends HubOptions {
   /** Where files are read from; Node's fs (or fetch in a browser) by default. */
   fs?: FileSystem;
   /**
@@ -223,8 +227,8 @@ function seqCls(cfg: AnyModelConfig, cls: Classification, src: ParamSource): Seq
 /** HF's AutoModelForCausalLM: llama, mistral, qwen2 (LlamaForCausalLM) and gpt2 (GPT2LMHeadModel). */
 export class AutoModelForCausalLM {
   /** Reads `dir`/config.json and the safetensors weights (single file or sharded index; F32/F16/BF16). */
-  static async fromPretrained(dir: string, opts: FromPretrainedOptions = {}): Promise<CausalLMBase> {
-    const fs = opts.fs ?? getFileSystem();
+  static async fromPretrained(nameOrPath: string, opts: FromPretrainedOptions = {}): Promise<CausalLMBase> {
+    const { dir, fs } = await resolvePretrained(nameOrPath, 'model', opts);
     const { raw, path } = await readConfig(dir, fs);
     const cfg = parseModelConfig(raw, path);
     // quantizationConfig hook: the quantiser reads the weights and builds the model
@@ -259,8 +263,8 @@ function classification(raw: Record<string, unknown>, source: string, opts: SeqC
  * and `lm_head.weight` is ignored, as in transformers; a warning says so.
  */
 export class AutoModelForSequenceClassification {
-  static async fromPretrained(dir: string, opts: SeqClsFromPretrainedOptions = {}): Promise<SeqClsBase> {
-    const fs = opts.fs ?? getFileSystem();
+  static async fromPretrained(nameOrPath: string, opts: SeqClsFromPretrainedOptions = {}): Promise<SeqClsBase> {
+    const { dir, fs } = await resolvePretrained(nameOrPath, 'model', opts);
     const { raw, path } = await readConfig(dir, fs);
     const cfg = parseModelConfig(raw, path);
     const cls = classification(raw, path, opts);

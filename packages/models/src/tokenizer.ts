@@ -1,5 +1,5 @@
 import { Tokenizer } from '@huggingface/tokenizers';
-import { MAX_JSON_BYTES, PeftError, getFileSystem, joinPath, parseJsonObject, readFileChecked, type FileSystem } from '@peftjs/core';
+import { MAX_JSON_BYTES, PeftError, joinPath, parseJsonObject, readFileChecked, resolvePretrained, type FileSystem, type HubOptions } from '@peftjs/core';
 
 export type PaddingSide = 'left' | 'right';
 
@@ -272,8 +272,9 @@ export class PreTrainedTokenizer {
 
 /** HF's AutoTokenizer for tokenizer.json-based (fast) tokenizers. */
 export class AutoTokenizer {
-  static async fromPretrained(dir: string, opts: { fs?: FileSystem } = {}): Promise<PreTrainedTokenizer> {
-    const fs = opts.fs ?? getFileSystem();
+  /** `dir`: a folder, a URL, or a hub id `org/name` read from the HF hub cache (see HubOptions). */
+  static async fromPretrained(nameOrPath: string, opts: { fs?: FileSystem } & HubOptions = {}): Promise<PreTrainedTokenizer> {
+    const { dir, fs } = await resolvePretrained(nameOrPath, 'tokenizer', opts);
     const path = joinPath(dir, 'tokenizer.json');
     if (!(await fs.exists(path))) {
       throw new PeftError('FILE_NOT_FOUND', `tokenizer.json not found: ${path} (only tokenizer.json-based tokenizers are supported)`);
