@@ -21,7 +21,7 @@ import {
   type InjectionMethod,
   type ModelConfig,
 } from '@peftjs/core';
-import { CONFORMANCE_CHECKS, ConformanceError, memoryFileSystem, methodConformanceChecks, registerMethodConformance, type ConformanceCheckName, type ConformanceSpec } from '@peftjs/core/testing';
+import { CONFORMANCE_CHECKS, ConformanceError, methodConformanceChecks, registerMethodConformance, type ConformanceCheckName, type ConformanceSpec } from '@peftjs/core/testing';
 
 const VOCAB = 32;
 const HIDDEN = 8;
@@ -299,22 +299,5 @@ describe('each broken toy method fails the check that guards its defect', () => 
     const e = got.get('deleteAdapter removes every parameter')!;
     expect(e.tensor).toMatch(/^base_model\.model\.proj_\d\.toy\d+_B\.other$/);
     expect(e.message).toContain(`tensor "${e.tensor}"`);
-  });
-});
-
-describe('memoryFileSystem', () => {
-  it('reads back what was written; lists, renames and removes directories', async () => {
-    const fs = memoryFileSystem();
-    await fs.writeFileAtomic('/a/b/c.txt', 'hi');
-    expect(new TextDecoder().decode(await fs.readFile('/a/b/c.txt'))).toBe('hi');
-    expect(await fs.readdir('/a')).toEqual(['b']);
-    await fs.rename('/a/b', '/a/d');
-    expect(await fs.exists('/a/b/c.txt')).toBe(false);
-    expect(await fs.readdir('/a/d')).toEqual(['c.txt']);
-    await expect(fs.readFile('/a/d/c.txt', { maxBytes: 1 })).rejects.toThrow(/maxBytes/);
-    await expect(fs.readFile('/a/d')).rejects.toThrow(/directory/);
-    await fs.remove('/a');
-    expect(await fs.exists('/a/d/c.txt')).toBe(false);
-    await expect(fs.readFile('/nope')).rejects.toThrow(/not found/);
   });
 });

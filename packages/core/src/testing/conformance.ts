@@ -3,8 +3,7 @@
 // must pass through the public API alone. A check throws a ConformanceError naming itself, the method and
 // the tensor at fault. No test framework is imported: registerMethodConformance takes describe/it.
 import * as tf from '@tensorflow/tfjs';
-import { PeftModel, getPeftMethod, getPeftModel, type PeftConfig, type PreTrainedModel } from '@peftjs/core';
-import { memoryFileSystem } from './memory_fs';
+import { PeftModel, getPeftMethod, getPeftModel, memoryFileSystem, type PeftConfig, type PreTrainedModel } from '@peftjs/core';
 
 /** The checks, in the order they run. */
 export const CONFORMANCE_CHECKS = [
@@ -341,7 +340,7 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
         const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
         await peft.savePretrained(DIR, { fs });
         if (!(await fs.exists(`${DIR}/adapter_config.json`)) || !(await fs.exists(`${DIR}/adapter_model.safetensors`))) {
-          fail(`savePretrained wrote ${[...fs.files.keys()].join(', ') || 'nothing'}; expected adapter_config.json and adapter_model.safetensors in ${DIR}`);
+          fail(`savePretrained wrote ${[...fs.snapshot().keys()].join(', ') || 'nothing'}; expected adapter_config.json and adapter_model.safetensors in ${DIR}`);
         }
         if (!(await fs.exists(`${DIR}/second/adapter_model.safetensors`))) fail(`the adapter "second" was not saved in ${DIR}/second/ (HF's layout)`);
         // trainable reload: every parameter by name, bit for bit, and the logits

@@ -16,4 +16,3 @@ export {
   type MethodPromises,
   type TestRegistrar,
 } from './conformance';
-export { memoryFileSystem } from './memory_fs';
