@@ -1,5 +1,6 @@
-import { registerPeftMethod } from '@peftjs/core';
+import { registerCompositionPart, registerPeftMethod } from '@peftjs/core';
 import { bottleneckMethod } from './method';
+import { fusionCompositionPart } from './fusion';
 
 export {
   AdapterConfig,
@@ -18,4 +19,22 @@ export { bottleneckAdapterOp, adapterActivation, type BottleneckInputs } from '.
 export { bottleneckMethod } from './method';
 export { ConfigUnion, MAMConfig, UniPELTConfig, type MAMConfigInput, type UniPELTConfigInput } from './union';
 
+export {
+  AdapterFusion,
+  AdapterFusionConfig,
+  FUSION_PRESETS,
+  FUSION_CONFIG_NAME,
+  FUSION_WEIGHTS_NAME,
+  FUSION_DIR,
+  addAdapterFusion,
+  deleteAdapterFusion,
+  listAdapterFusions,
+  saveAdapterFusion,
+  loadAdapterFusion,
+  fusionOf,
+  type AdapterFusionConfigFields,
+} from './fusion';
+export { BOTTLENECK_COMPOSITIONS, bottleneckComposedForward } from './composition';
+
 registerPeftMethod(bottleneckMethod);
+registerCompositionPart(fusionCompositionPart);

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { BaseTunerLayer, Dropout, LayerNorm, Linear, Module, ModuleDict, PeftError, ResidualAdd, kaimingUniform, nextSeed, type ResidualHook } from '@peftjs/core';
 import type { AdapterActivation, AdapterConfig } from './config';
 import { adapterActivation, bottleneckAdapterOp } from './op';
+import { BOTTLENECK_COMPOSITIONS, bottleneckComposedForward } from './composition';
 
 /** What one adapter needs of its config, resolved for one layer. */
 export interface BottleneckOptions {
@@ -156,6 +157,7 @@ export class BottleneckLayer extends BaseTunerLayer implements ResidualHook {
   readonly peftType = 'BOTTLENECK';
   /** Set by a composition block to combine several active adapters; null: one adapter at a time. */
   composer: BottleneckComposer | null = null;
+  override readonly supportedCompositions = BOTTLENECK_COMPOSITIONS;
 
   constructor(
     base: ResidualAdd,
@@ -248,6 +250,7 @@ export class BottleneckLayer extends BaseTunerLayer implements ResidualHook {
     const active = this.disableAdapters ? [] : this.activeAdapters.filter((n) => this.has(n));
     if (!active.length) return this.child<ResidualAdd>('base_layer').addResidual(hidden, residual);
     return tf.tidy(() => {
+      if (this.activeComposition) return bottleneckComposedForward(this, this.activeComposition, hidden, residual);
       if (this.composer) return this.composer(this, hidden, residual);
       if (active.length > 1) {
         throw new PeftError(
