@@ -1,18 +1,14 @@
-import { Conv1D, LayerNorm, Linear, PeftError, PEFT_METHOD_SPEC_VERSION, TaskType, prefixedParameterKey, targetableModules, type InjectionMethod, type Module, type PreTrainedModel } from '@peftjs/core';
+import { Conv1D, LayerNorm, Linear, PeftError, PEFT_METHOD_SPEC_VERSION, isOutputHead, outputHeads, prefixedParameterKey, targetableModules, type InjectionMethod, type Module, type PreTrainedModel } from '@peftjs/core';
 import { BitFitConfig } from './config';
 import { BitFitLayer, isBiasedModule } from './layer';
-
-/** Heads a sequence classifier saves whole (modules_to_save), never BitFit targets. */
-const SEQ_CLS_HEADS = ['score', 'classifier'];
 
 /**
  * The default targets: every module with a bias BitFit can train, output heads excepted. A module name is
  * listed by its last part when every module of that name has a bias, else by its full path.
  */
 export function defaultBitFitTargets(model: PreTrainedModel, taskType: string | null): string[] {
-  const heads = new Set(model.outputHeadNames);
-  if (taskType === TaskType.SEQ_CLS) for (const h of SEQ_CLS_HEADS) heads.add(h);
-  const mods = targetableModules(model).filter(([name]) => !heads.has(name) && !heads.has(name.split('.').pop()!));
+  const heads = outputHeads(model, taskType);
+  const mods = targetableModules(model).filter(([name]) => !isOutputHead(name, heads));
   // a module an earlier BitFit adapter wrapped counts by the module it wraps (a second adapter with the defaults)
   const wrapped = (m: Module) => (m instanceof BitFitLayer ? m.getBaseLayer() : m);
   const biased = mods.filter(([, m]) => isBiasedModule(wrapped(m))).map(([name]) => name);

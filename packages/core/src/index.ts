@@ -117,6 +117,7 @@ export {
 } from './contract';
 export { registerPeftMethod, unregisterPeftMethod, getPeftMethod, listPeftMethods } from './registry';
 export { isTargetModule, isExcludedModule, matchesModuleList, fullMatch, findPatternKey, type TargetSpec } from './targets';
+export { SEQ_CLS_HEADS, outputHeads, isOutputHead, allLinearTargets } from './heads';
 export {
   Stack,
   Parallel,

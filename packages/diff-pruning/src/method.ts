@@ -1,33 +1,17 @@
 import * as tf from '@tensorflow/tfjs';
 import {
-  Conv1D,
-  Linear,
   PeftError,
   PeftModel,
   PEFT_METHOD_SPEC_VERSION,
-  TaskType,
   isLayer,
   prefixedParameterKey,
-  targetableModules,
+  allLinearTargets,
   type InjectionMethod,
   type Layer,
   type Module,
-  type PreTrainedModel,
 } from '@peftjs/core';
 import { DiffPruningConfig } from './config';
 import { DiffPruningLayer, deterministicGate, expectedL0, projectDiff, type GateParams } from './layer';
-
-/** Heads a sequence classifier saves whole (modules_to_save), never diff pruning targets. */
-const SEQ_CLS_HEADS = ['score', 'classifier'];
-
-/** `all-linear`: every Linear / Conv1D but the output head(s), as full module names. */
-function allLinearTargets(model: PreTrainedModel, taskType: string | null): string[] {
-  const heads = new Set(model.outputHeadNames);
-  if (taskType === TaskType.SEQ_CLS) for (const h of SEQ_CLS_HEADS) heads.add(h);
-  return targetableModules(model)
-    .filter(([name, m]) => (m instanceof Linear || m instanceof Conv1D) && !heads.has(name) && !heads.has(name.split('.').pop()!))
-    .map(([name]) => name);
-}
 
 export function gateParams(config: DiffPruningConfig): GateParams {
   return { gamma: config.gateStretch[0], zeta: config.gateStretch[1], beta: config.gateTemperature };

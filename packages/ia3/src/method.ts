@@ -1,4 +1,4 @@
-import { Conv1D, Linear, PeftError, PEFT_METHOD_SPEC_VERSION, TaskType, matchesModuleList, prefixedParameterKey, targetableModules, type InjectionMethod, type Module, type PreTrainedModel } from '@peftjs/core';
+import { Conv1D, Linear, PeftError, PEFT_METHOD_SPEC_VERSION, allLinearTargets, matchesModuleList, prefixedParameterKey, type InjectionMethod, type Module } from '@peftjs/core';
 import { IA3Config } from './config';
 import { IA3Linear } from './layer';
 
@@ -9,16 +9,6 @@ export const DEFAULT_IA3_TARGETS: Record<string, { targets: string[]; feedforwar
   qwen2: { targets: ['q_proj', 'v_proj', 'down_proj'], feedforward: ['down_proj'] },
   gpt2: { targets: ['c_attn', 'mlp.c_proj'], feedforward: ['mlp.c_proj'] },
 };
-
-const SEQ_CLS_HEADS = ['score', 'classifier'];
-
-function allLinear(model: PreTrainedModel, taskType: string | null): string[] {
-  const heads = new Set(model.outputHeadNames);
-  if (taskType === TaskType.SEQ_CLS) for (const h of SEQ_CLS_HEADS) heads.add(h);
-  return targetableModules(model)
-    .filter(([name, m]) => (m instanceof Linear || m instanceof Conv1D) && !heads.has(name) && !heads.has(name.split('.').pop()!))
-    .map(([name]) => name);
-}
 
 export const ia3Method: InjectionMethod<IA3Config, Linear | Conv1D | IA3Linear> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
@@ -35,7 +25,7 @@ export const ia3Method: InjectionMethod<IA3Config, Linear | Conv1D | IA3Linear> 
       if (!defaults) throw new PeftError('INVALID_CONFIG', `IA3Config: set "targetModules"; there is no default for model_type "${model.config.modelType}"`);
       targets = defaults.targets;
     } else if (typeof targets === 'string' && targets.toLowerCase() === 'all-linear') {
-      targets = allLinear(model, config.taskType);
+      targets = allLinearTargets(model, config.taskType);
     }
     if (ff == null) {
       if (!defaults) throw new PeftError('INVALID_CONFIG', `IA3Config: set "feedforwardModules"; there is no default for model_type "${model.config.modelType}"`);

@@ -4,7 +4,9 @@ import { adaloraMethod } from './adalora_method';
 
 export { LoraConfig, type LoraConfigInput } from './config';
 export { LoraLinear, LoraEmbedding, DoraMagnitude, type LoraLayer, type LoraAdapterOptions } from './layer';
-export { loraMethod, allLinearNames, DEFAULT_LORA_TARGETS } from './method';
+export { loraMethod, DEFAULT_LORA_TARGETS } from './method';
+/** HF's `all-linear` target names (core's allLinearTargets, under the name this package exported first). */
+export { allLinearTargets as allLinearNames } from '@peftjs/core';
 export { AdaLoraConfig, type AdaLoraConfigInput } from './adalora_config';
 export { AdaLoraLinear, RankAllocator, orthogonalRegularizer, updateAndAllocate, resetRankAllocator, type AdaLoraAdapterOptions } from './adalora_layer';
 export { adaloraMethod } from './adalora_method';

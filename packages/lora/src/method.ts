@@ -1,17 +1,14 @@
 import {
-  BaseTunerLayer,
   Conv1D,
   Embedding,
   Linear,
   PeftError,
-  TaskType,
+  allLinearTargets,
   findPatternKey,
-  targetableModules,
   PEFT_METHOD_SPEC_VERSION,
   prefixedParameterKey,
   type InjectionMethod,
   type Module,
-  type PreTrainedModel,
 } from '@peftjs/core';
 import { LoraConfig } from './config';
 import { LoraEmbedding, LoraLinear } from './layer';
@@ -24,21 +21,6 @@ export const DEFAULT_LORA_TARGETS: Record<string, string[]> = {
   qwen2: ['q_proj', 'v_proj'],
   gpt2: ['c_attn'],
 };
-
-const SEQ_CLS_HEADS = ['score', 'classifier'];
-
-/** `all-linear`: every Linear / Conv1D but the output head(s), as full module names (what HF saves). */
-export function allLinearNames(model: PreTrainedModel, taskType: string | null): string[] {
-  const heads = new Set(model.outputHeadNames);
-  if (taskType === TaskType.SEQ_CLS) for (const h of SEQ_CLS_HEADS) heads.add(h);
-  return targetableModules(model)
-    // a layer an earlier adapter wrapped counts by the module it wraps (a second all-linear adapter, as in HF)
-    .filter(([name, m]) => {
-      const inner = m instanceof BaseTunerLayer ? m.getBaseLayer() : m;
-      return (inner instanceof Linear || inner instanceof Conv1D) && !heads.has(name) && !heads.has(name.split('.').pop()!);
-    })
-    .map(([name]) => name);
-}
 
 /** What LoRA wraps: linear layers and embeddings, and its own layers (a further adapter). */
 export type LoraTarget = Linear | Conv1D | Embedding | LoraLinear | LoraEmbedding;
@@ -70,7 +52,7 @@ export const loraMethod: InjectionMethod<LoraConfig, LoraTarget> = {
         throw new PeftError('INVALID_CONFIG', `LoraConfig: set "targetModules"; there is no default for model_type "${model.config.modelType}"`);
       }
     } else if (typeof targets === 'string' && targets.toLowerCase() === 'all-linear') {
-      targets = allLinearNames(model, config.taskType);
+      targets = allLinearTargets(model, config.taskType);
     }
     if (config.bias === 'all') {
       for (const [name, p] of model.namedParameters()) if (name.includes('bias')) p.trainable = true;
