@@ -79,15 +79,12 @@ export function bottleneckComposedForward(layer: BottleneckLayer, block: Composi
         // the last fused adapter's pre_forward gives the query (query_before_ln false: the adapter's input)
         const pre = layer.preForward(last, s.hidden, s.residual);
         const query = fusion.config.queryBeforeLn ? s.hidden : pre.hidden;
-        const st = { ...s, hidden: pre.hidden, adapterResidual: pre.residual };
         const ups: tf.Tensor[] = [];
         for (const child of fuse.children) {
-          const name = lastAdapter(child);
-          if (!has(name)) continue;
-          const out = run(child, st);
-          ups.push(out.up!);
+          if (!has(lastAdapter(child))) continue;
+          ups.push(run(child, s).up!); // each child on the block's input, as it runs alone
         }
-        return { ...st, hidden: fusion.fuse(query, tf.stack(ups, 2), st.adapterResidual), last };
+        return { ...s, hidden: fusion.fuse(query, tf.stack(ups, 2), pre.residual), adapterResidual: pre.residual, last };
       },
     };
     const start: BottleneckState = { hidden, residual, adapterResidual: residual, up: null, last: null };

@@ -285,9 +285,9 @@ export interface ComposeOps<S> {
   average(states: S[], weights: readonly number[]): S;
   /** The state after adapter `name`. */
   single(name: string, state: S): S;
-  /** Before the first child of a block, or before an adapter of a Stack (AdapterHub's pre_block): residuals, norms. */
+  /** Before an adapter runs (AdapterHub's pre_block / pre_forward): its input and skip connection from the state. */
   preBlock?(setup: AdapterSetup, state: S): S;
-  /** Fuse; `run(child, state)` runs one child (an adapter or a Stack). Absent: Fuse is refused. */
+  /** Fuse; `run(child, state)` runs one child (an adapter or a Stack) on the block's input. Absent: Fuse is refused. */
   fuse?(block: FuseBlock, state: S, run: (child: AdapterSetup, state: S) => S): S;
   /** Names the layer in errors (its module path or type). */
   where?: string;
@@ -298,45 +298,49 @@ export function touchesLayer(setup: AdapterSetup, has: (name: string) => boolean
   return flattenComposition(setup).some(has);
 }
 
-/** Runs `setup` through one layer (AdapterHub's compose): the blocks' semantics, on the layer's own state. */
+/**
+ * Runs `setup` through one layer (AdapterHub's compose): the blocks' semantics, on the layer's own state. Each
+ * child of Parallel, BatchSplit, Average and Fuse computes what it computes alone: an adapter gets its own
+ * pre-processing (`preBlock`), a nested Stack its adapters'. (AdapterHub's code also pre-processes at the outer
+ * block, so a Stack inside Parallel / Average / Fuse would add the decoder's residual twice; peftjs does not.)
+ */
 export function composeLayer<S>(setup: AdapterSetup, state: S, ops: ComposeOps<S>): S {
   const pre = (s: AdapterSetup, st: S) => (ops.preBlock ? ops.preBlock(s, st) : st);
+  const child = (c: AdapterSetup, st: S): S => (typeof c === 'string' ? (ops.has(c) ? ops.single(c, pre(c, st)) : st) : run(c, st));
+  const at = ops.where ? ` at ${ops.where}` : '';
   const run = (s: AdapterSetup, st: S): S => {
-    if (typeof s === 'string') return ops.has(s) ? ops.single(s, st) : st;
+    if (typeof s === 'string') return child(s, st);
     switch (s.type) {
       case 'Stack':
-        for (const c of s.children) st = typeof c === 'string' ? (ops.has(c) ? ops.single(c, pre(c, st)) : st) : run(c, st);
+        for (const c of s.children) st = child(c, st);
         return st;
       case 'Parallel': {
         const k = s.children.length;
         const rows = ops.rows(st);
-        if (rows % k !== 0) throw new PeftError('INVALID_ARGUMENT', `${compositionToString(s)}${ops.where ? ` at ${ops.where}` : ''}: the batch of ${rows} rows is not ${k} replicas (run it through PeftModel.forward, which replicates the batch)`);
+        if (rows % k !== 0) throw new PeftError('INVALID_ARGUMENT', `${compositionToString(s)}${at}: the batch of ${rows} rows is not ${k} replicas (run it through PeftModel.forward, which replicates the batch)`);
         const b = rows / k;
-        st = pre(s, st);
-        return ops.concat(s.children.map((c, i) => run(c, ops.slice(st, i * b, b))));
+        return ops.concat(s.children.map((c, i) => child(c, ops.slice(st, i * b, b))));
       }
       case 'BatchSplit': {
         const rows = ops.rows(st);
         const total = s.batchSizes.reduce((a, n) => a + n, 0);
-        if (total !== rows) throw new PeftError('INVALID_ARGUMENT', `${compositionToString(s)}${ops.where ? ` at ${ops.where}` : ''}: batchSizes [${s.batchSizes.join(', ')}] sum to ${total}, but the batch has ${rows} rows`);
-        st = pre(s, st);
+        if (total !== rows) throw new PeftError('INVALID_ARGUMENT', `${compositionToString(s)}${at}: batchSizes [${s.batchSizes.join(', ')}] sum to ${total}, but the batch has ${rows} rows`);
         let begin = 0;
         const parts: S[] = [];
         s.children.forEach((c, i) => {
           const n = s.batchSizes[i];
-          if (n > 0) parts.push(run(c, ops.slice(st, begin, n)));
+          if (n > 0) parts.push(child(c, ops.slice(st, begin, n)));
           begin += n;
         });
         return ops.concat(parts);
       }
       case 'Average': {
-        st = pre(s, st);
         const start = st;
-        return ops.average(s.children.map((c) => run(c, start)), s.weights);
+        return ops.average(s.children.map((c) => child(c, start)), s.weights);
       }
       case 'Fuse':
         if (!ops.fuse) throw new PeftError('UNSUPPORTED', `${compositionToString(s)}: Fuse is not supported${ops.where ? ` by ${ops.where}` : ''}`);
-        return ops.fuse(s, st, run);
+        return ops.fuse(s, st, child);
     }
   };
   return run(setup, state);
