@@ -38,7 +38,7 @@ function linearNumels(model: PreTrainedModel): number[] {
 function train(peft: PeftModel, steps: number, lr = 1e-2): void {
   peft.train();
   const opt = tf.train.adam(lr);
-  for (let i = 0; i < steps; i++) tf.dispose(opt.minimize(() => peft.forward(batch).loss!, true, peft.trainableParameters()));
+  for (let i = 0; i < steps; i++) tf.dispose(opt.minimize(() => peft.forward(batch).loss!, true, peft.trainableParameters()) ?? []);
   opt.dispose();
   peft.eval();
 }

@@ -73,13 +73,13 @@ export function scatterDiff(indices: tf.Tensor, values: tf.Tensor, shape: number
 function scatterOp(indices: tf.Tensor, values: tf.Tensor, shape: number[]): tf.Tensor {
   const numel = shape.reduce((a, b) => a * b, 1);
   if (indices.size === 0) return tf.zeros(shape, values.dtype);
-  const f = tf.customGrad(((v: tf.Tensor, save: (ts: tf.Tensor[]) => void) => {
+  const f = tf.customGrad(((v: tf.Tensor, save: tf.GradSaveFunc) => {
     const idx = tf.reshape(indices, [-1, 1]);
     save([idx]);
     const value = tf.reshape(tf.scatterND(idx, v, [numel]), shape);
     return { value, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.gatherND(tf.reshape(dy, [-1]), saved[0]) };
-  }) as unknown as (v: tf.Tensor) => tf.Tensor);
-  return f(values);
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return (f as unknown as (v: tf.Tensor) => tf.Tensor)(values);
 }
 
 /** An int32 index variable that never trains, whatever a caller sets (it is the mask's structure). */
