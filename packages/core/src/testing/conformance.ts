@@ -39,7 +39,7 @@ export interface MethodPromises {
 
 /**
  * The training step's optimizer over named parameters; the default is tf.train.adam(1e-2). A method package
- * may pass the Trainer's AdamW: `(params) => { const o = new AdamW(params); return { step: (g) => o.step(g, 1e-2), dispose: () => o.dispose() }; }`.
+ * may pass the Trainer's AdamW: `(params) => { const o = new AdamW([...params], { weightDecay: 0 }); return { step: (g) => o.step(g, 1e-2), dispose: () => o.dispose() }; }`.
  */
 export type ConformanceOptimizer = (params: Map<string, tf.Variable>) => { step(grads: Record<string, tf.Tensor>): void; dispose(): void };
 
@@ -399,7 +399,7 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
           peft.unmergeAdapter();
           for (const [k, v] of before) {
             const now = new Map(peft.namedParameters()).get(k);
-            if (!now) fail('is gone after unmergeAdapter', k);
+            if (!now) return fail('is gone after unmergeAdapter', k);
             const a = await read(now);
             const m = merged.get(k) ?? v;
             if (spec.promises.exactUnmerge) {
@@ -607,7 +607,7 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
         let changed = 0;
         for (const [k, p] of peft.namedParameters()) {
           const was = before.get(k);
-          if (!was) fail('appeared during training', k);
+          if (!was) return fail('appeared during training', k);
           const same = firstDifference(await read(p), was) < 0;
           if (!trainable.has(k)) {
             if (!same) fail(`changed in ${steps} optimizer steps though frozen (the base must stay bit-identical)`, k);
@@ -633,9 +633,7 @@ export function adam(lr: number): ConformanceOptimizer {
     const byVar = new Map([...params].map(([k, v]) => [k, v.name]));
     return {
       step(grads) {
-        const named: Record<string, tf.Tensor> = {};
-        for (const [k, g] of Object.entries(grads)) named[byVar.get(k)!] = g;
-        opt.applyGradients(named);
+        opt.applyGradients(Object.entries(grads).map(([k, tensor]) => ({ name: byVar.get(k)!, tensor })));
       },
       dispose: () => opt.dispose(),
     };
