@@ -51,7 +51,7 @@ export interface AdapterStrategy {
   readonly family: string;
   /** False: the adapter has no layers (setRequiresGrad, getLayerStatus and per-sample adapters do not apply, as in HF). */
   readonly hasLayers: boolean;
-  /** At most one adapter of this family active at a time, and none beside another method's. */
+  /** At most one adapter of this family active at a time (injection adapters may be active beside it: MAM, UniPELT). */
   readonly exclusive: boolean;
   /** Whether this adapter may sit beside an adapter of `other` in one PeftModel. */
   coexistsWith(other: PeftMethod): boolean;
@@ -71,6 +71,8 @@ export interface AdapterStrategy {
   savedModuleKey(key: string): string;
   /** Throws, naming them, when trainable parameters of the adapter are missing from `written`. */
   checkWritten(written: Map<string, tf.Variable>): void;
+  /** Throws, naming it, when `claimed` (the adapter's parameters by file key) holds another adapter's parameter. */
+  checkClaims(claimed: Map<string, tf.Variable>): void;
   /** The file's tensors from the parameters' copies `params` (plus the strategy's own); the caller disposes them. */
   fileTensors(params: Record<string, tf.Tensor>): Record<string, tf.Tensor>;
   /** Files beside HF's two, and stale ones to remove. */
@@ -122,8 +124,8 @@ class InjectionStrategy implements AdapterStrategy {
     if (method.addWeightedAdapter) this.addWeightedAdapter = method.addWeightedAdapter.bind(method);
   }
 
-  coexistsWith(other: PeftMethod): boolean {
-    return other.kind === 'injection';
+  coexistsWith(): boolean {
+    return true; // beside other injection methods (LoRA + bottleneck adapters) and prompt learning (MAM)
   }
 
   add(config: PeftConfig): void {
@@ -182,6 +184,20 @@ class InjectionStrategy implements AdapterStrategy {
     }
   }
 
+  checkClaims(claimed: Map<string, tf.Variable>): void {
+    const mine = new Set(claimed.values());
+    for (const [layerPath, layer] of this.host.tunerLayers()) {
+      for (const [path, p] of layer.namedParameters()) {
+        const owner = path.startsWith('base_layer.') ? undefined : layer.adapterOfParameter(path);
+        if (owner === undefined || owner === this.name || !mine.has(p)) continue;
+        throw new PeftError(
+          'INVALID_ARGUMENT',
+          `${this.method.peftType}: parameterKey claims "${layerPath}.${path}" of adapter "${owner}" for adapter "${this.name}" (saving one adapter would write the other's tensors); a method's parameterKey must use the adapter name`,
+        );
+      }
+    }
+  }
+
   fileTensors(params: Record<string, tf.Tensor>): Record<string, tf.Tensor> {
     return this.method.toFileTensors ? this.method.toFileTensors(params, this.host.config(this.name)) : params;
   }
@@ -206,7 +222,8 @@ class PromptLearningStrategy implements AdapterStrategy {
   }
 
   coexistsWith(other: PeftMethod): boolean {
-    return other.peftType === this.method.peftType;
+    // injection adapters beside it (MAM: prefix + parallel adapter); other prompt-learning methods not
+    return other.kind === 'injection' || other.peftType === this.method.peftType;
   }
 
   add(config: PeftConfig): void {
@@ -235,6 +252,8 @@ class PromptLearningStrategy implements AdapterStrategy {
   }
 
   checkWritten(): void {} // the encoder is written whole, as its output (and its state file)
+
+  checkClaims(): void {} // modules_to_save copies only, which core names by adapter
 
   fileTensors(params: Record<string, tf.Tensor>): Record<string, tf.Tensor> {
     return { ...this.method.saveTensors(this.encoder, this.host.config(this.name)), ...params };

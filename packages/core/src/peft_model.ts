@@ -169,6 +169,13 @@ export class PeftModel extends Module {
     this.addModulesToSave(cfg as PromptConfig, adapterName);
     this.peftConfig[adapterName] = cfg;
     this.strategies[adapterName] = strategy;
+    try {
+      // the method's declaration of its parameters, checked once they exist: each is one adapter's, under one key
+      strategy.checkClaims(this.adapterTensorMap(adapterName));
+    } catch (e) {
+      this.deleteAdapter(adapterName);
+      throw e;
+    }
     if (this.active.length) this.setAdapter(this.active);
   }
 
@@ -194,8 +201,8 @@ export class PeftModel extends Module {
     const list = Array.isArray(names) ? names : [names];
     const reapplied = names === this.active;
     for (const n of list) if (!this.peftConfig[n]) throw new PeftError('INVALID_ARGUMENT', `no adapter named "${n}"; adapters: ${Object.keys(this.peftConfig).join(', ')}`);
-    const exclusive = list.map((n) => this.strategy(n)).find((s) => s.exclusive);
-    if (exclusive && list.length > 1) throw new PeftError('UNSUPPORTED', `only one ${exclusive.family} adapter can be active at a time`);
+    const exclusive = list.map((n) => this.strategy(n)).filter((s) => s.exclusive);
+    if (exclusive.length > 1) throw new PeftError('UNSUPPORTED', `only one ${exclusive[0].family} adapter can be active at a time (${exclusive.map((e) => e.name).join(', ')})`);
     this.active = list;
     for (const layer of this.tunerLayers()) {
       layer.setAdapter(list, list.some((n) => !this.peftConfig[n].inferenceMode));
@@ -291,7 +298,8 @@ export class PeftModel extends Module {
     let made: tf.Tensor[] = [];
     if (this.composition && !this.adaptersDisabled) ({ inputs, made } = replicateForParallel(inputs, this.composition));
     const model = this.model;
-    const name = this.active[0];
+    // a prompt-learning adapter runs the forward (its injection neighbours act inside it, MAM); else the base's
+    const name = this.active.find((n) => !this.strategy(n).hasLayers) ?? this.active[0];
     const out = (name !== undefined && !this.adaptersDisabled ? this.strategy(name).forward(inputs) : null) ?? model.forward(inputs);
     const terms = Object.entries(this.peftConfig).filter(([n, c]) => !c.inferenceMode && this.strategy(n).lossTerm);
     if (out.loss && terms.length) {
@@ -455,7 +463,13 @@ export class PeftModel extends Module {
     for (const [k, v] of this.namedParameters()) {
       // modules_to_save copies are core's; every other parameter is the method's to claim
       const key = k.includes(saveMarker) ? strategy.savedModuleKey(k.replace(saveMarker, '.')) : strategy.parameterKey(k);
-      if (key !== undefined) out.set(key, v);
+      if (key === undefined) continue;
+      const before = out.get(key);
+      if (before && before !== v) {
+        const other = [...this.namedParameters()].find(([, p]) => p === before)![0];
+        throw new PeftError('INVALID_ARGUMENT', `${config.peftType} adapter "${adapterName}": parameters "${other}" and "${k}" get the same file key "${key}" from the method's parameterKey; one would overwrite the other`);
+      }
+      out.set(key, v);
     }
     return out;
   }
