@@ -10,6 +10,7 @@ import {
   PeftModel,
   TaskType,
   Trainer,
+  TrainingInterruptedError,
   evaluatePeftModel,
   getPeftMethod,
   getPeftModel,
@@ -272,6 +273,8 @@ export async function runTraining(loaded: LoadedConfig, opts: TrainOptions = {})
   const training = { ...cfg.training } as Record<string, unknown>;
   const outputDir = resolve(typeof training.outputDir === 'string' ? training.outputDir : join('runs', cfg.name));
   training.outputDir = outputDir;
+  // the command is the process's entry point: Ctrl-C / SIGTERM write a checkpoint (the Trainer's handleSignals)
+  training.handleSignals ??= true;
   checkTrainingArguments(training, file); // before anything is loaded
   const backend = await initBackend();
   log(`backend: ${backend.backend} (${backend.reason})`);
@@ -331,16 +334,17 @@ export async function runTraining(loaded: LoadedConfig, opts: TrainOptions = {})
     clearInterval(sampler);
     throw new CliError(`${file}: ${trainingMessage(e)}`);
   }
-  // the Trainer writes a checkpoint on SIGINT / SIGTERM and exits (130 / 143): say where and how to go on
-  const onExit = (code: number) => {
-    if (code === 130 || code === 143) process.stderr.write(`peft: interrupted (${code === 130 ? 'SIGINT' : 'SIGTERM'}); checkpoint written in ${outputDir}; continue with: peft train ${file} --resume\n`);
-  };
-  process.on('exit', onExit);
   let out;
   try {
     out = await trainer.train({ resumeFromCheckpoint: opts.resume ? true : undefined });
+  } catch (e) {
+    // SIGINT / SIGTERM: the Trainer wrote a checkpoint; say where and how to go on, and exit 130 / 143
+    if (e instanceof TrainingInterruptedError) {
+      const where = e.checkpoint ? `checkpoint written in ${e.checkpoint}` : `no step ran, nothing written in ${outputDir}`;
+      throw new CliError(`interrupted (${e.reason}) at step ${e.globalStep}; ${where}; continue with: peft train ${file} --resume`, e.exitCode);
+    }
+    throw e;
   } finally {
-    process.off('exit', onExit);
     clearInterval(sampler);
   }
   peft.eval();

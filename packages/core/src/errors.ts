@@ -18,7 +18,9 @@ export type PeftErrorCode =
   /** A size, count or byte budget was exceeded (a cap, or `maxBytes`); the message names the field or file. */
   | 'LIMIT_EXCEEDED'
   /** Training stopped: the loss (or gradient norm) was NaN/Inf for too many steps in a row. */
-  | 'NON_FINITE_LOSS';
+  | 'NON_FINITE_LOSS'
+  /** Training was interrupted (an AbortSignal, or SIGINT / SIGTERM with handleSignals); a checkpoint was written. */
+  | 'INTERRUPTED';
 
 /**
  * The one error class of peftjs. `PeftError.isInstance` works across duplicated package copies

@@ -70,7 +70,12 @@ export interface TrainingArguments {
   resumeFromCheckpoint: boolean | string | null;
   /** Consecutive non-finite losses tolerated (each skipped with a warning) before training stops with an error. */
   maxNonFiniteSteps: number;
-  /** Write a checkpoint and exit on SIGINT / SIGTERM (Node). */
+  /**
+   * Node: on the first SIGINT / SIGTERM, finish the step, write a checkpoint and make train() reject with a
+   * TrainingInterruptedError (exitCode 130 / 143); a second signal ends the process at once (Node's default).
+   * Off by default: a library does not take over its host's signals; an entry point (the `peft` CLI) turns it
+   * on. `train({ signal })` takes an AbortSignal the caller owns instead.
+   */
   handleSignals: boolean;
   /** Terminal progress bar: 'auto' shows it only when stderr is a TTY. */
   progressBar: boolean | 'auto';
@@ -121,7 +126,7 @@ export const DEFAULT_TRAINING_ARGUMENTS: Omit<TrainingArguments, 'outputDir'> = 
   dataloaderDropLast: false,
   resumeFromCheckpoint: null,
   maxNonFiniteSteps: 5,
-  handleSignals: true,
+  handleSignals: false,
   progressBar: 'auto',
   metricsLog: true,
 };

@@ -48,6 +48,7 @@ export {
 } from './data';
 export {
   Trainer,
+  TrainingInterruptedError,
   CHECKPOINT_FILES,
   METRICS_LOG,
   type TrainerOptions,

@@ -175,7 +175,8 @@ function toCamel(k: string): string {
  * HF's Trainer for peftjs models: AdamW (torch's) or SGD, HF's schedules, gradient accumulation with
  * HF 5's loss normalization (the sum of token losses over all micro-batches of a step divided by their
  * label-token count), global-norm clipping, periodic logging / evaluation / checkpoints, resuming, early
- * stopping, best-model loading, SIGINT/SIGTERM checkpointing.
+ * stopping, best-model loading, a checkpoint when interrupted (an AbortSignal the caller owns, or
+ * SIGINT/SIGTERM with `handleSignals`).
  */
 export class Trainer {
   readonly model: PeftModel | PreTrainedModel;
@@ -191,7 +192,9 @@ export class Trainer {
   private readonly optimizerFactory?: TrainerOptions['optimizerFactory'];
   private readonly warn: (m: string) => void;
   private readonly fs: FileSystem;
+  /** Why the run is stopping early: 'SIGINT' / 'SIGTERM' (handleSignals), or the AbortSignal's reason. */
   private interrupted: string | null = null;
+  private interruptCheckpoint: string | null = null;
   private progress: ProgressSink = createTrainProgress(false);
   private bestSnapshot: Map<string, tf.Tensor> | null = null;
   /** The step bestSnapshot was taken at (a resumed run has none for a best step before the resume). */
@@ -290,8 +293,13 @@ export class Trainer {
   /**
    * Trains. `resumeFromCheckpoint` (here or in args): true for the latest checkpoint in outputDir, or a
    * checkpoint folder; training then continues exactly as if never stopped.
+   *
+   * Interrupting: when `signal` (an AbortSignal the caller owns) aborts — or, with `args.handleSignals`,
+   * on SIGINT / SIGTERM — the step in progress finishes, a checkpoint is written, and train() rejects with
+   * a TrainingInterruptedError naming it (resume with `resumeFromCheckpoint: true`). The Trainer never
+   * exits the process: what to do next (an exit code) is the caller's.
    */
-  async train(opts: { resumeFromCheckpoint?: boolean | string | null } = {}): Promise<TrainOutput> {
+  async train(opts: { resumeFromCheckpoint?: boolean | string | null; signal?: AbortSignal } = {}): Promise<TrainOutput> {
     const args = this.args;
     const data = this.trainDataset;
     if (!data || !data.length) throw new PeftError('INVALID_ARGUMENT', 'Trainer.train: trainDataset is empty or missing');
@@ -342,7 +350,9 @@ export class Trainer {
     this.model.train();
     this.progress = createTrainProgress(args.progressBar);
     const control: TrainerControl = { shouldTrainingStop: false, shouldSave: false, shouldEvaluate: false, shouldLog: false };
-    const removeSignals = this.installSignalHandlers();
+    this.interrupted = null;
+    this.interruptCheckpoint = null;
+    const removeSignals = this.watchInterrupts(opts.signal);
     const t0 = Date.now();
     const startStep = this.state.globalStep;
     const startTokens = this.state.numInputTokensSeen;
@@ -364,6 +374,7 @@ export class Trainer {
         const startIdx = epoch === this.state.dataPosition.epoch ? this.state.dataPosition.stepInEpoch : 0;
         if (startIdx === 0) await this.fire('onEpochBegin', control);
         for (let s = startIdx; s < stepsPerEpoch; s++) {
+          if (this.interrupted && this.state.globalStep === startStep) break outer; // aborted before any step: nothing to save
           await this.fire('onStepBegin', control);
           const micro: Batch[] = [];
           for (let b = s * gas; b < Math.min((s + 1) * gas, batchesPerEpoch); b++) {
@@ -432,7 +443,10 @@ export class Trainer {
             await this.log(entry, control);
           }
           if (control.shouldEvaluate && this.evalDataset?.length) await this.evaluateDuringTraining(control);
-          if (control.shouldSave || this.interrupted) await this.saveCheckpoint(control);
+          if (control.shouldSave || this.interrupted) {
+            const saved = await this.saveCheckpoint(control);
+            if (this.interrupted) this.interruptCheckpoint = saved;
+          }
           control.shouldLog = control.shouldEvaluate = control.shouldSave = false;
           if (epochEnd) await this.fire('onEpochEnd', control);
           if (this.interrupted) break outer;
@@ -448,11 +462,9 @@ export class Trainer {
       this.progress.done();
     }
     if (this.interrupted) {
-      const signal = this.interrupted;
-      this.progress.message(`Trainer: ${signal}: checkpoint written at step ${this.state.globalStep}; exiting`);
-      const proc = (globalThis as { process?: { exit(code: number): never } }).process;
-      proc?.exit(signal === 'SIGINT' ? 130 : 143);
-      throw new PeftError('INVALID_ARGUMENT', `training interrupted by ${signal}`);
+      const where = this.interruptCheckpoint ? `checkpoint written to ${this.interruptCheckpoint}` : 'no checkpoint written (no step ran)';
+      this.progress.message(`Trainer: ${this.interrupted}: ${where} at step ${this.state.globalStep}`);
+      throw new TrainingInterruptedError(this.interrupted, this.interruptCheckpoint, this.state.globalStep);
     }
 
     try {
@@ -959,21 +971,69 @@ export class Trainer {
     };
   }
 
-  private installSignalHandlers(): () => void {
-    const proc = (globalThis as { process?: { on?: Function; off?: Function; exit(c: number): never } }).process;
-    if (!this.args.handleSignals || !proc?.on || !proc.off) return () => undefined;
-    const handlers: [string, () => void][] = ['SIGINT', 'SIGTERM'].map((sig) => [
-      sig,
-      () => {
-        if (this.interrupted) proc.exit(sig === 'SIGINT' ? 130 : 143); // a second signal: leave now
-        this.interrupted = sig;
-        this.progress.message(`Trainer: ${sig} received; writing a checkpoint after this step`);
-      },
-    ]);
-    for (const [s, h] of handlers) proc.on.call(proc, s, h);
-    return () => {
-      for (const [s, h] of handlers) proc.off!.call(proc, s, h);
+  /**
+   * Stops the run after the current step when `signal` aborts or, with args.handleSignals (Node), on the
+   * first SIGINT / SIGTERM. The process handlers are removed on that first signal, so a second one gets
+   * Node's default action: the process ends at once (checkpoint writes are atomic: nothing is torn).
+   */
+  private watchInterrupts(signal?: AbortSignal): () => void {
+    const stop = (why: string) => {
+      if (this.interrupted) return;
+      this.interrupted = why;
+      this.progress.message(`Trainer: ${why}: stopping after this step and writing a checkpoint`);
     };
+    const removers: (() => void)[] = [];
+    if (signal) {
+      const onAbort = () => stop(abortReason(signal));
+      if (signal.aborted) onAbort();
+      else {
+        signal.addEventListener('abort', onAbort, { once: true });
+        removers.push(() => signal.removeEventListener('abort', onAbort));
+      }
+    }
+    const proc = (globalThis as { process?: { on?: Function; off?: Function } }).process;
+    if (this.args.handleSignals && proc?.on && proc.off) {
+      const handlers: [string, () => void][] = ['SIGINT', 'SIGTERM'].map((sig) => [sig, () => {
+        removeProcessHandlers();
+        stop(sig);
+      }]);
+      const removeProcessHandlers = () => {
+        for (const [s, h] of handlers) proc.off!.call(proc, s, h);
+      };
+      for (const [s, h] of handlers) proc.on.call(proc, s, h);
+      removers.push(removeProcessHandlers);
+    }
+    return () => {
+      for (const r of removers) r();
+    };
+  }
+}
+
+function abortReason(signal: AbortSignal): string {
+  const r = signal.reason as unknown;
+  if (typeof r === 'string') return r;
+  if (r instanceof Error && r.name !== 'AbortError') return r.message || r.name;
+  return 'aborted';
+}
+
+/**
+ * What train() rejects with when it was interrupted (its AbortSignal, or SIGINT / SIGTERM with
+ * handleSignals): `checkpoint` is the folder written after the last step (null when no step ran), from
+ * which `train({ resumeFromCheckpoint: true })` continues; `exitCode` is the shell's convention for the
+ * signal (130 SIGINT, 143 SIGTERM, else 1), for a command-line entry point to exit with.
+ */
+export class TrainingInterruptedError extends PeftError {
+  readonly reason: string;
+  readonly checkpoint: string | null;
+  readonly globalStep: number;
+  readonly exitCode: number;
+  constructor(reason: string, checkpoint: string | null, globalStep: number) {
+    super('INTERRUPTED', `training interrupted (${reason}) at step ${globalStep}: ${checkpoint ? `checkpoint written to ${checkpoint}; resume with resumeFromCheckpoint: true` : 'no checkpoint written'}`);
+    this.name = 'TrainingInterruptedError';
+    this.reason = reason;
+    this.checkpoint = checkpoint;
+    this.globalStep = globalStep;
+    this.exitCode = reason === 'SIGINT' ? 130 : reason === 'SIGTERM' ? 143 : 1;
   }
 }
 

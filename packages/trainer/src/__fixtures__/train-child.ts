@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { ensureWasmKernels, getPeftModel } from '@peftjs/core';
 import { LoraConfig } from '@peftjs/lora';
-import { Trainer } from '../index';
+import { Trainer, TrainingInterruptedError } from '../index';
 import { randomExamples, tinyLlama } from './tiny';
 
 const [outputDir, resume, maxSteps] = process.argv.slice(2);
@@ -27,6 +27,7 @@ const trainer = new Trainer({
     loggingSteps: 1,
     seed: 11,
     progressBar: false,
+    handleSignals: true, // this process is the entry point: it lets the Trainer checkpoint on SIGINT / SIGTERM
   },
   trainDataset: randomExamples(10, 5),
   callbacks: [
@@ -36,6 +37,15 @@ const trainer = new Trainer({
     },
   ],
 });
-await trainer.train({ resumeFromCheckpoint: resume === '1' });
-await trainer.saveModel(`${outputDir}/final`);
-process.stdout.write('done\n');
+try {
+  await trainer.train({ resumeFromCheckpoint: resume === '1' });
+} catch (e) {
+  // the entry point decides how to leave: the shell's code for the signal
+  if (!(e instanceof TrainingInterruptedError)) throw e;
+  process.stderr.write(`${e.message}\n`);
+  process.exitCode = e.exitCode;
+}
+if (process.exitCode === undefined) {
+  await trainer.saveModel(`${outputDir}/final`);
+  process.stdout.write('done\n');
+}
