@@ -128,6 +128,9 @@ describe('projection to an exact density', () => {
     const w = tf.tensor2d([[1, 2, 3, 4], [5, 6, 7, 8]]);
     const g = await values(tf.grad((x: tf.Tensor) => tf.sum(tf.mul(scatterDiff(idx, x, [2, 4]), w)))(v));
     expect(g).toEqual([2, 6, 7]);
-    tf.dispose([idx, v, w]);
+    // a corrupt index never writes outside the tensor
+    const bad = tf.tensor1d([-5, 3, 1 << 30], 'int32');
+    expect(await values(scatterDiff(bad, v, [2, 4]))).toEqual([0.5, 0, 0, -1, 0, 0, 0, 2]);
+    tf.dispose([idx, v, w, bad]);
   });
 });

@@ -69,12 +69,14 @@ export function scatterDiff(indices: tf.Tensor, values: tf.Tensor, shape: number
   return scatterOp(indices, values, shape);
 }
 
-// tfjs registers no gradient for ScatterNd: d(values) = dy at the indices.
+// tfjs registers no gradient for ScatterNd: d(values) = dy at the indices. The indices are clamped into the
+// tensor: a corrupt file's index outside [0, numel) must not reach the wasm kernel, which writes unchecked.
 function scatterOp(indices: tf.Tensor, values: tf.Tensor, shape: number[]): tf.Tensor {
   const numel = shape.reduce((a, b) => a * b, 1);
   if (indices.size === 0) return tf.zeros(shape, values.dtype);
   const f = tf.customGrad(((v: tf.Tensor, save: tf.GradSaveFunc) => {
-    const idx = tf.reshape(indices, [-1, 1]);
+    // (minimum/maximum: wasm's ClipByValue reads int32 data as float32)
+    const idx = tf.reshape(tf.minimum(tf.maximum(indices, tf.scalar(0, 'int32')), tf.scalar(numel - 1, 'int32')), [-1, 1]);
     save([idx]);
     const value = tf.reshape(tf.scatterND(idx, v, [numel]), shape);
     return { value, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.gatherND(tf.reshape(dy, [-1]), saved[0]) };
