@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Conv1D, Linear, PeftModel, getPeftModel, manualSeed, parseSafetensors, type PreTrainedModel } from '@peftjs/core';
 import { AutoModelForCausalLM } from '@peftjs/models';
+import { Trainer } from '@peftjs/trainer';
 import { DEFAULT_GATE, DiffPruningConfig, DiffPruningLayer, keptCount, projectDiffPruning } from './index';
 import { hfCase } from '../../../tools/testing/fixtures';
 import { expectOnlyMethodChanged, snapshot, trainStep } from '../../../tools/testing/prompt_learning';
@@ -241,5 +242,41 @@ describe('diff pruning on biases and GPT-2 Conv1D', () => {
     trainStep(peft, batch);
     expect(expectOnlyMethodChanged(s0, snapshot(peft), (k) => k.includes('.diff_pruning_delta.'))).toBe(4 * model.config.numHiddenLayers);
     before.dispose();
+  });
+});
+
+describe('diff pruning with the Trainer', () => {
+  it('trains a gated adapter; a checkpoint holds the projection; resuming goes on gated, bit for bit; then the projected values train', async () => {
+    const data = Array.from({ length: 8 }, (_, i) => {
+      const ids = [1 + i, 5 + i, 9 + i, 13 + i, 17 + i];
+      return { inputIds: ids, attentionMask: ids.map(() => 1), labels: ids };
+    });
+    const outputDir = join(tmp, 'trainer');
+    const make = async () => getPeftModel(await AutoModelForCausalLM.fromPretrained(LLAMA), new DiffPruningConfig({ targetModules: ['q_proj', 'up_proj'], density: 0.05, sparsityPenalty: 1e-3 }));
+    const args = { outputDir, learningRate: 1e-2, maxSteps: 4, perDeviceTrainBatchSize: 4, saveSteps: 2, loggingSteps: 1, seed: 0 };
+    const peft = await make();
+    const run = new Trainer({ model: peft, args, trainDataset: data });
+    await run.train();
+    const losses = run.state.logHistory.filter((e) => e.loss !== undefined).map((e) => e.loss!);
+    expect(losses).toHaveLength(4);
+    // a checkpoint's adapter is the projection, loadable as such
+    const ck = join(outputDir, 'checkpoint-2');
+    expect(JSON.parse(readFileSync(join(ck, 'adapter_config.json'), 'utf8')).projected).toBe(true);
+    const fromCk = await PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(LLAMA), ck);
+    expect(fromCk.getNbTrainableParameters()[0]).toBe(0);
+    // resuming from step 2 goes on with the gated diff and ends where the uninterrupted run ended
+    const resumed = await make();
+    const again = new Trainer({ model: resumed, args, trainDataset: data });
+    await again.train({ resumeFromCheckpoint: ck });
+    const a = peft.model.getParameter('model.layers.1.mlp.up_proj.diff_pruning_delta.default.weight');
+    const b = resumed.model.getParameter('model.layers.1.mlp.up_proj.diff_pruning_delta.default.weight');
+    expect(await maxAbsDiff(a, b)).toBe(0);
+    // phase 3 with the Trainer: the projected values train
+    projectDiffPruning(peft);
+    const masked = new Trainer({ model: peft, args: { ...args, outputDir: join(tmp, 'trainer-masked'), saveSteps: 100 }, trainDataset: data });
+    const v0 = await peft.model.getParameter('model.layers.1.mlp.up_proj.diff_pruning_values.default.weight').data();
+    await masked.train();
+    const v1 = await peft.model.getParameter('model.layers.1.mlp.up_proj.diff_pruning_values.default.weight').data();
+    expect(Array.from(v1)).not.toEqual(Array.from(v0));
   });
 });
