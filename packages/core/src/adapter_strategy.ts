@@ -11,6 +11,7 @@ import { tensorsToSafetensors, parseSafetensors, rawToTensor, type SafetensorsFi
 import { readFileChecked, type FileSystem } from './io/fs';
 import type { CommittedView } from './io/commit';
 import { PROMPT_ENCODER_NAME } from './prompt_learning';
+import { FUSION_MODULE } from './composition';
 
 export { PROMPT_ENCODER_NAME };
 
@@ -171,7 +172,8 @@ class InjectionStrategy implements AdapterStrategy {
     const lost: string[] = [];
     for (const [layerPath, layer] of this.host.tunerLayers()) {
       for (const [path, p] of layer.namedParameters()) {
-        if (path.startsWith('base_layer.') || !p.trainable || saved.has(p)) continue;
+        // fusion layers belong to no adapter: a composed setup saves them in their own folder (composition.json)
+        if (path.startsWith('base_layer.') || path.startsWith(`${FUSION_MODULE}.`) || !p.trainable || saved.has(p)) continue;
         const owner = layer.adapterOfParameter(path);
         if (owner === this.name || (owner === undefined && layer.peftType === this.method.peftType)) lost.push(`${layerPath}.${path}`);
       }
