@@ -14,7 +14,7 @@ import { readFileChecked, DEFAULT_MAX_LOAD_BYTES, insidePath } from './io/fs';
 import { resolvePretrained, type HubOptions } from './io/hub';
 import { isRecordingGradients } from './checkpoint';
 import { SEQ_CLS_HEADS } from './heads';
-import { type AdapterSetup, type CompositionBlock, type FuseBlock } from './composition';
+import { compositionToString, type AdapterSetup, type CompositionBlock, type FuseBlock } from './composition';
 import {
   activeListOf,
   applyComposition,
@@ -338,6 +338,8 @@ export class PeftModel extends Module {
   }
 
   private assertMergeable(names: string[]): void {
+    // merged weights hold the sum of the adapters' deltas: not what a composition block computes
+    if (this.composition) throw new PeftError('UNSUPPORTED', `cannot merge while the composition ${compositionToString(this.composition)} is active: merged weights would sum the adapters instead; activate adapters with setAdapter first`);
     for (const n of names) {
       const s = this.strategy(n);
       if (s.mergeRefusal !== undefined) throw new PeftError('UNSUPPORTED', `adapter "${n}" (${s.method.peftType}) cannot be merged: ${s.mergeRefusal}`);

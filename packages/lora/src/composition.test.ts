@@ -194,3 +194,15 @@ describe('composition blocks on LoRA layers', () => {
     peft.dispose();
   });
 });
+
+describe('composition and merging', () => {
+  it('merging is refused while a composition is active (merged weights would sum the deltas)', async () => {
+    const peft = await twoAdapters();
+    peft.setActiveAdapters(Stack('a', 'b'));
+    expect(() => peft.mergeAdapter()).toThrow(/cannot merge while the composition Stack\[a, b\] is active/);
+    expect(() => peft.mergeAndUnload()).toThrow(/cannot merge while the composition Stack\[a, b\] is active/);
+    peft.setAdapter(['a', 'b']);
+    expect(() => peft.mergeAdapter()).not.toThrow();
+    peft.dispose();
+  });
+});
