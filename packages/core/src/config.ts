@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from './schema';
 import { PeftError } from './errors';
 import { MAX_JSON_DEPTH, checkJsonDepth } from './io/fs';
 
@@ -70,7 +70,7 @@ export interface PeftConfigClass<C extends PeftConfig = PeftConfig> {
   readonly hfOnlyDefaults: Record<string, unknown>;
 }
 
-function describeIssue(issue: z.core.$ZodIssue, snake: boolean): string {
+function describeIssue(issue: z.ZodIssue, snake: boolean): string {
   const name = (k: PropertyKey) => (snake ? camelToSnake(String(k)) : String(k));
   if (issue.code === 'unrecognized_keys') {
     return `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${name(k)}"`).join(', ')}`;

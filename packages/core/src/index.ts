@@ -91,7 +91,7 @@ export {
   type HostValues,
 } from './kernels/host';
 export { rmsNormOp } from './kernels/webgpu/norm';
-export { z } from 'zod';
+export * as z from './schema';
 export {
   TaskType,
   PeftConfig,

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { z } from 'zod';
+import * as z from './schema';
 import { basePeftConfigShape, type PeftConfig } from './config';
 import { PeftError } from './errors';
 import type { Module } from './nn/module';
