@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { defineOp, registerFastPath } from '@peftjs/core';
+import { defineOp, hostBackend, registerFastPath, wasmHeapBackend } from '@peftjs/core';
 import type { RopeSpec } from './config';
 import { ropeWebgpu } from './kernels/rope_wgsl';
 
@@ -159,15 +159,9 @@ export const ropeOp = defineOp<RopeInputs, { transpose?: boolean }>({
   describe: 'x [B, H, T, D], cos / sin [1|B, 1, T, D]',
 });
 
-interface HeapBackend {
-  typedArrayFromHeap?(info: tf.TensorInfo): Float32Array;
-  makeOutput?(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  readSync(dataId: object): ArrayLike<number>;
-  write(values: Float32Array, shape: number[], dtype: tf.DataType): object;
-}
-
 function ropeKernel({ inputs, attrs, backend }: { inputs: RopeInputs; attrs: { transpose?: boolean }; backend: unknown }): tf.TensorInfo {
-  const be = backend as HeapBackend;
+  const be = hostBackend(backend, 'peftjs.Rope');
+  const heap = wasmHeapBackend(backend);
   const x = inputs.x as unknown as tf.TensorInfo;
   const cos = inputs.cos as unknown as tf.TensorInfo;
   const sin = inputs.sin as unknown as tf.TensorInfo;
@@ -176,13 +170,13 @@ function ropeKernel({ inputs, attrs, backend }: { inputs: RopeInputs; attrs: { t
   const ok = x.shape.length === 4 && d % 2 === 0 && x.dtype === 'float32' && cos.dtype === 'float32' && sin.dtype === 'float32' &&
     tf.util.arraysEqual(cos.shape, sin.shape) && cos.shape.length === 4 && (cb === 1 || cb === b) && cos.shape[1] === 1 && cos.shape[2] === t && cos.shape[3] === d;
   if (!ok) throw new Error(`peftjs.Rope: x must be float32 [B, H, T, D] (D even) and cos / sin [1 or B, 1, T, D]; got x [${x.shape}], cos [${cos.shape}], sin [${sin.shape}]`);
-  const wasm = typeof be.typedArrayFromHeap === 'function' && typeof be.makeOutput === 'function';
-  const outInfo = wasm ? be.makeOutput!(x.shape, 'float32') : undefined;
+  const outInfo = heap?.makeOutput(x.shape, 'float32');
   // views after makeOutput: allocating may grow (and so detach) the wasm heap
-  const xv = wasm ? be.typedArrayFromHeap!(x) : (be.readSync(x.dataId) as Float32Array);
-  const cv = wasm ? be.typedArrayFromHeap!(cos) : (be.readSync(cos.dataId) as Float32Array);
-  const sv = wasm ? be.typedArrayFromHeap!(sin) : (be.readSync(sin.dataId) as Float32Array);
-  const out = wasm ? be.typedArrayFromHeap!(outInfo!) : new Float32Array(xv.length);
+  const view = (t: tf.TensorInfo) => (heap ? heap.typedArrayFromHeap(t) : be.readSync(t.dataId)) as Float32Array;
+  const xv = view(x);
+  const cv = view(cos);
+  const sv = view(sin);
+  const out = outInfo ? (heap!.typedArrayFromHeap(outInfo) as Float32Array) : new Float32Array(xv.length);
   const half = d / 2;
   const rowsPerTable = t * d;
   // the sin entry paired with x[j + half] (out[j]) and with x[j] (out[j + half]): the same index as the
@@ -204,8 +198,8 @@ function ropeKernel({ inputs, attrs, backend }: { inputs: RopeInputs; attrs: { t
       }
     }
   }
-  if (wasm) return outInfo!;
-  return { dataId: be.write(out, x.shape, 'float32') as tf.DataId, shape: [...x.shape], dtype: 'float32' };
+  if (outInfo) return outInfo;
+  return { dataId: be.write(out, x.shape, 'float32'), shape: [...x.shape], dtype: 'float32' };
 }
 
 for (const backendName of ['wasm', 'cpu', 'webgpu']) {

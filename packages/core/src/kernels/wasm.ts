@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { hostBackend, wasmHeapBackend, type HostValues, type WasmHeapBackend } from './host';
 
 /**
  * Kernels a transformer's training needs that the tfjs wasm backend (4.22) lacks, gets wrong or runs far
@@ -11,17 +12,6 @@ import * as tf from '@tensorflow/tfjs';
  * - GatherV2 along axis 0 (an embedding lookup, the loss's label pick): wasm's generic gather took ≈ 18 ms
  *   for 1,024 rows of 256 floats; whole rows are copied here.
  */
-interface WasmLikeBackend {
-  readSync(dataId: object): ArrayLike<number>;
-  write(values: Float32Array | Int32Array, shape: number[], dtype: tf.DataType): object;
-}
-
-interface WasmHeapBackend extends WasmLikeBackend {
-  incRef(dataId: object): void;
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(info: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-}
-
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown };
 
 /** The same data under a new tensor (reference-counted). */
@@ -69,7 +59,7 @@ function gatherRows(args: KernelArgs, fallback: tf.KernelFunc): tf.TensorInfo {
 }
 
 function unsortedSegmentSum({ inputs, attrs, backend }: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): tf.TensorInfo {
-  const be = backend as WasmLikeBackend;
+  const be = hostBackend(backend, 'UnsortedSegmentSum');
   const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
   const numSegments = (attrs as { numSegments: number }).numSegments;
   const xv = be.readSync(x.dataId);
@@ -77,10 +67,10 @@ function unsortedSegmentSum({ inputs, attrs, backend }: { inputs: tf.NamedTensor
   const n = ids.length;
   const inner = n === 0 ? 0 : xv.length / n;
   const shape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
-  const heap = typeof (backend as WasmHeapBackend).makeOutput === 'function';
+  const heap = wasmHeapBackend(backend);
   // on wasm the sums go straight into the output's memory (no second buffer to copy in)
-  const info = heap ? (backend as WasmHeapBackend).makeOutput(shape, x.dtype) : undefined;
-  const out = info ? (backend as WasmHeapBackend).typedArrayFromHeap(info) : x.dtype === 'int32' ? new Int32Array(numSegments * inner) : new Float32Array(numSegments * inner);
+  const info = heap ? heap.makeOutput(shape, x.dtype) : undefined;
+  const out = info ? heap!.typedArrayFromHeap(info) : x.dtype === 'int32' ? new Int32Array(numSegments * inner) : new Float32Array(numSegments * inner);
   if (info) out.fill(0);
   for (let i = 0; i < n; i++) {
     const seg = ids[i];
@@ -90,11 +80,11 @@ function unsortedSegmentSum({ inputs, attrs, backend }: { inputs: tf.NamedTensor
     for (let j = 0; j < inner; j++) out[o + j] += xv[s + j];
   }
   if (info) return info;
-  return { dataId: be.write(out as Float32Array | Int32Array, shape, x.dtype), shape, dtype: x.dtype };
+  return { dataId: be.write(out as HostValues, shape, x.dtype), shape, dtype: x.dtype };
 }
 
 function oneHot({ inputs, attrs, backend }: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): tf.TensorInfo {
-  const be = backend as WasmLikeBackend;
+  const be = hostBackend(backend, 'OneHot');
   const { indices } = inputs as { indices: tf.TensorInfo };
   const { depth, onValue, offValue, dtype } = attrs as { depth: number; onValue: number; offValue: number; dtype: tf.DataType };
   const idx = be.readSync(indices.dataId);
