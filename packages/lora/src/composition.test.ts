@@ -206,3 +206,43 @@ describe('composition and merging', () => {
     peft.dispose();
   });
 });
+
+describe('composition.json', () => {
+  it('a composed LoRA setup round-trips; a hostile composition.json is refused naming the file and field', async () => {
+    const { mkdtempSync, readFileSync, writeFileSync, readdirSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { PeftModel } = await import('@peftjs/core');
+    const peft = await twoAdapters();
+    peft.setActiveAdapters(Average('a', 'b', { weights: [2, 1] }));
+    const dir = mkdtempSync(join(tmpdir(), 'peftjs-comp-'));
+    await peft.savePretrained(dir);
+    expect(readdirSync(dir).sort()).toEqual(['a', 'b', 'composition.json']);
+    const json = JSON.parse(readFileSync(join(dir, 'composition.json'), 'utf8'));
+    expect(json).toEqual({ active_setup: { type: 'Average', children: ['a', 'b'], weights: [2 / 3, 1 / 3] }, adapters: { a: 'a', b: 'b' } });
+    const again = await PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(BASE), dir);
+    expect(again.activeComposition?.type).toBe('Average');
+    const [x, y] = [peft.forward({ inputIds: IDS }).logits, again.forward({ inputIds: IDS }).logits];
+    expect((await maxDiff(x, y)).diff).toBe(0);
+    tf.dispose([x, y]);
+    again.dispose();
+
+    const hostile = async (edit: (j: Record<string, unknown>) => void, re: RegExp) => {
+      const j = structuredClone(json);
+      edit(j);
+      writeFileSync(join(dir, 'composition.json'), JSON.stringify(j));
+      const base = await AutoModelForCausalLM.fromPretrained(BASE);
+      const e = await PeftModel.fromPretrained(base, dir).catch((err) => err);
+      expect(PeftError.isInstance(e), String(e)).toBe(true);
+      expect(e.message).toMatch(re);
+      base.dispose();
+    };
+    await hostile((j) => delete j.active_setup, /composition\.json: field "active_setup" is missing/);
+    await hostile((j) => ((j.adapters as Record<string, string>).b = undefined as never), /the active setup names "b", which field "adapters" does not list/);
+    await hostile((j) => (j.active_setup = { type: 'Mix', children: ['a'] }), /composition\.json: field "active_setup": unknown composition block type "Mix"/);
+    await hostile((j) => (j.active_setup = { type: 'Fuse', children: ['a', { type: 'Parallel', children: ['b', 'a'] }] }), /composition\.json: adapter setup .* cannot nest Parallel\[b, a\] in Fuse/);
+    await hostile((j) => ((j.adapters as Record<string, string>).b = '../../etc'), /adapter "b" folder/);
+    await hostile((j) => (j.adapters = ['a', 'b']), /field "adapters" must map names to folder names/);
+    peft.dispose();
+  });
+});
