@@ -141,7 +141,7 @@ describe.skipIf(!chromium)('examples/browser in headless Chromium', () => {
     const fromDisk = await PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(MODEL), dir, { fs: nodeFileSystem });
     expect(fromDisk.peftConfig.default.peftType).toBe('LORA');
     rmSync(dir, { recursive: true, force: true });
-  });
+  }, 300_000); // about 30 s alone; CI runs other test files beside it on 2 cores
 
   it("core's file-system scenario gives on OPFS and IndexedDB (main thread and Worker) what it gives on Node's fs; initBackend's browser order", async () => {
     const expected = await fsScenario(nodeFileSystem, mkdtempSync(join(tmpdir(), 'peftjs-fs-')));
