@@ -143,12 +143,32 @@ describe.skipIf(!chromium)('examples/browser in headless Chromium', () => {
     rmSync(dir, { recursive: true, force: true });
   }, 300_000); // about 30 s alone; CI runs other test files beside it on 2 cores
 
-  it("core's file-system scenario gives on OPFS and IndexedDB (main thread and Worker) what it gives on Node's fs; initBackend's browser order", async () => {
+  it("core's file-system scenario gives on OPFS and IndexedDB (main thread and Worker) what it gives on Node's fs; savePretrained and fromPretrained through both; initBackend's browser order", async () => {
     const expected = await fsScenario(nodeFileSystem, mkdtempSync(join(tmpdir(), 'peftjs-fs-')));
     const entry = `
-      import { initBackend, opfsFileSystem, indexedDbFileSystem, memoryFileSystem } from '@peftjs/core';
+      import { initBackend, opfsFileSystem, indexedDbFileSystem, memoryFileSystem, getPeftModel, manualSeed, PeftModel } from '@peftjs/core';
       import { browserBackends } from '@peftjs/core/browser';
+      import { LlamaForCausalLM, parseModelConfig } from '@peftjs/models';
+      import { LoraConfig } from '@peftjs/lora';
       self.chooseBackend = () => initBackend({ backends: browserBackends, wasmPaths: new URL('./', location.href).href });
+      // savePretrained → PeftModel.fromPretrained through OPFS and IndexedDB (core's commit: staging folder, journal, renames)
+      self.saveLoad = async () => {
+        const config = parseModelConfig({ model_type: 'llama', vocab_size: 64, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
+          num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, rms_norm_eps: 1e-6, tie_word_embeddings: false });
+        const base = () => (manualSeed(1), new LlamaForCausalLM(config));
+        const peft = getPeftModel(base(), new LoraConfig({ r: 4, loraAlpha: 8, targetModules: ['q_proj', 'v_proj'], initLoraWeights: 'gaussian' }));
+        const values = async (m) => Promise.all([...m.adapterTensorMap('default')].map(async ([k, v]) => [k, Array.from(await v.data())]));
+        const want = JSON.stringify(await values(peft));
+        const out = {};
+        for (const [name, fs] of [['opfs', opfsFileSystem()], ['idb', indexedDbFileSystem('peftjs-saveload')]]) {
+          await fs.remove('saved');
+          await peft.savePretrained('saved/lora', { fs });
+          await peft.savePretrained('saved/lora', { fs }); // over an earlier save
+          const back = await PeftModel.fromPretrained(base(), 'saved/lora', { fs });
+          out[name] = { files: await fs.readdir('saved/lora'), equal: JSON.stringify(await values(back)) === want };
+        }
+        return out;
+      };
       import { fsScenario } from ${JSON.stringify(join(here, '../../tools/testing/fs_scenario.ts'))};
       const run = async () => ({
         opfs: await fsScenario(opfsFileSystem(), 'scenario-' + (self.document ? 'page' : 'worker')),
@@ -171,7 +191,8 @@ describe.skipIf(!chromium)('examples/browser in headless Chromium', () => {
         w.onerror = (e) => resolve({ error: e.message });
       });
       const r = await (globalThis as unknown as { chooseBackend: () => Promise<{ backend: string; attempts: { backend: string; reason: string }[] }> }).chooseBackend();
-      return { inPage, inWorker, backend: r.backend, attempts: r.attempts };
+      const saved = await (globalThis as unknown as { saveLoad: () => Promise<unknown> }).saveLoad();
+      return { inPage, inWorker, backend: r.backend, attempts: r.attempts, saved };
     });
     await page.close();
     expect(got.inPage).toEqual({ opfs: expected, idb: expected, memory: expected });
@@ -181,6 +202,8 @@ describe.skipIf(!chromium)('examples/browser in headless Chromium', () => {
     expect(got.attempts.map((a) => a.backend)).toEqual(['webgpu', 'webgl', 'wasm']);
     expect(got.backend).toBe('wasm');
     expect(got.attempts[1].reason).toMatch(/software|no WebGL context/);
+    const files = ['adapter_config.json', 'adapter_model.safetensors'];
+    expect(got.saved).toEqual({ opfs: { files, equal: true }, idb: { files, equal: true } });
   });
 });
 
