@@ -123,20 +123,25 @@ export function loadNative(): { binding?: NativeBinding; reason: string } {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// The wasm backend's internals these kernels use (tfjs-backend-wasm 4.x, backend_wasm.js).
+// The wasm backend's heap as these kernels use it (tfjs-backend-wasm 4.x): outputs allocated in place and
+// views of a tensor's memory, through the backend's own makeOutput / typedArrayFromHeap — the same two
+// methods core's WasmHeapBackend (kernels/host.ts) types. This package does not depend on core (core loads
+// it optionally), so it names them here.
 
 interface WasmBackend {
-  dataIdMap: { get(dataId: object): { memoryOffset: number; shape: number[]; dtype: string } | undefined };
-  wasm: { HEAPU8: Uint8Array };
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(info: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
 }
 
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown };
 
+/** The first `size` floats of t's memory (no copy); taken after any makeOutput, which may grow the heap. */
 function heapView(be: WasmBackend, t: tf.TensorInfo, size: number): Float32Array {
-  const d = be.dataIdMap.get(t.dataId);
-  if (!d) throw new Error('@peftjs/native: a tensor is not on the wasm backend');
-  return new Float32Array(be.wasm.HEAPU8.buffer, d.memoryOffset, size);
+  try {
+    return be.typedArrayFromHeap({ dataId: t.dataId, shape: [size], dtype: 'float32' }) as Float32Array;
+  } catch (e) {
+    throw new Error('@peftjs/native: a tensor is not on the wasm backend', { cause: e });
+  }
 }
 
 /** Offsets (in elements) of each broadcast batch entry in an operand of batch shape `dims`, or a stride. */
