@@ -16,8 +16,10 @@ import {
   targetModulesSchema,
   toIdsTensor,
   z,
+  type ForwardFn,
   type ForwardInputs,
   type ForwardOutput,
+  type GenerateOptions,
   type InjectionMethod,
   type ModelConfig,
 } from '@peftjs/core';
@@ -71,8 +73,20 @@ class ToyLM extends PreTrainedModel {
       return { logits, loss };
     });
   }
-  async generate(): Promise<number[][]> {
-    throw new Error('ToyLM does not generate');
+  /**
+   * Greedy. A position's logits depend on its token alone here, so after the prompt each step feeds only the
+   * last token (what a KV cache does for a transformer); `forward` is the PEFT wrapper's.
+   */
+  async generate(opts: GenerateOptions, forward: ForwardFn = (i) => this.forward(i)): Promise<number[][]> {
+    const rows = (opts.inputIds as number[][]).map((r) => r.slice());
+    for (let n = 0; n < (opts.maxNewTokens ?? 20); n++) {
+      const { logits } = forward({ inputIds: n === 0 ? rows : rows.map((r) => r.slice(-1)) });
+      const next = tf.tidy(() => tf.argMax(logits.slice([0, logits.shape[1]! - 1, 0], [-1, 1, -1]).reshape([rows.length, -1]), -1));
+      const ids = await next.data();
+      tf.dispose([logits, next]);
+      rows.forEach((r, i) => r.push(ids[i]));
+    }
+    return rows;
   }
 }
 
@@ -90,6 +104,7 @@ type Defect =
   | 'frozen-adapter' // B is made frozen: the adapter cannot learn
   | 'train-mutates-base' // the training forward nudges the base weight
   | 'leak-forward' // each forward leaks a tensor
+  | 'decode-skips-adapter' // one position at a time (a cached decoding step) runs the base alone
   | 'refuse-merge'; // merging is refused though promised
 
 let count = 0;
@@ -173,6 +188,7 @@ function toyMethod(defect?: Defect) {
         const bypassed = this.bypass(x);
         if (bypassed) return bypassed;
       } else if (this.merged && defect === 'no-disable') return this.baseLayer.forward(x);
+      if (defect === 'decode-skips-adapter' && x.rank === 3 && x.shape[1] === 1) return this.baseLayer.forward(x);
       if (defect === 'train-mutates-base' && this.training) {
         const nudged = tf.tidy(() => tf.add(this.linear.bias!, 1e-3));
         this.linear.bias!.assign(nudged);
@@ -281,6 +297,13 @@ describe('each broken toy method fails the check that guards its defect', () => 
       expect(tf.memory().numTensors).toBeLessThan(10_000);
     });
   }
+
+  it('a layer that skips its adapter in cached decoding steps fails the generate check', async () => {
+    // an adapter strong enough to change the greedy tokens: otherwise the base alone picks the same ones
+    const spec = { ...toyMethod('decode-skips-adapter'), perturbation: 1 };
+    const check = methodConformanceChecks(spec).find((c) => c.name === "generate follows the forward; disabled, it is the base model's")!;
+    await expect(check.run()).rejects.toThrow(/forward's greedy choice/);
+  });
 
   it('a promise the method does not keep fails both ways: merge promised false but merging works', async () => {
     const got = await failures({ ...toyMethod(), promises: { identityAtInit: true, merge: false } });

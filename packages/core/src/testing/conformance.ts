@@ -13,6 +13,7 @@ export const CONFORMANCE_CHECKS = [
   'mergeAndUnload ≈ adapted, unload gives the base',
   'disableAdapter gives the base logits',
   'deleteAdapter removes every parameter',
+  'generate follows the forward; disabled, it is the base model\'s',
   "only the method's parameters train",
 ] as const;
 export type ConformanceCheckName = (typeof CONFORMANCE_CHECKS)[number];
@@ -565,6 +566,41 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
         r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'the remaining adapter after the delete');
         const trainable = [...peft.namedParameters()].filter(([k, p]) => r.isMethodParameter(k) && !p.trainable);
         if (trainable.length) fail('of the remaining active adapter is frozen after the delete', trainable[0][0]);
+      } finally {
+        r.dispose(peft);
+      }
+    }),
+  );
+
+  checks.push(
+    makeCheck(r, "generate follows the forward; disabled, it is the base model's", async (fail) => {
+      const newTokens = 4;
+      const row = r.inputs.inputIds[0];
+      const mask = r.inputs.attentionMask?.[0] ?? row.map(() => 1);
+      // no end-of-sequence token: every row gets all its new tokens
+      const opts = { inputIds: [row], attentionMask: [mask], maxNewTokens: newTokens, eosTokenId: [] as number[] };
+      const base = await r.baseModel();
+      const baseGen = await base.model.generate(opts);
+      const peft = getPeftModel(base.model, spec.config());
+      try {
+        r.perturb(peft, 8);
+        const gen = await peft.generate(opts);
+        if (gen.length !== 1 || gen[0].length !== row.length + newTokens) fail(`generate returned ${gen.length} rows of ${gen[0]?.length} tokens, expected 1 of ${row.length + newTokens}`);
+        // each new token is the greedy choice of a full forward over the sequence so far (no cache): a method
+        // whose cached path (past keys/values, virtual tokens) differs from its forward fails here
+        for (let t = 0; t < newTokens; t++) {
+          const seq = gen[0].slice(0, row.length + t);
+          const out = await logitsOf(() => peft.forward({ inputIds: [seq], attentionMask: [[...mask, ...new Array<number>(t).fill(1)]] }));
+          const v = out.shape[out.shape.length - 1];
+          const last = out.data.subarray(out.data.length - v);
+          const best = last.reduce((b, x, i) => (x > last[b] ? i : b), 0);
+          const tok = gen[0][row.length + t];
+          if (tok !== best && !(last[best] - last[tok] <= r.tol.merge * maxAbs(last))) {
+            fail(`new token ${t} is ${tok}, but the forward's greedy choice is ${best} (logit ${last[best]} vs ${last[tok]})`, 'logits');
+          }
+        }
+        const off = await peft.disableAdapter(() => peft.generate(opts));
+        if (off.join('|') !== baseGen.join('|')) fail(`generate inside disableAdapter gave [${off[0]}], the base model gives [${baseGen[0]}]`);
       } finally {
         r.dispose(peft);
       }
