@@ -36,7 +36,7 @@ describe('AdapterFusion layer', () => {
     manualSeed(9);
     const f = new AdapterFusion(new AdapterFusionConfig('dynamic'), d);
     const value = f.child<Linear>('value');
-    const w = await value.weight.array();
+    const w = (await value.weight.array()) as number[][];
     expect(w[0][0]).toBe(1);
     expect(w[0][1]).toBeCloseTo(1e-6, 12);
     expect(value.bias).toBeUndefined();
@@ -105,7 +105,7 @@ describe('AdapterFusion on a model', () => {
     // a training step: gradients reach the fusion only; memory flat across steps
     const opt = tf.train.adam(1e-2);
     const vars = peft.parameters().filter((p) => p.trainable);
-    const step = () => tf.dispose(opt.minimize(() => peft.forward(batch).loss!, true, vars));
+    const step = () => tf.dispose(opt.minimize(() => peft.forward(batch).loss!, true, vars)!);
     step();
     const before = tf.memory().numTensors;
     step();
