@@ -5,7 +5,10 @@ import { readdirSync, existsSync } from 'node:fs';
 // Tests import packages by name; point those names at the sources so a test never runs stale dist/.
 const pkgDir = fileURLToPath(new URL('./packages/', import.meta.url));
 // a subpath export first: an alias also matches the names below it (`@peftjs/core` would take `@peftjs/core/testing`)
-const alias: Record<string, string> = { '@peftjs/core/testing': `${pkgDir}core/src/testing/index.ts` };
+const alias: Record<string, string> = {
+  '@peftjs/core/testing': `${pkgDir}core/src/testing/index.ts`,
+  '@peftjs/core/browser': `${pkgDir}core/src/browser.ts`,
+};
 for (const dir of readdirSync(pkgDir)) {
   const entry = `${pkgDir}${dir}/src/index.ts`;
   if (!existsSync(entry)) continue;

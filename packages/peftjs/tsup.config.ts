@@ -1,2 +1,3 @@
 import { packageConfig } from '../../tsup.base';
-export default packageConfig();
+// browser.ts: peftjs/browser (re-exports @peftjs/core/browser, kept external)
+export default packageConfig({ entry: ['src/index.ts', 'src/browser.ts'] });

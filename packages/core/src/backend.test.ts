@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { BROWSER_BACKEND_ORDER, initBackend, summarizeAdapter } from './backend';
 import { PeftError } from './errors';
+import { browserBackends } from '@peftjs/core/browser';
 
 describe('initBackend', () => {
   it('takes an explicit backend and reports why', async () => {
@@ -34,6 +35,15 @@ describe('initBackend', () => {
     const r = await initBackend({ prefer: ['wasm', 'cpu'], backends: { wasm: 42 } });
     expect(r.backend).toBe('cpu');
     expect(r.attempts[0].reason).toMatch(/backends\.wasm is not a module/);
+    await tf.setBackend(before);
+  });
+
+  it('@peftjs/core/browser holds both backend modules, imported statically', async () => {
+    const { wasm, webgpu } = browserBackends as { wasm: Record<string, unknown>; webgpu: Record<string, unknown> };
+    expect(typeof wasm.setWasmPaths).toBe('function');
+    expect(typeof webgpu.WebGPUBackend).toBe('function');
+    const before = tf.getBackend();
+    expect((await initBackend({ prefer: 'wasm', backends: browserBackends, native: false })).backend).toBe('wasm');
     await tf.setBackend(before);
   });
 
