@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import {
   PeftConfig,
   PeftModel,
+  PEFT_METHOD_SPEC_VERSION,
   basePeftConfigShape,
   getPeftModel,
   listPeftMethods,
@@ -92,6 +93,46 @@ describe('a third-party method on the public contract (BitFit)', () => {
     }
   });
 
+  it("a parameterKey that ignores the adapter name is refused when the second adapter is added, which is then removed", async () => {
+    const base = await AutoModelForCausalLM.fromPretrained(`${hfCase('qwen2_lora')}base`);
+    const sameKey = registerPeftMethod({
+      ...bitfitMethod,
+      peftType: 'PLUGIN_SAMEKEY',
+      prefix: 'samekey_',
+      configClass: configOf('PLUGIN_SAMEKEY'),
+      // every adapter's delta under one key: saving one adapter would pick whichever came last
+      parameterKey: (path) => (/\.plugin_bitfit_bias\.[^.]+$/.test(path) ? path.replace(/\.[^.]+$/, '') : undefined),
+    });
+    const anyAdapter = registerPeftMethod({
+      ...bitfitMethod,
+      peftType: 'PLUGIN_ANYADAPTER',
+      prefix: 'anyadapter_',
+      configClass: configOf('PLUGIN_ANYADAPTER'),
+      // every adapter's delta claimed by each adapter (keys kept apart by the name)
+      parameterKey: (path) => (path.includes('.plugin_bitfit_bias.') ? path : undefined),
+    });
+    try {
+      const q0 = 'base_model.model.model.layers.0.self_attn.q_proj.plugin_bitfit_bias';
+      for (const [method, error] of [
+        [sameKey, new RegExp(`parameters "${q0}\\.default" and "${q0}\\.b" get the same file key "${q0}"`)],
+        [anyAdapter, new RegExp(`PLUGIN_ANYADAPTER: parameterKey claims "base_model\\.model\\.model\\.layers\\.0\\.self_attn\\.q_proj\\.plugin_bitfit_bias\\.default" of adapter "default" for adapter "b"`)],
+      ] as const) {
+        const Config = configOf(method.peftType);
+        const peft = getPeftModel(base, new Config({ targetModules: ['q_proj'] }));
+        const [trainable] = peft.getNbTrainableParameters();
+        const before = tf.memory().numTensors;
+        expect(() => peft.addAdapter('b', new Config({ targetModules: ['q_proj'] }))).toThrow(error);
+        expect(Object.keys(peft.peftConfig)).toEqual(['default']);
+        expect(peft.getNbTrainableParameters()[0]).toBe(trainable);
+        expect(tf.memory().numTensors).toBe(before); // b's deltas were disposed with it
+        peft.unload();
+      }
+    } finally {
+      unregisterPeftMethod(sameKey.peftType);
+      unregisterPeftMethod(anyAdapter.peftType);
+    }
+  });
+
   it('the method is resolved when the adapter is added: unregistering it leaves a live model working', async () => {
     const method = registerPeftMethod({ ...bitfitMethod, peftType: 'PLUGIN_LIVE', prefix: 'live_', configClass: configOf('PLUGIN_LIVE'), parameterKey: bitfitMethod.parameterKey });
     const dir = `${hfCase('qwen2_lora')}base`;
@@ -124,7 +165,9 @@ describe('a third-party method on the public contract (BitFit)', () => {
       }
     }
     const fieldMethod: InjectionMethod<BiasConfig, Linear | BitFitLinear> = {
-      ...bitfitMethod,
+      specificationVersion: PEFT_METHOD_SPEC_VERSION,
+      kind: 'injection',
+      canWrap: bitfitMethod.canWrap,
       peftType: 'PLUGIN_FIELD',
       prefix: 'field_',
       configClass: BiasConfig,
@@ -134,6 +177,7 @@ describe('a third-party method on the public contract (BitFit)', () => {
         layer.addAdapter(adapterName);
         return layer;
       },
+      parameterKey: (path, adapterName) => prefixedParameterKey(path, adapterName, 'plugin_bitfit_'),
     };
     const method = registerPeftMethod(fieldMethod);
     try {
