@@ -20,6 +20,7 @@
  * 3. Prompt-learning methods (virtual tokens): a `PromptLearningMethod<MyConfig, MyEncoder>`; its hooks get
  *    the encoder as `MyEncoder` (no casts). `forwardWithVirtualTokens` / `forwardWithPrefix` are HF's forwards.
  * Checked, not just written: registration refuses a config class whose peftType differs from the method's;
+ * adding an adapter refuses a `parameterKey` that claims another adapter's parameters or maps two to one key;
  * saving refuses an adapter whose trainable parameters `parameterKey` does not claim (they would be lost);
  * loading fills exactly what `parameterKey` claims. The method object is resolved once, when an adapter is
  * added: unregistering it later does not affect live models.
