@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { BaseTunerLayer, Conv1D, Linear, ParameterDict, PeftError, nextSeed, assertFiniteMerge } from '@peftjs/core';
+import { IA3_COMPOSITIONS, ia3ComposedForward } from './composition';
 
 type LinearLike = Linear | Conv1D;
 
@@ -12,6 +13,7 @@ export class IA3Linear extends BaseTunerLayer {
   readonly peftType = 'IA3';
   readonly isFeedforward: boolean;
   readonly fanInFanOut: boolean;
+  override readonly supportedCompositions = IA3_COMPOSITIONS;
 
   constructor(base: LinearLike | BaseTunerLayer, isFeedforward: boolean, fanInFanOut: boolean) {
     super(base);
@@ -94,6 +96,7 @@ export class IA3Linear extends BaseTunerLayer {
   forward(x: tf.Tensor): tf.Tensor {
     const bypassed = this.bypass(x);
     if (bypassed) return bypassed;
+    if (this.activeComposition) return ia3ComposedForward(this, x, this.activeComposition);
     return tf.tidy(() => {
       let scale: tf.Tensor | null = null;
       for (const name of this.activeAdapters) {
