@@ -21,6 +21,11 @@ const shape = {
   /** The hard-concrete temperature β (Louizos et al.: 2/3). */
   gateTemperature: z.number().gt(0).default(2 / 3),
   /**
+   * Structured diff pruning: besides the entry gates, one gate per diffed tensor (the group), δ ⊙ z ⊙ z_g, whose
+   * expected L0 is P(z_g ≠ 0) · Σ P(z_i ≠ 0): the penalty can switch a whole tensor's diff off.
+   */
+  structured: z.boolean().default(false),
+  /**
    * Whether the diff is projected: a fixed mask (indices + values) instead of the gated dense diff. Set by
    * `projectDiffPruning`; every saved adapter is projected, so a loaded one is.
    */

@@ -34,3 +34,14 @@ registerMethodConformance(
   },
   t,
 );
+registerMethodConformance(
+  {
+    name: 'diff pruning, gated and structured (q_proj, v_proj, down_proj)',
+    model: llama,
+    config: () => new DiffPruningConfig({ targetModules: ['q_proj', 'v_proj', 'down_proj'], structured: true, density: 0.05 }),
+    promises: { identityAtInit: true, merge: true },
+    untrained: (name) => name.includes('log_alpha.'),
+    skip: { 'save → load is exact': 'a gated adapter is saved as its projection (checked in diff_pruning.test.ts)' },
+  },
+  t,
+);

@@ -209,6 +209,47 @@ describe('diff pruning on LLaMA (all-linear weights)', () => {
   });
 });
 
+describe('structured diff pruning (a group gate per tensor)', () => {
+  it('the L0 term is λ·Σ P(z_g ≠ 0)·Σ P(z_i ≠ 0); a closed group gate switches its tensor\'s diff off, in the forward and the projection', async () => {
+    const model = await AutoModelForCausalLM.fromPretrained(LLAMA);
+    const base = model.forward(batch);
+    const peft = getPeftModel(model, new DiffPruningConfig({ targetModules: ['q_proj', 'v_proj'], structured: true, sparsityPenalty: 1e-3, density: 0.1 }));
+    const q = 'model.layers.0.self_attn.q_proj';
+    expect(peft.model.getParameter(`${q}.diff_pruning_group_log_alpha.default.weight`).shape).toEqual([1]);
+    const entries = linearNumels(peft.model).filter((_, i) => i % 7 === 0 || i % 7 === 2).reduce((a, b) => a + b, 0);
+    const p5 = 1 / (1 + Math.exp(-(5 - DEFAULT_GATE.beta * Math.log(-DEFAULT_GATE.gamma / DEFAULT_GATE.zeta))));
+    peft.train();
+    const l0 = await scalar(tf.sub(peft.forward(batch).loss!, base.loss!));
+    expect(Math.abs(l0 - 1e-3 * entries * p5 * p5) / (1e-3 * entries * p5 * p5)).toBeLessThan(1e-5);
+    train(peft, 3);
+    // close q_proj's group gate in layer 0: its diff is gone from the eval forward and from the projection
+    const v = 'model.layers.0.self_attn.v_proj';
+    const withQ = peft.forward({ inputIds: batch.inputIds }).logits;
+    peft.model.getParameter(`${q}.diff_pruning_group_log_alpha.default.weight`).assign(tf.tensor1d([-10]));
+    const closed = peft.forward({ inputIds: batch.inputIds }).logits;
+    expect(await maxAbsDiff(closed, withQ)).toBeGreaterThan(0);
+    const layer = peft.model.getSubmodule<DiffPruningLayer>(q);
+    const d = layer.diff('default', 'weight', false);
+    expect(await scalar(tf.max(tf.abs(d)))).toBe(0);
+    d.dispose();
+    const gatedOut = join(tmp, 'structured-gated');
+    await peft.savePretrained(gatedOut); // saved as its projection, the group gates included
+    projectDiffPruning(peft);
+    expect(await scalar(tf.max(tf.abs(peft.model.getParameter(`${q}.diff_pruning_values.default.weight`))))).toBe(0);
+    expect(await scalar(tf.max(tf.abs(peft.model.getParameter(`${v}.diff_pruning_values.default.weight`))))).toBeGreaterThan(0);
+    expect([...peft.namedParameters()].some(([k]) => k.includes('group_log_alpha'))).toBe(false);
+    const out = join(tmp, 'structured');
+    await peft.savePretrained(out);
+    const json = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
+    expect(json.structured).toBe(true);
+    expect(Buffer.compare(readFileSync(join(gatedOut, 'adapter_model.safetensors')), readFileSync(join(out, 'adapter_model.safetensors')))).toBe(0);
+    const projected = peft.forward({ inputIds: batch.inputIds }).logits;
+    const again = await PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(LLAMA), out);
+    expect(await maxAbsDiff(again.forward({ inputIds: batch.inputIds }).logits, projected)).toBe(0);
+    tf.dispose([withQ, closed, projected, base.logits, base.loss!]);
+  });
+});
+
 describe('diff pruning on biases and GPT-2 Conv1D', () => {
   it('Qwen2: weights and biases get diffs; a step moves only them; save → load exact', async () => {
     const model = await AutoModelForCausalLM.fromPretrained(QWEN);

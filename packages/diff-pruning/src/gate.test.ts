@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { manualSeed } from '@peftjs/core';
-import { DEFAULT_GATE, deterministicGate, expectedL0, gateOpenProbability, keptCount, projectDiff, sampleGate, scatterDiff } from './index';
+import { DEFAULT_GATE, deterministicGate, expectedL0, gateOpenProbability, keptCount, projectDiff, sampleGate, scatterDiff, structuredExpectedL0 } from './index';
 
 const { gamma, zeta, beta } = DEFAULT_GATE;
 const sig = (x: number) => 1 / (1 + Math.exp(-x));
@@ -80,6 +80,25 @@ describe('hard-concrete gate', () => {
     const l0b = await values(expectedL0(la, other));
     expect(l0b[0]).toBeCloseTo(a.reduce((s, x) => s + sig(x - 0.5 * Math.log(0.5 / 1.5)), 0), 5);
     la.dispose();
+  });
+
+  it('structured: E[L0] of δ ⊙ z ⊙ z_g = P(z_g ≠ 0)·Σ P(z_i ≠ 0), matching the count of nonzero products of samples', async () => {
+    manualSeed(5);
+    const a = tf.tensor1d([-1, 0, 0.5, 2, -0.3, 1.5]);
+    const ag = tf.tensor1d([0.4]);
+    const c = beta * Math.log(-gamma / zeta);
+    const want = sig(0.4 - c) * [-1, 0, 0.5, 2, -0.3, 1.5].reduce((s, x) => s + sig(x - c), 0);
+    const got = await values(structuredExpectedL0(a, ag));
+    expect(got[0]).toBeCloseTo(want, 5);
+    // Monte Carlo: N draws of (z, z_g); the mean number of nonzero z_i·z_g
+    const N = 40_000;
+    const z = sampleGate(tf.tile(a.reshape([1, 6]), [N, 1]));
+    const zg = sampleGate(tf.fill([N, 1], 0.4));
+    const nz = await values(tf.tidy(() => tf.sum(tf.cast(tf.notEqual(tf.mul(z, zg), 0), 'float32'))));
+    tf.dispose([z, zg]);
+    // the count per draw is at most 6: its standard deviation is below 3
+    expect(Math.abs(nz[0] / N - want), `${nz[0] / N} vs ${want}`).toBeLessThan((5 * 3) / Math.sqrt(N));
+    tf.dispose([a, ag]);
   });
 
   it('log α gets the gradient of the sample: zero where the gate is clipped, nonzero inside', async () => {

@@ -9,6 +9,7 @@ export {
   deterministicGate,
   gateOpenProbability,
   expectedL0,
+  structuredExpectedL0,
   keptCount,
   projectDiff,
   scatterDiff,

@@ -43,6 +43,14 @@ export function expectedL0(logAlpha: tf.Tensor, g: GateParams = DEFAULT_GATE): t
   return tf.tidy(() => tf.sum(gateOpenProbability(logAlpha, g)) as tf.Scalar);
 }
 
+/**
+ * The expected L0 norm of a structured diff δ ⊙ z ⊙ z_g (one group gate z_g for the tensor): an entry is nonzero iff
+ * both its gate and the group's are, independently, so E[L0] = P(z_g ≠ 0) · Σ P(z_i ≠ 0).
+ */
+export function structuredExpectedL0(logAlpha: tf.Tensor, groupLogAlpha: tf.Tensor, g: GateParams = DEFAULT_GATE): tf.Scalar {
+  return tf.tidy(() => tf.mul(tf.sum(gateOpenProbability(groupLogAlpha, g)), expectedL0(logAlpha, g)) as tf.Scalar);
+}
+
 /** Entries a projection to `density` keeps of a tensor of `numel` entries: round(density · numel). */
 export function keptCount(density: number, numel: number): number {
   return Math.min(numel, Math.round(density * numel));
@@ -90,6 +98,8 @@ function pinFrozen(v: tf.Variable): tf.Variable {
   return v;
 }
 
+const DICTS = ['delta', 'log_alpha', 'group_log_alpha', 'indices', 'values'] as const;
+
 type ParamSlots = { _params: Map<string, tf.Variable | tf.Tensor> };
 
 /** What one adapter of a layer needs to know: its gate and which base parameters it diffs. */
@@ -99,6 +109,8 @@ export interface DiffAdapterOptions {
   parameters: string[];
   initLogAlpha: number;
   density: number;
+  /** A group gate per diffed tensor besides the entry gates (structured diff pruning): δ ⊙ z ⊙ z_g. */
+  structured: boolean;
 }
 
 /**
@@ -107,7 +119,8 @@ export interface DiffAdapterOptions {
  * and any module type works). Two phases per adapter:
  * - gated: `diff_pruning_delta.<adapter>.<param>` (δ, zeros at init: identity) and
  *   `diff_pruning_log_alpha.<adapter>.<param>` train; z is a hard-concrete sample in training and the
- *   deterministic gate ẑ at eval;
+ *   deterministic gate ẑ at eval; structured adapters also train `diff_pruning_group_log_alpha.<adapter>.<param>`
+ *   ([1]: one gate z_g for the whole tensor, W_eff = W + δ ⊙ z ⊙ z_g);
  * - projected: `diff_pruning_indices.<adapter>.<param>` (int32 flat indices, frozen) and
  *   `diff_pruning_values.<adapter>.<param>` (trainable): a fixed mask, the diff is the values at the indices.
  * Several active adapters add their diffs. Merging adds the diff into the base parameter; unmerging subtracts it.
@@ -118,10 +131,10 @@ export class DiffPruningLayer extends BaseTunerLayer {
 
   constructor(base: Module & Layer) {
     super(base);
-    for (const d of ['diff_pruning_delta', 'diff_pruning_log_alpha', 'diff_pruning_indices', 'diff_pruning_values']) this.registerModule(d, new ModuleDict<ParameterDict>());
+    for (const kind of DICTS) this.registerModule(`diff_pruning_${kind}`, new ModuleDict<ParameterDict>());
   }
 
-  private dict(kind: 'delta' | 'log_alpha' | 'indices' | 'values'): ModuleDict<ParameterDict> {
+  private dict(kind: (typeof DICTS)[number]): ModuleDict<ParameterDict> {
     return this.child<ModuleDict<ParameterDict>>(`diff_pruning_${kind}`);
   }
 
@@ -184,6 +197,15 @@ export class DiffPruningLayer extends BaseTunerLayer {
       }
       this.dict('delta').set(name, delta);
       this.dict('log_alpha').set(name, logAlpha);
+      if (opts.structured) {
+        const group = new ParameterDict();
+        for (const p of opts.parameters) {
+          const g = tf.fill([1], opts.initLogAlpha, 'float32');
+          group.set(p, g);
+          g.dispose();
+        }
+        this.dict('group_log_alpha').set(name, group);
+      }
     }
   }
 
@@ -192,22 +214,31 @@ export class DiffPruningLayer extends BaseTunerLayer {
     return this.dict('log_alpha').get(name)?.get(p);
   }
 
+  /** A structured gated adapter's group log α of parameter `p`, [1] (undefined otherwise). */
+  groupLogAlpha(name: string, p: string): tf.Variable | undefined {
+    return this.dict('group_log_alpha').get(name)?.get(p);
+  }
+
   /**
-   * Adapter `name`'s diff of base parameter `p`, as a dense tensor of its shape: δ ⊙ z (z sampled when `sample`,
-   * else ẑ) when gated, the scattered values when projected.
+   * Adapter `name`'s diff of base parameter `p`, as a dense tensor of its shape: δ ⊙ z (⊙ z_g when structured; the
+   * gates sampled when `sample`, else ẑ) when gated, the scattered values when projected.
    */
   diff(name: string, p: string, sample: boolean): tf.Tensor {
     const opts = this.options.get(name)!;
     const shape = this.baseParam(p).shape;
     if (this.isProjected(name)) return scatterDiff(this.dict('indices').get(name)!.get(p)!, this.dict('values').get(name)!.get(p)!, shape);
     const delta = this.dict('delta').get(name)!.get(p)!;
-    const logAlpha = this.dict('log_alpha').get(name)!.get(p)!;
-    return tf.tidy(() => tf.mul(delta, sample ? sampleGate(logAlpha, opts.gate) : deterministicGate(logAlpha, opts.gate)));
+    const gate = (logAlpha: tf.Tensor) => (sample ? sampleGate(logAlpha, opts.gate) : deterministicGate(logAlpha, opts.gate));
+    const group = this.groupLogAlpha(name, p);
+    return tf.tidy(() => {
+      const gated = tf.mul(delta, gate(this.dict('log_alpha').get(name)!.get(p)!));
+      return group ? tf.mul(gated, gate(group)) : gated;
+    });
   }
 
   /**
    * Turns gated adapter `name` into its projection: per parameter, the round(density · numel) entries of largest
-   * |δ ⊙ ẑ| become the fixed mask (indices) and their values the trainable values. δ and log α are disposed.
+   * |δ ⊙ ẑ (⊙ ẑ_g)| become the fixed mask (indices) and their values the trainable values. δ and the log α are disposed.
    */
   project(name: string): void {
     if (!this.has(name)) throw new PeftError('INVALID_ARGUMENT', `layer has no diff pruning adapter "${name}"`);
@@ -227,6 +258,7 @@ export class DiffPruningLayer extends BaseTunerLayer {
     }
     this.dict('delta').delete(name);
     this.dict('log_alpha').delete(name);
+    if (this.dict('group_log_alpha').has(name)) this.dict('group_log_alpha').delete(name);
     this.dict('indices').set(name, indices);
     this.dict('values').set(name, values);
   }
@@ -270,7 +302,7 @@ export class DiffPruningLayer extends BaseTunerLayer {
   }
 
   protected deleteOne(name: string): void {
-    for (const kind of ['delta', 'log_alpha', 'indices', 'values'] as const) if (this.dict(kind).has(name)) this.dict(kind).delete(name);
+    for (const kind of DICTS) if (this.dict(kind).has(name)) this.dict(kind).delete(name);
     this.options.delete(name);
   }
 

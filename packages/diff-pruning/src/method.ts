@@ -11,7 +11,7 @@ import {
   type Module,
 } from '@peftjs/core';
 import { DiffPruningConfig } from './config';
-import { DiffPruningLayer, deterministicGate, expectedL0, projectDiff, type GateParams } from './layer';
+import { DiffPruningLayer, deterministicGate, expectedL0, projectDiff, structuredExpectedL0, type GateParams } from './layer';
 
 export function gateParams(config: DiffPruningConfig): GateParams {
   return { gamma: config.gateStretch[0], zeta: config.gateStretch[1], beta: config.gateTemperature };
@@ -23,7 +23,7 @@ export function diffPruningLayers(peft: PeftModel, name: string): DiffPruningLay
 }
 
 const PREFIX = 'diff_pruning_';
-const GATED = /\.diff_pruning_(delta|log_alpha)\.([^.]+)$/;
+const GATED = /\.diff_pruning_(delta|log_alpha|group_log_alpha)\.([^.]+)$/;
 
 export const diffPruningMethod: InjectionMethod<DiffPruningConfig, (Module & Layer) | DiffPruningLayer> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
@@ -53,7 +53,7 @@ export const diffPruningMethod: InjectionMethod<DiffPruningConfig, (Module & Lay
     if (!parameters.length) {
       throw new PeftError('INVALID_CONFIG', `DIFF_PRUNING: target module "${targetName}" (${base.constructor.name}) has none of diffParameters ${JSON.stringify(config.diffParameters)}`);
     }
-    layer.updateLayer(adapterName, { gate: gateParams(config), parameters, initLogAlpha: config.initLogAlpha, density: config.density }, config.projected);
+    layer.updateLayer(adapterName, { gate: gateParams(config), parameters, initLogAlpha: config.initLogAlpha, density: config.density, structured: config.structured }, config.projected);
     return layer;
   },
 
@@ -61,12 +61,12 @@ export const diffPruningMethod: InjectionMethod<DiffPruningConfig, (Module & Lay
 
   /**
    * Saving a gated adapter writes its projection (what `projectDiffPruning` would make): per parameter the
-   * round(density · numel) entries of largest |δ ⊙ ẑ|, as `….diff_pruning_indices.<param>` (int32) and
+   * round(density · numel) entries of largest |δ ⊙ ẑ| (⊙ ẑ_g when structured), as `….diff_pruning_indices.<param>` (int32) and
    * `….diff_pruning_values.<param>`.
    */
   toFileTensors(tensors, config) {
     const out: Record<string, tf.Tensor> = {};
-    const gated = new Map<string, { delta?: tf.Tensor; logAlpha?: tf.Tensor }>();
+    const gated = new Map<string, { delta?: tf.Tensor; logAlpha?: tf.Tensor; group?: tf.Tensor }>();
     for (const [key, t] of Object.entries(tensors)) {
       const m = GATED.exec(key);
       if (!m) {
@@ -76,22 +76,27 @@ export const diffPruningMethod: InjectionMethod<DiffPruningConfig, (Module & Lay
       const stem = `${key.slice(0, m.index)}|${m[2]}`;
       const entry = gated.get(stem) ?? {};
       if (m[1] === 'delta') entry.delta = t;
-      else entry.logAlpha = t;
+      else if (m[1] === 'log_alpha') entry.logAlpha = t;
+      else entry.group = t;
       gated.set(stem, entry);
     }
     const g = gateParams(config);
-    for (const [stem, { delta, logAlpha }] of gated) {
+    for (const [stem, { delta, logAlpha, group }] of gated) {
       const [module, param] = stem.split('|');
       if (!delta || !logAlpha) throw new PeftError('INVALID_ARGUMENT', `DIFF_PRUNING: ${module}.diff_pruning_${delta ? 'log_alpha' : 'delta'}.${param} is missing; cannot save the diff of ${module}.${param}`);
-      const proj = tf.tidy(() => projectDiff(tf.mul(delta, deterministicGate(logAlpha, g)), config.density));
+      if (config.structured && !group) throw new PeftError('INVALID_ARGUMENT', `DIFF_PRUNING: ${module}.diff_pruning_group_log_alpha.${param} is missing; cannot save the diff of ${module}.${param}`);
+      const proj = tf.tidy(() => {
+        const d = tf.mul(delta, deterministicGate(logAlpha, g));
+        return projectDiff(group ? tf.mul(d, deterministicGate(group, g)) : d, config.density);
+      });
       out[`${module}.diff_pruning_indices.${param}`] = proj.indices;
       out[`${module}.diff_pruning_values.${param}`] = proj.values;
-      tf.dispose([delta, logAlpha]);
+      tf.dispose([delta, logAlpha, group ?? []]);
     }
     return out;
   },
 
-  /** λ · Σ E[L0] over the gated parameters of the adapter, while training (an eval loss is the task's alone). */
+  /** λ · Σ E[L0] (structured: Σ P(z_g ≠ 0) · Σ P(z_i ≠ 0)) over the gated parameters of the adapter, while training (an eval loss is the task's alone). */
   lossTerm({ peft, adapterName, config }) {
     if (config.sparsityPenalty === 0) return null;
     const layers = diffPruningLayers(peft, adapterName).filter((l) => l.training && !l.isProjected(adapterName));
@@ -99,7 +104,12 @@ export const diffPruningMethod: InjectionMethod<DiffPruningConfig, (Module & Lay
     const g = gateParams(config);
     return tf.tidy(() => {
       const terms: tf.Scalar[] = [];
-      for (const l of layers) for (const p of l.adapterOptions(adapterName)!.parameters) terms.push(expectedL0(l.logAlpha(adapterName, p)!, g));
+      for (const l of layers) {
+        for (const p of l.adapterOptions(adapterName)!.parameters) {
+          const group = l.groupLogAlpha(adapterName, p);
+          terms.push(group ? structuredExpectedL0(l.logAlpha(adapterName, p)!, group, g) : expectedL0(l.logAlpha(adapterName, p)!, g));
+        }
+      }
       return tf.mul(tf.addN(terms), config.sparsityPenalty) as tf.Scalar;
     });
   },
