@@ -174,3 +174,14 @@ describe('AdapterFusion on a model', () => {
     peft.dispose();
   });
 });
+
+describe('AdapterFusion placement', () => {
+  it('fused adapters must share their placements', async () => {
+    manualSeed(6);
+    const peft = getPeftModel(await AutoModelForCausalLM.fromPretrained(BASE), new SeqBnConfig({ reductionFactor: 4, mhAdapter: true }), 'a');
+    peft.addAdapter('b', new SeqBnConfig({ reductionFactor: 4 }));
+    addAdapterFusion(peft, Fuse('a', 'b')); // only where both are: output_adapters
+    expect(() => peft.setActiveAdapters(Fuse('a', 'b'))).toThrow(/attention_adapters holds only "a" of Fuse\[a, b\]; fused adapters must share their placements/);
+    peft.dispose();
+  });
+});

@@ -71,6 +71,9 @@ export function resolveSetup(peft: PeftModel, setup: unknown): CompositionBlock 
         const ok = layer.supportedCompositions.length ? `${layer.peftType} layers support ${layer.supportedCompositions.join(', ')}` : `${layer.peftType} layers support no composition blocks`;
         throw new PeftError('UNSUPPORTED', `adapter setup ${shown}: ${compositionToString(b)} is not supported at ${path} (a ${layer.moduleType} layer holding ${held.map((n) => `"${n}"`).join(', ')}); ${ok}`);
       }
+      if (b.type === 'Fuse' && b.name.split(',').some((n) => !layer.has(n))) {
+        throw new PeftError('UNSUPPORTED', `adapter setup ${shown}: ${path} holds only ${held.map((n) => `"${n}"`).join(', ')} of ${compositionToString(b)}; fused adapters must share their placements (the same layers and locations)`);
+      }
       if (b.type === 'Fuse' && !layer.hasFusion(b.name)) {
         throw new PeftError('INVALID_ARGUMENT', `adapter setup ${shown}: ${path} has no fusion layer "${b.name}"; add it first (addAdapterFusion(peft, Fuse(${b.name.split(',').map((n) => `'${n}'`).join(', ')})))`);
       }
