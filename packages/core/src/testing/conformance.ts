@@ -219,14 +219,14 @@ class Runner {
    * adapter differs from its identity init and each of its tensors matters: HF's tests use init_weights=False.
    * σ = 0.1 · rms(p) + spec.perturbation (default 0.1).
    */
-  perturb(peft: PeftModel, seed: number): void {
+  perturb(peft: PeftModel, seed: number, floor = this.spec.perturbation ?? 0.1): void {
     let i = 0;
     for (const [, p] of peft.namedParameters()) {
       if (!p.trainable || p.dtype !== 'float32') continue;
       const s = seed * 1000 + i++;
       tf.tidy(() => {
         const rms = tf.sqrt(tf.mean(tf.square(p)));
-        const sigma = tf.add(tf.mul(rms, 0.1), this.spec.perturbation ?? 0.1);
+        const sigma = tf.add(tf.mul(rms, 0.1), floor);
         p.assign(tf.add(p, tf.mul(tf.randomNormal(p.shape, 0, 1, 'float32', s), sigma)));
       });
     }
@@ -583,8 +583,15 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
       const baseGen = await base.model.generate(opts);
       const peft = getPeftModel(base.model, spec.config());
       try {
-        r.perturb(peft, 8);
-        const gen = await peft.generate(opts);
+        // a strong adapter, so that its greedy tokens differ from the base model's and a decoding step that
+        // skipped it would be seen: noise of σ 1, then 3, then 10 more until they do
+        let gen: number[][] = baseGen;
+        for (const [i, floor] of [1, 3, 10].entries()) {
+          r.perturb(peft, 8 + i, Math.max(floor, spec.perturbation ?? 0));
+          gen = await peft.generate(opts);
+          if (gen.join('|') !== baseGen.join('|')) break;
+        }
+        if (gen.join('|') === baseGen.join('|')) fail(`the perturbed adapter generates the base model's tokens [${baseGen[0]}]: nothing tells a decoding step that skips it; raise spec.perturbation`);
         if (gen.length !== 1 || gen[0].length !== row.length + newTokens) fail(`generate returned ${gen.length} rows of ${gen[0]?.length} tokens, expected 1 of ${row.length + newTokens}`);
         // each new token is the greedy choice of a full forward over the sequence so far (no cache): a method
         // whose cached path (past keys/values, virtual tokens) differs from its forward fails here
