@@ -258,8 +258,23 @@ export function registerCompositionPart(part: CompositionPart): void {
   if (!parts.some((p) => p.field === part.field)) parts.push(part);
 }
 
-/** savePretrained's last step with an active composition: the parts (fusions) and composition.json. */
-export async function saveCompositionFile(peft: PeftModel, block: CompositionBlock, dir: string, saved: string[], fs: FileSystem, commit: (dir: string, files: Record<string, string>) => Promise<void>): Promise<void> {
+/**
+ * savePretrained's last step: with a composition active, the parts (fusions) and composition.json; without one,
+ * a whole save (every adapter) removes a composition.json an earlier save left, so the folder loads as it is now.
+ */
+export async function saveCompositionFile(
+  peft: PeftModel,
+  block: CompositionBlock | null,
+  dir: string,
+  saved: string[],
+  fs: FileSystem,
+  whole: boolean,
+  commit: (dir: string, files: Record<string, string>, remove: string[]) => Promise<void>,
+): Promise<void> {
+  if (!block) {
+    if (whole && (await fs.exists(joinPath(dir, COMPOSITION_NAME)))) await commit(dir, {}, [COMPOSITION_NAME]);
+    return;
+  }
   const missing = flattenComposition(block).filter((n) => !saved.includes(n));
   if (missing.length) return; // a partial save (selectedAdapters) is not the composed setup
   const folders = Object.fromEntries(saved.map((n) => [n, n === 'default' ? '.' : n]));
@@ -267,7 +282,7 @@ export async function saveCompositionFile(peft: PeftModel, block: CompositionBlo
   for (const p of parts) fusions = { ...fusions, ...(await p.save(peft, dir, saved, fs)) };
   const needs = blocksOf(block).filter((b) => b.type === 'Fuse').map((b) => (b as { name: string }).name).filter((n) => !(n in fusions));
   if (needs.length) throw new PeftError('UNSUPPORTED', `savePretrained: the active setup ${compositionToString(block)} fuses ${needs.join('; ')}, but no package saved those fusion layers (import @peftjs/adapters)`);
-  await commit(dir, { [COMPOSITION_NAME]: compositionFileJson(block, folders, fusions) });
+  await commit(dir, { [COMPOSITION_NAME]: compositionFileJson(block, folders, fusions) }, []);
 }
 
 /**

@@ -515,7 +515,7 @@ export class PeftModel extends Module {
       files[CONFIG_NAME] = stableJson({ ...config.toJSON(), inference_mode: true });
       await commitFiles(fs, out, files, remove);
     }
-    if (this.composition) await saveCompositionFile(this, this.composition, dir, names, fs, (d, f) => commitFiles(fs, d, f));
+    await saveCompositionFile(this, this.composition, dir, names, fs, opts.selectedAdapters === undefined, (d, f, r) => commitFiles(fs, d, f, r));
   }
 
   /** Loads an adapter saved by HF PEFT or peftjs into this model under `adapterName`. */

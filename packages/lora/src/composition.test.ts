@@ -243,6 +243,10 @@ describe('composition.json', () => {
     await hostile((j) => (j.active_setup = { type: 'Fuse', children: ['a', { type: 'Parallel', children: ['b', 'a'] }] }), /composition\.json: adapter setup .* cannot nest Parallel\[b, a\] in Fuse/);
     await hostile((j) => ((j.adapters as Record<string, string>).b = '../../etc'), /adapter "b" folder/);
     await hostile((j) => (j.adapters = ['a', 'b']), /field "adapters" must map names to folder names/);
+    // a later save without a composition removes the stale composition.json: the folder loads as saved
+    peft.setAdapter('a');
+    await peft.savePretrained(dir);
+    expect(readdirSync(dir).sort()).toEqual(['a', 'b']);
     peft.dispose();
   });
 });
