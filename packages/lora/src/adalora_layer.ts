@@ -143,6 +143,11 @@ export class AdaLoraLinear extends BaseTunerLayer {
     next.dispose();
   }
 
+  /** Frees the state rank allocators keep about this layer (Module.dispose and unload call this). */
+  disposeBuffers(): void {
+    for (const a of allocatorsOf.get(this) ?? []) a.reset();
+  }
+
   protected deleteOne(name: string): void {
     for (const d of [this.loraA, this.loraB, this.loraE, this.loraDropout]) if (d.has(name)) d.delete(name);
     delete this.r[name];
@@ -222,6 +227,11 @@ export class RankAllocator {
       if (!(v > 0 && v < 1)) throw new PeftError('INVALID_CONFIG', `AdaLoraConfig: field "${k}" must be in (0, 1) for the rank allocator, got ${v}`);
     }
     const layers = adaloraLayers(peft, adapterName);
+    // so that disposing the model (its layers' disposeBuffers) frees this allocator's tensors too
+    for (const [, l] of layers) {
+      if (!allocatorsOf.has(l)) allocatorsOf.set(l, new Set());
+      allocatorsOf.get(l)!.add(this);
+    }
     this.initBudget = layers.reduce((s, [, l]) => s + l.r[adapterName], 0);
     this.targetBudget = config.targetR * layers.length;
   }
@@ -370,6 +380,8 @@ export class RankAllocator {
 }
 
 const allocators = new WeakMap<PeftModel, Map<string, RankAllocator>>();
+/** The allocators scoring each layer (a layer's disposeBuffers resets them). */
+const allocatorsOf = new WeakMap<AdaLoraLinear, Set<RankAllocator>>();
 
 /**
  * HF's `model.base_model.update_and_allocate(step)` for a custom training loop: call it after each

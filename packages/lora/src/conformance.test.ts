@@ -3,7 +3,7 @@
 import { describe, it } from 'vitest';
 import { registerMethodConformance } from '@peftjs/core/testing';
 import { AutoModelForCausalLM, AutoModelForSequenceClassification } from '@peftjs/models';
-import { AdaLoraConfig, LoraConfig, resetRankAllocator } from './index';
+import { AdaLoraConfig, LoraConfig } from './index';
 import { hfCase } from '../../../tools/testing/fixtures';
 
 const llama = () => AutoModelForCausalLM.fromPretrained(`${hfCase('llama_lora_qv')}base`);
@@ -14,11 +14,8 @@ registerMethodConformance({ name: 'LoRA', model: llama, config: () => new LoraCo
 registerMethodConformance({ name: 'rsLoRA (all-linear)', model: llama, config: () => new LoraConfig({ r: 4, loraAlpha: 8, useRslora: true, targetModules: 'all-linear' }), promises: { identityAtInit: true, merge: true } }, t);
 registerMethodConformance({ name: 'DoRA', model: llama, config: () => new LoraConfig({ r: 4, loraAlpha: 8, useDora: true, targetModules: ['q_proj', 'v_proj', 'down_proj'] }), promises: { identityAtInit: true, merge: true } }, t);
 registerMethodConformance({ name: 'LoRA on GPT-2 (Conv1D, fan_in_fan_out)', model: gpt2, config: () => new LoraConfig({ r: 4, loraAlpha: 8, targetModules: ['c_attn'], fanInFanOut: true }), promises: { identityAtInit: true, merge: true } }, t);
-// the rank allocator's importance averages live beside the model until resetRankAllocator (the Trainer calls it)
-registerMethodConformance(
-  { name: 'AdaLoRA', model: llama, config: () => new AdaLoraConfig({ totalStep: 10, initR: 4, targetR: 2, targetModules: ['q_proj', 'v_proj'] }), promises: { identityAtInit: true, merge: true }, release: resetRankAllocator },
-  t,
-);
+// the rank allocator's importance averages are freed with the model (its layers' disposeBuffers)
+registerMethodConformance({ name: 'AdaLoRA', model: llama, config: () => new AdaLoraConfig({ totalStep: 10, initR: 4, targetR: 2, targetModules: ['q_proj', 'v_proj'] }), promises: { identityAtInit: true, merge: true } }, t);
 
 // sequence classification: the score head trains whole as modules_to_save (saved under its own name) beside LoRA
 registerMethodConformance(
