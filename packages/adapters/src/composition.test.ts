@@ -10,7 +10,7 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { fileURLToPath } from 'node:url';
-import { Average, BatchSplit, Fuse, Module, Parallel, PeftError, Stack, getPeftModel, manualSeed, type PeftModel, type PreTrainedModel } from '@peftjs/core';
+import { Average, BatchSplit, Fuse, Module, Parallel, PeftError, Stack, compositionToString, getPeftModel, manualSeed, type PeftModel, type PreTrainedModel } from '@peftjs/core';
 import { AutoModelForCausalLM } from '@peftjs/models';
 import { LoraConfig } from '@peftjs/lora';
 import { AdapterFusionConfig, BottleneckLayer, SeqBnConfig, addAdapterFusion, fusionOf } from './index';
@@ -162,6 +162,28 @@ describe('composition blocks on bottleneck adapters', () => {
     expect(await rel(s01, c01)).toBeLessThan(1e-5);
     expect(await rel(s2, a2)).toBeLessThan(1e-5);
     tf.dispose([...Object.values(own), par, bc, p0, p1, split, s01, s2, c01, a2]);
+    peft.dispose();
+  });
+
+  it('generation under Stack and Fuse follows the uncached forward (each greedy token is its argmax)', async () => {
+    const peft = await threeAdapters();
+    addAdapterFusion(peft, Fuse('a', 'b'));
+    for (const setup of [Stack('a', 'c'), Fuse('a', 'b'), BatchSplit('a', Stack('b', 'c'), { batchSizes: 1 })]) {
+      peft.setActiveAdapters(setup);
+      const prompt = [[5, 17, 99], [8, 1, 250]];
+      const out = await peft.generate({ inputIds: prompt, maxNewTokens: 4, eosTokenId: [], padTokenId: 0 });
+      for (let r = 0; r < 2; r++) {
+        const seq = out[r];
+        for (let t = 3; t < seq.length; t++) {
+          // the row alone, uncached; BatchSplit needs both rows, so run the batch and take row r
+          const ctx = out.map((o) => o.slice(0, t));
+          const logits = peft.forward({ inputIds: ctx }).logits;
+          const last = tf.tidy(() => tf.argMax(tf.slice(logits, [r, t - 1, 0], [1, 1, -1]).reshape([-1])));
+          expect((await last.data())[0], `${compositionToString(setup)} row ${r} step ${t}`).toBe(seq[t]);
+          tf.dispose([logits, last]);
+        }
+      }
+    }
     peft.dispose();
   });
 
