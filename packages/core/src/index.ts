@@ -92,6 +92,8 @@ export {
 } from './kernels/host';
 export { rmsNormOp } from './kernels/webgpu/norm';
 export * as z from './schema';
+// the schema types at the top level too: a package's emitted .d.ts names them (`z.…` alone cannot be named there)
+export type { Chain as SchemaChain, ObjectChain as SchemaObjectChain, Schema } from './schema';
 export {
   TaskType,
   PeftConfig,
