@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Conv1D, Linear, PeftError, PEFT_METHOD_SPEC_VERSION, type InjectionMethod, type Module } from '@peftjs/core';
 import { AdaLoraConfig } from './adalora_config';
 import { AdaLoraLinear, orthogonalRegularizer, updateAndAllocate } from './adalora_layer';
-import { LORA_TARGET_FIELDS, loraMethod, loraParameterKey } from './method';
+import { LORA_TARGET_FIELDS, loraParameterKey, prepareLoraTargets } from './method';
 
 /** The kept ranks of a module in a rank_pattern (HF's keys, with or without the adapter name). */
 function patternOf(config: AdaLoraConfig, targetName: string, adapterName: string): boolean[] | undefined {
@@ -22,10 +22,8 @@ export const adaloraMethod: InjectionMethod<AdaLoraConfig, Linear | Conv1D | Ada
   kind: 'injection',
   configClass: AdaLoraConfig,
 
-  prepareConfig(config, model) {
-    // LoRA's: default targets per model type, 'all-linear', bias = 'all'
-    return loraMethod.prepareConfig!(config as never, model) as unknown as AdaLoraConfig;
-  },
+  // LoRA's: default targets per model type, 'all-linear', bias = 'all'
+  prepareConfig: prepareLoraTargets,
 
   targetFields: LORA_TARGET_FIELDS,
 

@@ -8,6 +8,8 @@ import {
   PEFT_METHOD_SPEC_VERSION,
   prefixedParameterKey,
   type InjectionMethod,
+  type PeftConfig,
+  type PreTrainedModel,
   type Module,
 } from '@peftjs/core';
 import { LoraConfig } from './config';
@@ -37,6 +39,26 @@ export function loraParameterKey(path: string, adapterName: string, config: { bi
   return undefined;
 }
 
+/**
+ * LoRA's (and AdaLoRA's) prepareConfig: the default targets of the model type when none are given, `all-linear`
+ * expanded to module names, and with bias 'all' every bias of the model made trainable.
+ */
+export function prepareLoraTargets<C extends PeftConfig & { targetModules: string | string[] | null; bias: string }>(config: C, model: PreTrainedModel): C {
+  let targets = config.targetModules;
+  if (targets == null) {
+    targets = DEFAULT_LORA_TARGETS[model.config.modelType] ?? null;
+    if (!targets) {
+      throw new PeftError('INVALID_CONFIG', `${config.constructor.name}: set "targetModules"; there is no default for model_type "${model.config.modelType}"`);
+    }
+  } else if (typeof targets === 'string' && targets.toLowerCase() === 'all-linear') {
+    targets = allLinearTargets(model, config.taskType);
+  }
+  if (config.bias === 'all') {
+    for (const [name, p] of model.namedParameters()) if (name.includes('bias')) p.trainable = true;
+  }
+  return targets === config.targetModules ? config : config.with({ targetModules: targets });
+}
+
 export const loraMethod: InjectionMethod<LoraConfig, LoraTarget> = {
   specificationVersion: PEFT_METHOD_SPEC_VERSION,
   peftType: 'LORA',
@@ -44,21 +66,7 @@ export const loraMethod: InjectionMethod<LoraConfig, LoraTarget> = {
   kind: 'injection',
   configClass: LoraConfig,
 
-  prepareConfig(config, model) {
-    let targets = config.targetModules;
-    if (targets == null) {
-      targets = DEFAULT_LORA_TARGETS[model.config.modelType] ?? null;
-      if (!targets) {
-        throw new PeftError('INVALID_CONFIG', `LoraConfig: set "targetModules"; there is no default for model_type "${model.config.modelType}"`);
-      }
-    } else if (typeof targets === 'string' && targets.toLowerCase() === 'all-linear') {
-      targets = allLinearTargets(model, config.taskType);
-    }
-    if (config.bias === 'all') {
-      for (const [name, p] of model.namedParameters()) if (name.includes('bias')) p.trainable = true;
-    }
-    return targets === config.targetModules ? config : config.with({ targetModules: targets });
-  },
+  prepareConfig: prepareLoraTargets,
 
   targetFields: LORA_TARGET_FIELDS,
 
