@@ -6,7 +6,7 @@
 // OPFS and IndexedDB what it gives on Node's fs. Skipped where chromium is not installed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -205,8 +205,4 @@ describe.skipIf(!chromium)('examples/browser in headless Chromium', () => {
     const files = ['adapter_config.json', 'adapter_model.safetensors'];
     expect(got.saved).toEqual({ opfs: { files, equal: true }, idb: { files, equal: true } });
   });
-});
-
-it.runIf(!chromium)('examples/browser: skipped, chromium is not installed (apt-get install chromium)', () => {
-  expect(existsSync(join(here, 'build.mjs'))).toBe(true);
 });
