@@ -107,6 +107,8 @@ type Defect =
   | 'decode-skips-adapter' // one position at a time (a cached decoding step) runs the base alone
   | 'safe-merge-twice' // safe_merge (checked) adds ΔW twice, the unchecked merge is right
   | 'unused-parameter' // a trainable parameter of the method that the forward never reads
+  | 'inject-mutates-base' // injection shifts the base bias in place (the forward shifts it back)
+  | 'stash-in-model' // injection keeps a parameter on the model itself, outside its layer
   | 'refuse-merge'; // merging is refused though promised
 
 let count = 0;
@@ -153,6 +155,11 @@ function toyMethod(defect?: Defect) {
         if (defect === 'unused-parameter') this.dict(`${prefix}C`).set(name, tf.ones([outFeatures]));
       });
       if (defect === 'base-trainable') this.linear.weight.trainable = true;
+      if (defect === 'inject-mutates-base' && this.adapterNames().length === 1) {
+        const shifted = tf.tidy(() => tf.add(this.linear.bias!, 0.5));
+        this.linear.bias!.assign(shifted);
+        shifted.dispose();
+      }
     }
     override setAdapter(names: string[], trainable = true): void {
       super.setAdapter(names, trainable);
@@ -212,7 +219,7 @@ function toyMethod(defect?: Defect) {
           if (defect === 'unsaved') d = tf.mul(d, this.dict('scale').get(n)!);
           y = tf.add(y, d.reshape(y.shape));
         }
-        return y;
+        return defect === 'inject-mutates-base' ? tf.sub(y, 0.5) : y;
       });
     }
   }
@@ -224,7 +231,11 @@ function toyMethod(defect?: Defect) {
     configClass: ToyConfig,
     targetFields: { targetModules: 'targetModules' },
     canWrap: (m): m is Linear | ToyLinear => m instanceof Linear || m instanceof ToyLinear,
-    inject({ target, adapterName, config }) {
+    inject({ target, targetName, adapterName, config, model }) {
+      if (defect === 'stash-in-model' && targetName === 'proj_0') {
+        const stash = model.maybeChild<ParameterDict>(`${prefix}stash`) ?? model.registerModule(`${prefix}stash`, new ParameterDict());
+        tf.tidy(() => stash.set(adapterName, tf.zeros([1])));
+      }
       const layer = target instanceof ToyLinear ? target : new ToyLinear(target);
       layer.add(adapterName, config.r);
       return layer;
@@ -291,6 +302,8 @@ const CAUGHT: [Defect, ConformanceCheckName, RegExp][] = [
   ['refuse-merge', 'merge ≈ adapted, unmerge restores the base', /cannot be merged/],
   ['safe-merge-twice', 'merge ≈ adapted, unmerge restores the base', /safe-merged vs adapted/],
   ['unused-parameter', "only the method's parameters train", /got no gradient/],
+  ['inject-mutates-base', 'mergeAndUnload ≈ adapted, unload gives the base', /unload: logits differ/],
+  ['stash-in-model', 'mergeAndUnload ≈ adapted, unload gives the base', /left a parameter the base model did not have/],
   ['decode-skips-adapter', "generate follows the forward; disabled, it is the base model's", /forward's greedy choice/],
 ];
 

@@ -466,27 +466,18 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
         const lost = names.filter((k) => !now.includes(k));
         if (lost.length) fail(`${what} lost a parameter of the base model`, lost[0]);
       };
+      // unload first: it must give the base model back whatever the merge would do
       {
         const base = await r.baseModel();
         const peft = getPeftModel(base.model, spec.config());
         let model: PreTrainedModel | undefined;
         try {
           r.perturb(peft, 4);
-          const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
-          if (spec.promises.merge) {
-            model = peft.mergeAndUnload();
-            expectBaseNames(model, base.names, 'mergeAndUnload', true);
-            r.expectCloseLogits(fail, await logitsOf(() => model!.forward(r.forwardInputs())), adapted, r.tol.merge, 'mergeAndUnload vs adapted');
-          } else {
-            let refused = false;
-            try {
-              model = await peft.mergeAndUnload();
-            } catch {
-              refused = true;
-            }
-            if (!refused) fail('mergeAndUnload succeeded, but the spec says this method cannot merge (promises.merge false)');
-            r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after a refused mergeAndUnload');
-          }
+          model = peft.unload();
+          expectBaseNames(model, base.names, 'unload');
+          r.expectSameLogits(fail, await logitsOf(() => model!.forward(r.forwardInputs())), base.logits, 'unload');
+          const trainable = [...model.namedParameters()].filter(([, p]) => p.trainable);
+          if (trainable.length) fail('is trainable in the model unload returned (the base stays frozen, as in HF)', trainable[0][0]);
         } finally {
           if (model) model.dispose();
           else r.dispose(peft);
@@ -497,11 +488,21 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
       let model: PreTrainedModel | undefined;
       try {
         r.perturb(peft, 4);
-        model = peft.unload();
-        expectBaseNames(model, base.names, 'unload');
-        r.expectSameLogits(fail, await logitsOf(() => model!.forward(r.forwardInputs())), base.logits, 'unload');
-        const trainable = [...model.namedParameters()].filter(([, p]) => p.trainable);
-        if (trainable.length) fail('is trainable in the model unload returned (the base stays frozen, as in HF)', trainable[0][0]);
+        const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
+        if (spec.promises.merge) {
+          model = peft.mergeAndUnload();
+          expectBaseNames(model, base.names, 'mergeAndUnload', true);
+          r.expectCloseLogits(fail, await logitsOf(() => model!.forward(r.forwardInputs())), adapted, r.tol.merge, 'mergeAndUnload vs adapted');
+        } else {
+          let refused = false;
+          try {
+            model = await peft.mergeAndUnload();
+          } catch {
+            refused = true;
+          }
+          if (!refused) fail('mergeAndUnload succeeded, but the spec says this method cannot merge (promises.merge false)');
+          r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after a refused mergeAndUnload');
+        }
       } finally {
         if (model) model.dispose();
         else r.dispose(peft);
