@@ -12,7 +12,9 @@ import {
   type QuantType,
 } from './bnb';
 import { dequant4bitLinear, dequantReference, type Dequant4bitInputs } from './op';
-import './webgpu';
+import { registerDequantWebgpu } from './webgpu';
+
+registerDequantWebgpu();
 
 /** HF's warning when a LoRA update is merged into a 4-bit base (peft/tuners/lora/bnb.py). */
 export const MERGE_4BIT_WARNING = 'Merge lora module to 4-bit linear may get different generations due to rounding errors.';

@@ -104,23 +104,32 @@ export function dequantReference(inputs: Omit<Dequant4bitInputs, 'x'>, attrs: Pi
 
 const WEIGHT_INPUTS = ['qweight', 'absmax', 'absmaxCodes', 'nestedAbsmax', 'nestedMap'] as const;
 
-/** The dequantised weight as a frozen function of its inputs (zero gradients for the codes and scales). */
-const frozenDequant = (attrs: Dequant4bitAttrs, present: (typeof WEIGHT_INPUTS)[number][]) =>
-  tf.customGrad(((...args: tf.Tensor[]) => {
-    const inputs = Object.fromEntries(present.map((n, i) => [n, args[i]])) as unknown as Dequant4bitInputs;
-    return { value: dequantReference(inputs, attrs), gradFunc: () => args.slice(0, present.length).map((a) => tf.zeros(a.shape, 'float32')) };
-  }) as any);
+/** x·Wᵀ (the forward, through core's peftjs.Linear: the product an fp32 Linear runs on this backend) or x·W (dx). */
+function product(x: tf.Tensor, w: tf.Tensor2D, transW: boolean): tf.Tensor {
+  if (!transW) return linearOp({ x, weight: w }, {});
+  return linear2d(x, (x2) => tf.matMul(x2, w));
+}
 
-export const dequant4bitMatMulOp = defineOp<Dequant4bitInputs, Dequant4bitAttrs>({
+export const dequant4bitMatMulOp: ReturnType<typeof defineOp<Dequant4bitInputs, Dequant4bitAttrs>> = defineOp<Dequant4bitInputs, Dequant4bitAttrs>({
   name: 'peftjs.Dequant4bitMatMul',
   inputNames: ['x', 'qweight', 'absmax', 'absmaxCodes', 'nestedAbsmax', 'nestedMap'],
   describe: 'x [..., in] (or [..., out] with transW), W 4-bit [out, in]',
+  // The layer's fp32 weight exists only inside this call: the gradient dequantises it again (dx = dy·W by
+  // the op with transW flipped) instead of the tape keeping it, so training holds no layer's fp32 weight
+  // between its forward and its backward. The codes and scales are frozen (zero gradients).
   reference: (inputs, attrs) => {
     const present = WEIGHT_INPUTS.filter((n) => inputs[n]);
-    const w = frozenDequant(attrs, present)(...present.map((n) => inputs[n]!)) as tf.Tensor2D;
-    // the forward through core's peftjs.Linear: the same product an fp32 Linear runs on this backend
-    if (!attrs.transW) return linearOp({ x: inputs.x, weight: w }, {});
-    return linear2d(inputs.x, (x2) => tf.matMul(x2, w));
+    const f = tf.customGrad(((x: tf.Tensor, ...rest: tf.Tensor[]) => {
+      const ws = rest.slice(0, present.length); // tfjs passes a save() function after the inputs
+      const w = Object.fromEntries(present.map((n, i) => [n, ws[i]])) as Omit<Dequant4bitInputs, 'x'>;
+      const value = tf.tidy(() => product(x, dequantReference(w, attrs), attrs.transW));
+      const gradFunc = (dy: tf.Tensor) => [
+        dequant4bitMatMulOp({ ...w, x: dy }, { ...attrs, transW: !attrs.transW }),
+        ...ws.map((t) => tf.zeros(t.shape, 'float32')),
+      ];
+      return { value, gradFunc };
+    }) as any);
+    return f(inputs.x, ...present.map((n) => inputs[n]!)) as tf.Tensor;
   },
 });
 

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { PeftError, registerFastPath, runWgsl, type WgslKernel } from '@peftjs/core';
+import { PeftError, dispatch1d, registerFastPath, runWgsl, wgslMatmul, type WgslKernel } from '@peftjs/core';
 import { codeTable, type QuantType } from './bnb';
 import { dequant4bitMatMulOp, type Dequant4bitAttrs, type Dequant4bitInputs } from './op';
 
@@ -13,6 +13,13 @@ import { dequant4bitMatMulOp, type Dequant4bitAttrs, type Dequant4bitInputs } fr
  *
  * One kernel serves both directions: out[m, c] = Σ_r a[m, r]·W(c, r) with W(c, r) = W[c, r] for the
  * forward (a = x, r over in) and W[r, c] for the input gradient (a = dy, r over out).
+ *
+ * That fused kernel is for few rows (generation: M ≤ FUSED_MAX_ROWS), where the product is bound by
+ * reading the weight and 4 bits a weight is what counts. With more rows the product is bound by
+ * arithmetic, so the weight is dequantised into a transient fp32 buffer (one dispatch, 8 weights a
+ * thread) and core's register-blocked WGSL matmul runs on it; the buffer is released before the kernel
+ * returns (back to the pool, where the next layer's reuses it): at most one layer's fp32 weight exists
+ * at a time, as bitsandbytes does for batches (dequantise, then cuBLAS).
  */
 const T = 16;
 
@@ -76,6 +83,49 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   };
 }
 
+/** W [out, in] float32 from the packed codes: 8 weights (one packed word) a thread. */
+function dequantKernel(quantType: QuantType, nested: boolean): WgslKernel {
+  return {
+    key: `dequant4bit-weight-${quantType}-${nested ? 'dq' : 'plain'}`,
+    code: () => /* wgsl */ `
+struct U { n: u32, offset: f32 }
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> qw: array<u32>;
+@group(0) @binding(2) var<storage, read> am: array<f32>;
+${nested ? `@group(0) @binding(3) var<storage, read> ac: array<u32>;
+@group(0) @binding(4) var<storage, read> nmap: array<f32>;
+@group(0) @binding(5) var<uniform> u: U;` : '@group(0) @binding(3) var<uniform> u: U;'}
+const LUT = array<f32, 16>(${Array.from(codeTable(quantType), f32Literal).join(', ')});
+
+fn scale(b: u32) -> f32 {
+${nested
+  ? `  let code = (ac[b >> 2u] >> (8u * (b & 3u))) & 255u;
+  let s = nmap[code] * am[b / 256u];
+  return s + u.offset;`
+  : '  return am[b];'}
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let word = gid.x + gid.y * nwg.x * 64u;
+  let e0 = word * 8u;
+  if (e0 >= u.n) { return; }
+  let q = qw[word];
+  let s = scale(e0 / 64u);
+  for (var j = 0u; j < 8u; j = j + 1u) {
+    let e = e0 + j;
+    if (e < u.n) {
+      let shift = 8u * (j >> 1u) + select(4u, 0u, (j & 1u) == 1u);
+      out[e] = LUT[(q >> shift) & 15u] * s;
+    }
+  }
+}`,
+  };
+}
+
+/** Rows up to which the fused kernel runs; above, dequantise + core's matmul. */
+export const FUSED_MAX_ROWS = 16;
+
 function run(inputs: Record<string, tf.TensorInfo | undefined>, attrs: Dequant4bitAttrs, backend: unknown): tf.TensorInfo {
   const { x, qweight, absmax, absmaxCodes, nestedAbsmax, nestedMap } = inputs;
   const { outFeatures, inFeatures, quantType, offset, transW } = attrs;
@@ -89,6 +139,25 @@ function run(inputs: Record<string, tf.TensorInfo | undefined>, attrs: Dequant4b
   const nested = !absmax;
   if (nested && (!absmaxCodes || !nestedAbsmax || !nestedMap)) {
     throw new PeftError('INVALID_ARGUMENT', 'peftjs.Dequant4bitMatMul: give absmax, or absmaxCodes with nestedAbsmax and nestedMap');
+  }
+  if (M > FUSED_MAX_ROWS) {
+    const n = outFeatures * inFeatures;
+    const [w] = runWgsl(backend, dequantKernel(quantType, nested), {
+      inputs: nested ? [qweight!, nestedAbsmax!, absmaxCodes!, nestedMap!] : [qweight!, absmax!],
+      outputs: [{ shape: [outFeatures, inFeatures], dtype: 'float32' }],
+      uniforms: [
+        { type: 'uint32', data: [n] },
+        { type: 'float32', data: [offset] },
+      ],
+      workgroups: dispatch1d(Math.ceil(n / 8), 64),
+      name: 'Dequant4bitWeight',
+    });
+    try {
+      // forward y = x·Wᵀ (transB), input gradient dx = dy·W
+      return wgslMatmul(backend, { a: { ...x!, shape: [M, R] }, b: w, transB: !transW, outShape: [...x!.shape.slice(0, -1), C] });
+    } finally {
+      (backend as { disposeData(id: unknown): void }).disposeData(w.dataId);
+    }
   }
   const ins = nested ? [x!, qweight!, nestedAbsmax!, absmaxCodes!, nestedMap!] : [x!, qweight!, absmax!];
   const [y] = runWgsl(backend, kernel(quantType, nested, transW), {
@@ -107,16 +176,25 @@ function run(inputs: Record<string, tf.TensorInfo | undefined>, attrs: Dequant4b
   return y;
 }
 
-registerFastPath(dequant4bitMatMulOp, {
-  backendName: 'webgpu',
-  kernelFunc: ({ inputs, attrs, backend }) => run(inputs as unknown as Record<string, tf.TensorInfo>, attrs, backend),
-  // the base is frozen: dx = dy·W (or dy·Wᵀ) by the same kernel; the weight's inputs get zeros
-  gradient: (dy, inputs: Dequant4bitInputs, attrs) => ({
-    x: () => dequant4bitMatMulOp({ ...inputs, x: dy }, { ...attrs, transW: !attrs.transW }),
-    qweight: () => tf.zeros(inputs.qweight!.shape, 'float32'),
-    absmax: () => tf.zeros(inputs.absmax!.shape, 'float32'),
-    absmaxCodes: () => tf.zeros(inputs.absmaxCodes!.shape, 'float32'),
-    nestedAbsmax: () => tf.zeros(inputs.nestedAbsmax!.shape, 'float32'),
-    nestedMap: () => tf.zeros(inputs.nestedMap!.shape, 'float32'),
-  }),
-});
+let registered = false;
+/**
+ * Registers the webgpu fast path (once). linear4bit.ts calls it at import: a call, not a bare `import
+ * './webgpu'`, so that no bundler can drop it as an unused module.
+ */
+export function registerDequantWebgpu(): void {
+  if (registered) return;
+  registered = true;
+  registerFastPath(dequant4bitMatMulOp, {
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, attrs, backend }) => run(inputs as unknown as Record<string, tf.TensorInfo>, attrs, backend),
+    // the base is frozen: dx = dy·W (or dy·Wᵀ) by the same kernel; the weight's inputs get zeros
+    gradient: (dy, inputs: Dequant4bitInputs, attrs) => ({
+      x: () => dequant4bitMatMulOp({ ...inputs, x: dy }, { ...attrs, transW: !attrs.transW }),
+      qweight: () => tf.zeros(inputs.qweight!.shape, 'float32'),
+      absmax: () => tf.zeros(inputs.absmax!.shape, 'float32'),
+      absmaxCodes: () => tf.zeros(inputs.absmaxCodes!.shape, 'float32'),
+      nestedAbsmax: () => tf.zeros(inputs.nestedAbsmax!.shape, 'float32'),
+      nestedMap: () => tf.zeros(inputs.nestedMap!.shape, 'float32'),
+    }),
+  });
+}
