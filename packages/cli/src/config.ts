@@ -66,6 +66,12 @@ export const runConfigSchema = z
     model: z.string().min(1).default('tiny-llama'),
     /** The method: `peftType` (LORA, IA3, PROMPT_TUNING, PREFIX_TUNING, P_TUNING, ADALORA …) and its config's fields. */
     method: z.object({ peftType: z.string().min(1) }).passthrough(),
+    /**
+     * Loads the base in 4 bits for QLoRA: transformers' BitsAndBytesConfig fields, camelCase (loadIn4bit,
+     * bnb4bitQuantType, bnb4bitUseDoubleQuant, …), then HF's prepare_model_for_kbit_training
+     * (`gradientCheckpointing`, default true as HF's use_gradient_checkpointing).
+     */
+    quantization: z.object({ gradientCheckpointing: z.boolean().default(true) }).passthrough().optional(),
     data: z
       .object({
         /** JSONL/JSON/CSV files, or the bundled 'spam-assassin' split (the default). */

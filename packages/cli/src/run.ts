@@ -6,6 +6,8 @@ import { join, resolve } from 'node:path';
 import {
   AutoModelForCausalLM,
   AutoTokenizer,
+  BitsAndBytesConfig,
+  prepareModelForKbitTraining,
 
   PeftModel,
   TaskType,
@@ -56,10 +58,24 @@ export function modelDir(spec: string): string {
   return spec === 'tiny-llama' ? tinyLlamaDir() : resolve(spec);
 }
 
-export async function loadModel(spec: string): Promise<{ model: CausalLMBase; tokenizer: PreTrainedTokenizer; dir: string }> {
+export async function loadModel(
+  spec: string,
+  quantization?: { gradientCheckpointing?: boolean } & Record<string, unknown>,
+  source = 'the run config',
+): Promise<{ model: CausalLMBase; tokenizer: PreTrainedTokenizer; dir: string }> {
   const dir = modelDir(spec);
   if (!existsSync(join(dir, 'config.json'))) throw new CliError(`${dir}: no config.json (a model folder holds config.json, model.safetensors and tokenizer.json)`);
-  const [model, tokenizer] = await Promise.all([AutoModelForCausalLM.fromPretrained(dir), AutoTokenizer.fromPretrained(dir)]);
+  let quantizationConfig: BitsAndBytesConfig | undefined;
+  if (quantization) {
+    const { gradientCheckpointing: _, ...fields } = quantization;
+    try {
+      quantizationConfig = new BitsAndBytesConfig(fields as never);
+    } catch (e) {
+      throw new CliError(`${source}: field "quantization": ${(e as Error).message}`);
+    }
+  }
+  const [loaded, tokenizer] = await Promise.all([AutoModelForCausalLM.fromPretrained(dir, quantizationConfig ? { quantizationConfig } : {}), AutoTokenizer.fromPretrained(dir)]);
+  const model = quantizationConfig ? prepareModelForKbitTraining(loaded, { useGradientCheckpointing: quantization?.gradientCheckpointing ?? true }) : loaded;
   if (tokenizer.padTokenId === undefined && tokenizer.eosTokenId !== undefined) tokenizer.padTokenId = tokenizer.eosTokenId;
   return { model, tokenizer, dir };
 }
@@ -279,7 +295,7 @@ export async function runTraining(loaded: LoadedConfig, opts: TrainOptions = {})
   const backend = await initBackend();
   log(`backend: ${backend.backend} (${backend.reason})`);
   manualSeed(typeof training.seed === 'number' ? training.seed : 42);
-  const { model, tokenizer: tok, dir } = await loadModel(cfg.model);
+  const { model, tokenizer: tok, dir } = await loadModel(cfg.model, cfg.quantization, file);
   const peftConfig = await buildPeftConfig(cfg.method, file, dir, cfg.model === 'tiny-llama' ? 'tiny-llama' : dir);
 
   const trainRecs = await readRecords(cfg.data.train, cfg.data.limit.train);

@@ -10,6 +10,7 @@ export * from '@peftjs/ia3';
 export * from '@peftjs/ln-tuning';
 export * from '@peftjs/bitfit';
 export * from '@peftjs/diff-pruning';
+export * from '@peftjs/quant';
 export * from '@peftjs/trainer';
 export * from '@peftjs/evaluator';
 export { tinyLlamaDir, tinyLlamaUrl, TINY_LLAMA_INFO } from '@peftjs/tiny-llama';
