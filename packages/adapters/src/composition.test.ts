@@ -206,3 +206,45 @@ describe('composition blocks on bottleneck adapters', () => {
     peft.dispose();
   });
 });
+
+describe('composition on GPT-2 (Conv1D layers, its own residual hooks)', () => {
+  it('LoRA on c_attn and bottleneck adapters under Parallel and Average: rows are single forwards; Average of LoRA = merged weights', async () => {
+    const { hfCase } = await import('../../../tools/testing/fixtures');
+    manualSeed(21);
+    const base = `${hfCase('gpt2_lora_cattn')}base`;
+    const peft = getPeftModel(await AutoModelForCausalLM.fromPretrained(base), new LoraConfig({ r: 2, targetModules: ['c_attn'], initLoraWeights: false, fanInFanOut: true }), 'l1');
+    peft.addAdapter('l2', new LoraConfig({ r: 2, targetModules: ['c_attn'], initLoraWeights: false, fanInFanOut: true }));
+    peft.addAdapter('b1', new SeqBnConfig({ reductionFactor: 4, initWeights: 'bert' }));
+    const ids = [[3, 4, 5, 6], [7, 8, 9, 10]];
+    const one = async (names: string[]) => {
+      peft.setAdapter(names);
+      return peft.forward({ inputIds: ids }).logits;
+    };
+    const a = await one(['l1', 'b1']);
+    const b = await one(['l2', 'b1']);
+    peft.setActiveAdapters(Stack(Parallel('l1', 'l2'), 'b1'));
+    const par = peft.forward({ inputIds: ids }).logits;
+    const [p0, p1] = [tf.slice(par, [0], [2]), tf.slice(par, [2], [2])];
+    expect(await rel(p0, a)).toBeLessThan(1e-5);
+    expect(await rel(p1, b)).toBeLessThan(1e-5);
+    expect(await rel(p0, b)).toBeGreaterThan(1e-4);
+    // Average of two LoRAs = the base with 0.5·(Δ1 + Δ2) merged into c_attn (Conv1D [in, out]: HF's merge)
+    peft.setActiveAdapters(Average('l1', 'l2'));
+    const avg = peft.forward({ inputIds: ids }).logits;
+    peft.setAdapter(['l1', 'l2']);
+    const ref = await AutoModelForCausalLM.fromPretrained(base);
+    for (const [path, m] of peft.model.namedModules()) {
+      const layer = m as unknown as { getDeltaWeight?: (n: string) => tf.Tensor };
+      if (m.constructor.name !== 'LoraLinear' || !layer.getDeltaWeight) continue;
+      const conv = ref.getSubmodule(path) as unknown as { weight: tf.Variable };
+      const w = tf.tidy(() => tf.add(conv.weight, tf.mul(tf.add(layer.getDeltaWeight!('l1'), layer.getDeltaWeight!('l2')), 0.5)));
+      conv.weight.assign(w);
+      w.dispose();
+    }
+    const want = ref.forward({ inputIds: ids }).logits;
+    expect(await rel(avg, want)).toBeLessThan(1e-5);
+    tf.dispose([a, b, par, p0, p1, avg, want]);
+    ref.dispose();
+    peft.dispose();
+  });
+});
