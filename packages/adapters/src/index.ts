@@ -1,5 +1,6 @@
 import { registerCompositionPart, registerPeftMethod } from '@peftjs/core';
 import { bottleneckMethod } from './method';
+import './webgpu'; // registers peftjs.BottleneckAdapter's webgpu fast path
 import { fusionCompositionPart } from './fusion';
 
 export {
