@@ -29,9 +29,13 @@ describe('peft train interrupted', () => {
           process.emit('SIGINT' as never);
         },
       }],
-    }).catch((e: unknown) => e as Error & { exitCode?: number });
+    }).then(
+      () => undefined,
+      (e: unknown) => e as Error & { exitCode?: number },
+    );
     expect(during).toBe(before + 1);
     expect(process.listenerCount('SIGINT')).toBe(before);
+    if (!err) throw new Error('runTraining was not interrupted');
     expect(err).toBeInstanceOf(Error);
     expect(err.name).toBe('CliError');
     expect(err.exitCode).toBe(130);
