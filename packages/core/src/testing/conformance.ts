@@ -601,7 +601,8 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
           const out = await logitsOf(() => peft.forward({ inputIds: [seq], attentionMask: [[...mask, ...new Array<number>(t).fill(1)]] }));
           const v = out.shape[out.shape.length - 1];
           const last = out.data.subarray(out.data.length - v);
-          const best = last.reduce((b, x, i) => (x > last[b] ? i : b), 0);
+          let best = 0;
+          for (let i = 1; i < last.length; i++) if (last[i] > last[best]) best = i;
           const tok = gen[0][row.length + t];
           if (tok !== best && !(last[best] - last[tok] <= r.tol.merge * maxAbs(last))) {
             fail(`new token ${t} is ${tok}, but the forward's greedy choice is ${best} (logit ${last[best]} vs ${last[tok]})`, 'logits');
