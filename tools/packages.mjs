@@ -23,16 +23,16 @@ export function workspacePackages(root = ROOT) {
 }
 
 /**
- * `npm pack`s every package into `dest` (install scripts not run, as npm publish packs) and returns
- * { name, dir, tarball } for each. Needs the packages built (dist/).
+ * `npm pack`s every package into `dest` (install scripts not run, as npm publish packs; one npm process for
+ * all of them) and returns { name, dir, tarball, files } for each of `packages`. Needs the packages built.
  */
 export function packAll(dest, packages = workspacePackages()) {
   mkdirSync(dest, { recursive: true });
-  const out = [];
-  for (const p of packages) {
-    const json = execFileSync('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', dest], { cwd: p.path, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    const [info] = JSON.parse(json);
-    out.push({ name: p.pkg.name, dir: p.dir, tarball: join(dest, info.filename), files: info.files.map((f) => f.path) });
-  }
-  return out;
+  const json = execFileSync('npm', ['pack', '--workspaces', '--json', '--ignore-scripts', '--pack-destination', dest], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
+  const byName = new Map(JSON.parse(json).map((info) => [info.name, info]));
+  return packages.map((p) => {
+    const info = byName.get(p.pkg.name);
+    if (!info) throw new Error(`npm pack --workspaces made no tarball for ${p.pkg.name}`);
+    return { name: p.pkg.name, dir: p.dir, tarball: join(dest, info.filename), files: info.files.map((f) => f.path) };
+  });
 }
