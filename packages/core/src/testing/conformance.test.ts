@@ -23,7 +23,7 @@ import {
   type InjectionMethod,
   type ModelConfig,
 } from '@peftjs/core';
-import { CONFORMANCE_CHECKS, ConformanceError, methodConformanceChecks, registerMethodConformance, type ConformanceCheckName, type ConformanceSpec } from '@peftjs/core/testing';
+import { CONFORMANCE_CHECKS, ConformanceError, methodConformanceChecks, runMethodConformance, registerMethodConformance, type ConformanceCheckName, type ConformanceSpec } from '@peftjs/core/testing';
 
 const VOCAB = 32;
 const HIDDEN = 8;
@@ -322,6 +322,11 @@ describe('each broken toy method fails the check that guards its defect', () => 
       expect(tf.memory().numTensors).toBeLessThan(10_000);
     });
   }
+
+  it('runMethodConformance runs every check in order and stops at the first failure', async () => {
+    await runMethodConformance(toyMethod());
+    await expect(runMethodConformance(toyMethod('keep-deleted'))).rejects.toThrow(/deleteAdapter removes every parameter/);
+  });
 
   it('a promise the method does not keep fails both ways: merge promised false but merging works', async () => {
     const got = await failures({ ...toyMethod(), promises: { identityAtInit: true, merge: false } });
