@@ -10,7 +10,11 @@ export type IntervalStrategy = 'no' | 'steps' | 'epoch';
  * full fine-tuning one; everything else is HF's default. `TRAINING_TIPS` lists the tips.
  */
 export interface TrainingArguments {
-  /** Where checkpoints (`checkpoint-<step>/`), `metrics.jsonl` and the final model go. */
+  /**
+   * Where checkpoints (`checkpoint-<step>/`), `metrics.jsonl` and the final model go. Created (on the
+   * Trainer's `fs`) only when something is written there: with saveStrategy 'no' and metricsLog false
+   * training touches no file system at all.
+   */
   outputDir: string;
   /** Peak learning rate. Default 2e-4 (LoRA's usual start; 1e-3 for prompt tuning, ~2e-5 for full fine-tuning). */
   learningRate: number;
