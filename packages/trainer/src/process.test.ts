@@ -106,4 +106,26 @@ describe('training in a child process', () => {
     expect(state.global_step).toBe(last);
     expect(r.lines).not.toContain('done');
   });
+
+  // (that the listeners go at the first signal, so a second gets Node's default, is interrupt.test.ts's check)
+  it('two SIGINTs in a row: the process ends, whatever it wrote is whole, and the run resumes to the end', async () => {
+    const dir = join(tmp, 'twice');
+    const r = start(dir, false, (line, run) => {
+      if (line !== 'step 3') return;
+      run.proc.kill('SIGINT');
+      setTimeout(() => run.proc.kill('SIGINT'), 20);
+    });
+    const res = await r.exit;
+    // ended by the signal itself (no exit code), unless the first one's checkpoint and exit beat the second
+    if (res.signal !== null) expect(res.signal, res.stderr).toBe('SIGINT');
+    else expect(res.code, res.stderr).toBe(130);
+    expect(r.lines).not.toContain('done');
+    for (const name of readdirSync(dir).filter((f) => /^checkpoint-\d+$/.test(f))) {
+      expect(existsSync(join(dir, name, 'trainer_state.json')), name).toBe(true);
+    }
+    const c = start(dir, true);
+    const rc = await c.exit;
+    expect(rc.code, rc.stderr).toBe(0);
+    expect(c.lines).toContain('done');
+  });
 });
