@@ -86,8 +86,8 @@ export interface ConformanceSpec {
   untrained?: (name: string) => boolean;
   tolerances?: Partial<ConformanceTolerances>;
   /**
-   * Frees what a method keeps beside a PeftModel's own tensors (AdaLoRA's rank allocator: `resetRankAllocator`),
-   * called before each PeftModel the checks made is disposed.
+   * Frees tensors a method keeps outside the model's modules, which `dispose()` cannot reach (a built-in method
+   * frees its own through its layers' `disposeBuffers`), called before each PeftModel the checks made is disposed.
    */
   release?: (peft: PeftModel) => void;
   /** Checks not run, each with the reason (the registrar marks them skipped when it can). */
