@@ -65,6 +65,52 @@ tf.registerKernel({
     })[0],
 });
 
+/**
+ * `peftjs.Dequant4bitWeight` on the CPU backends: W [out, in] float32 from the packed codes in one host
+ * loop over the data the backend already holds — the same float32 products as `dequantReference`'s tfjs
+ * ops (table[code]·absmax, absmax = map[code]·nested + offset), bit for bit, without its dozen
+ * whole-layer intermediate tensors. The op's CPU path dequantises a layer with it.
+ */
+const DEQUANT_HOST = 'peftjs.Dequant4bitWeight';
+const dequantHost = ({ inputs, attrs, backend }: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap; backend: unknown }): tf.TensorInfo => {
+  const { outFeatures, inFeatures, quantType, offset } = attrs as unknown as Dequant4bitAttrs;
+  const be = hostBackend(backend, DEQUANT_HOST);
+  const n = outFeatures * inFeatures;
+  const blocks = Math.ceil(n / BLOCKSIZE);
+  const words = be.readSync(inputs.qweight!.dataId) as Int32Array;
+  let scales: Float32Array;
+  if (inputs.absmax) scales = be.readSync(inputs.absmax.dataId) as Float32Array;
+  else {
+    const codes = be.readSync(inputs.absmaxCodes!.dataId) as Int32Array;
+    const nested = be.readSync(inputs.nestedAbsmax!.dataId) as Float32Array;
+    const map = be.readSync(inputs.nestedMap!.dataId) as Float32Array;
+    scales = new Float32Array(blocks);
+    const off = Math.fround(offset);
+    for (let b = 0; b < blocks; b++) {
+      const code = (codes[b >> 2] >>> (8 * (b & 3))) & 255;
+      scales[b] = Math.fround(Math.fround(map[code] * nested[(b / NESTED_BLOCKSIZE) | 0]) + off);
+    }
+  }
+  const table = codeTable(quantType);
+  const out = new Float32Array(n);
+  for (let e = 0; e < n; e++) {
+    // element 2i is the high nibble of byte i (bitsandbytes), bytes little-endian in the words
+    const byte = (words[e >> 3] >>> (8 * ((e >> 1) & 3))) & 255;
+    const code = e & 1 ? byte & 15 : byte >> 4;
+    out[e] = table[code] * scales[(e / BLOCKSIZE) | 0];
+  }
+  return { dataId: be.write(out, [outFeatures, inFeatures], 'float32'), shape: [outFeatures, inFeatures], dtype: 'float32' };
+};
+for (const backendName of ['cpu', 'wasm']) tf.registerKernel({ kernelName: DEQUANT_HOST, backendName, kernelFunc: dequantHost });
+
+/** One layer's fp32 weight: the host loop on the CPU backends, the tfjs-op reference elsewhere. */
+function dequantWeight(inputs: Omit<Dequant4bitInputs, 'x'>, attrs: Dequant4bitAttrs): tf.Tensor2D {
+  if (!['cpu', 'wasm'].includes(tf.getBackend())) return dequantReference(inputs, attrs);
+  const ins: tf.NamedTensorMap = { qweight: inputs.qweight };
+  for (const k of ['absmax', 'absmaxCodes', 'nestedAbsmax', 'nestedMap'] as const) if (inputs[k]) ins[k] = inputs[k]!;
+  return tf.engine().runKernel(DEQUANT_HOST, ins, attrs as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+}
+
 function wordBytes(words: tf.Tensor, n: number): tf.Tensor {
   return tf.engine().runKernel(UNPACK, { x: words }, { n }) as tf.Tensor;
 }
@@ -122,7 +168,7 @@ export const dequant4bitMatMulOp: ReturnType<typeof defineOp<Dequant4bitInputs, 
     const f = tf.customGrad(((x: tf.Tensor, ...rest: tf.Tensor[]) => {
       const ws = rest.slice(0, present.length); // tfjs passes a save() function after the inputs
       const w = Object.fromEntries(present.map((n, i) => [n, ws[i]])) as Omit<Dequant4bitInputs, 'x'>;
-      const value = tf.tidy(() => product(x, dequantReference(w, attrs), attrs.transW));
+      const value = tf.tidy(() => product(x, dequantWeight(w, attrs), attrs.transW));
       const gradFunc = (dy: tf.Tensor) => [
         dequant4bitMatMulOp({ ...w, x: dy }, { ...attrs, transW: !attrs.transW }),
         ...ws.map((t) => tf.zeros(t.shape, 'float32')),
