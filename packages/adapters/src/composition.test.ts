@@ -10,7 +10,7 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { fileURLToPath } from 'node:url';
-import { Average, BatchSplit, Fuse, Module, Parallel, PeftError, Stack, compositionToString, getPeftModel, manualSeed, type PeftModel, type PreTrainedModel } from '@peftjs/core';
+import { Average, BatchSplit, Fuse, Module, Parallel, PeftError, Split, Stack, compositionToString, getPeftModel, manualSeed, type PeftModel, type PreTrainedModel } from '@peftjs/core';
 import { AutoModelForCausalLM } from '@peftjs/models';
 import { LoraConfig } from '@peftjs/lora';
 import { AdapterFusionConfig, BottleneckLayer, SeqBnConfig, addAdapterFusion, fusionOf } from './index';
@@ -29,9 +29,10 @@ async function threeAdapters(): Promise<PeftModel> {
   const peft = getPeftModel(await AutoModelForCausalLM.fromPretrained(BASE), cfg(), 'a');
   peft.addAdapter('b', cfg());
   peft.addAdapter('c', cfg());
+  let seed = 1000;
   for (const [k, p] of peft.namedParameters()) {
     if (!k.includes('.adapters.')) continue;
-    const r = tf.randomNormal(p.shape, 0, 0.3, 'float32', 1000 + k.length * 7 + p.size);
+    const r = tf.randomNormal(p.shape, 0, 0.3, 'float32', seed++); // every tensor its own draw: a, b, c differ
     p.assign(r);
     r.dispose();
   }
@@ -83,9 +84,10 @@ describe('composition blocks on bottleneck adapters', () => {
     const logits = () => peft.forward({ inputIds: IDS }).logits;
     addAdapterFusion(peft, Fuse('a', 'b', 'c'));
     // give the fusion non-trivial Q, K, V so that its attention is far from uniform
+    let seed = 77;
     for (const [k, p] of peft.namedParameters()) {
       if (!k.includes('adapter_fusion_layer')) continue;
-      const r = tf.randomNormal(p.shape, 0, 0.4, 'float32', 77 + p.size + k.length);
+      const r = tf.randomNormal(p.shape, 0, 0.4, 'float32', seed++);
       p.assign(r);
       r.dispose();
     }
@@ -100,6 +102,10 @@ describe('composition blocks on bottleneck adapters', () => {
         const w = [1 / 8, 2 / 8, 5 / 8];
         const outs = ['a', 'b', 'c'].map((n, i) => tf.mul(tf.add(f(n, tf.add(h, x)), h), w[i]));
         return tf.add(tf.addN(outs), x);
+      }],
+      ['Split(a, b; 2, 4)', Split('a', 'b', { splits: [2, 4] }), (h, x, f) => {
+        const part = (n: string, b: number, k: number) => single(n)(tf.slice(h, [0, b], [-1, k]), tf.slice(x, [0, b], [-1, k]), f, undefined as never);
+        return tf.concat([part('a', 0, 2), part('b', 2, 4)], 1);
       }],
       ['Fuse(a, b, c)', Fuse('a', 'b', 'c'), (h, x, f, layer) => {
         const fusion = fusionOf(layer, 'a,b,c')!;
@@ -131,9 +137,14 @@ describe('composition blocks on bottleneck adapters', () => {
       want.dispose();
       ref.dispose();
     }
-    // the comparisons can fail: the setups give different logits
+    // the comparisons can fail: the setups give different logits, and the adapters differ from each other
+    peft.setActiveAdapters('b');
+    const onlyB = logits();
+    expect(await rel(onlyB, got['a alone'])).toBeGreaterThan(1e-3);
+    onlyB.dispose();
     expect(await rel(got['Stack(a, b)'], got['a alone'])).toBeGreaterThan(1e-3);
     expect(await rel(got['Fuse(a, b, c)'], got['Average(a, b, c; 1, 2, 5)'])).toBeGreaterThan(1e-3);
+    expect(await rel(got['Split(a, b; 2, 4)'], got['a alone'])).toBeGreaterThan(1e-3);
     tf.dispose(Object.values(got));
     expect(tf.memory().numTensors).toBe(before);
     peft.dispose();

@@ -3,8 +3,8 @@ import { PeftError, composeLayer, compositionToString, type AdapterSetup, type C
 import type { BottleneckLayer } from './layer';
 import { fusionOf } from './fusion';
 
-/** Every block AdapterHub's BottleneckLayer runs (its supported_compositions, Split aside). */
-export const BOTTLENECK_COMPOSITIONS = ['Stack', 'Parallel', 'Average', 'BatchSplit', 'Fuse'] as const;
+/** Every block AdapterHub's BottleneckLayer runs (its supported_compositions). */
+export const BOTTLENECK_COMPOSITIONS = ['Stack', 'Parallel', 'Average', 'BatchSplit', 'Split', 'Fuse'] as const;
 
 /**
  * AdapterHub's BottleneckState: the running hidden states, the sub-block's residual input (the decoder's skip
@@ -19,6 +19,7 @@ interface BottleneckState {
 }
 
 const rows = (t: tf.Tensor, begin: number, size: number) => tf.slice(t, [begin], [size]);
+const positions = (t: tf.Tensor, begin: number, size: number) => tf.slice(t, [0, begin], [-1, size]);
 
 function firstAdapter(setup: AdapterSetup, has: (n: string) => boolean): string | undefined {
   if (typeof setup === 'string') return has(setup) ? setup : undefined;
@@ -52,6 +53,15 @@ export function bottleneckComposedForward(layer: BottleneckLayer, block: Composi
         residual: tf.concat(states.map((s) => s.residual), 0),
         adapterResidual: tf.concat(states.map((s) => s.adapterResidual), 0),
         up: states.every((s) => s.up) ? tf.concat(states.map((s) => s.up!), 0) : null,
+        last: [...states].reverse().find((s) => s.last)?.last ?? null,
+      }),
+      seqLength: (s) => s.hidden.shape[1]!,
+      sliceSeq: (s, b, n) => ({ hidden: positions(s.hidden, b, n), residual: positions(s.residual, b, n), adapterResidual: positions(s.adapterResidual, b, n), up: s.up && positions(s.up, b, n), last: s.last }),
+      concatSeq: (states) => ({
+        hidden: tf.concat(states.map((s) => s.hidden), 1),
+        residual: tf.concat(states.map((s) => s.residual), 1),
+        adapterResidual: tf.concat(states.map((s) => s.adapterResidual), 1),
+        up: states.every((s) => s.up) ? tf.concat(states.map((s) => s.up!), 1) : null,
         last: [...states].reverse().find((s) => s.last)?.last ?? null,
       }),
       // Σ wᵢ·hiddenᵢ: the weighted mean of the branches' outputs (AdapterHub documents a weighted average; its

@@ -6,6 +6,7 @@ import {
   BatchSplit,
   Fuse,
   Parallel,
+  Split,
   Stack,
   composeLayer,
   compositionFromJson,
@@ -66,6 +67,16 @@ describe('composition blocks', () => {
     fails(() => validateComposition(Stack('a', Stack('b', 'c'))), 'cannot nest Stack[b, c] in Stack');
     fails(() => validateComposition(BatchSplit('a', Parallel('b', 'c'), { batchSizes: 1 })), 'cannot nest Parallel[b, c] in BatchSplit');
     fails(() => validateComposition(Fuse('a', 'a')), 'Fuse[a, a]', '"a" is fused twice');
+  });
+
+  it("Split (token positions) nests as AdapterHub's: in Stack, Split, BatchSplit and Average, not in Fuse or Parallel", () => {
+    for (const ok of [Stack('a', Split('b', 'c', { splits: [2, 3] })), Split('a', Split('b', 'c', { splits: 1 }), { splits: [1, 2] }), Average(Split('a', 'b', { splits: 1 }), 'c'), BatchSplit(Split('a', 'b', { splits: 1 }), 'c', { batchSizes: 1 })]) {
+      expect(() => validateComposition(ok), compositionToString(ok)).not.toThrow();
+    }
+    fails(() => validateComposition(Fuse('a', Split('b', 'c', { splits: 1 }))), 'cannot nest Split[b, c] in Fuse');
+    fails(() => validateComposition(Parallel('a', Split('b', 'c', { splits: 1 }))), 'cannot nest Split[b, c] in Parallel');
+    fails(() => Split('a', 'b', { splits: [1] }), 'Split: splits must be 2 non-negative integers');
+    expect(compositionFromJson(compositionToJson(Split('a', 'b', { splits: [3, 4] })), 'c.json')).toEqual(Split('a', 'b', { splits: [3, 4] }));
   });
 
   it('limit the depth: below level 1 only Stack blocks and names', () => {

@@ -10,13 +10,14 @@
  * - `Average(a, b, { weights })`: the weighted mean Σ wᵢ·outᵢ of the branches' outputs in each layer (weights
  *   normalised to sum 1 unless `normalizeWeights: false`).
  * - `BatchSplit(a, b, { batchSizes })`: rows 0 … n₀−1 go through a, the next n₁ through b, …
+ * - `Split(a, b, { splits })`: token positions 0 … n₀−1 go through a, the next n₁ through b, … (bottleneck adapters).
  * - `Fuse(a, b, c)`: AdapterFusion (Pfeiffer et al., 2021), an attention over the adapters' outputs; only
  *   layers with a fusion layer for exactly these adapters (bottleneck adapters) support it.
  */
 import { PeftError } from './errors';
 
-export type CompositionType = 'Stack' | 'Parallel' | 'Average' | 'BatchSplit' | 'Fuse';
-export const COMPOSITION_TYPES: readonly CompositionType[] = ['Stack', 'Parallel', 'Average', 'BatchSplit', 'Fuse'];
+export type CompositionType = 'Stack' | 'Parallel' | 'Average' | 'BatchSplit' | 'Split' | 'Fuse';
+export const COMPOSITION_TYPES: readonly CompositionType[] = ['Stack', 'Parallel', 'Average', 'BatchSplit', 'Split', 'Fuse'];
 
 const BLOCK = Symbol.for('peftjs.compositionBlock');
 
@@ -45,7 +46,11 @@ export type BatchSplitBlock = BlockBase<'BatchSplit'> & {
   /** Rows of the batch for each child, in order. */
   readonly batchSizes: readonly number[];
 };
-export type CompositionBlock = StackBlock | ParallelBlock | FuseBlock | AverageBlock | BatchSplitBlock;
+export type SplitBlock = BlockBase<'Split'> & {
+  /** Token positions for each child, in order. */
+  readonly splits: readonly number[];
+};
+export type CompositionBlock = StackBlock | ParallelBlock | FuseBlock | AverageBlock | BatchSplitBlock | SplitBlock;
 
 export function isCompositionBlock(v: unknown): v is CompositionBlock {
   return typeof v === 'object' && v !== null && (v as Record<symbol, unknown>)[BLOCK] === true;
@@ -140,13 +145,31 @@ export function BatchSplit(...args: [...AdapterSetup[], BatchSplitOptions]): Bat
   return block('BatchSplit', children, { batchSizes: Object.freeze([...sizes]) });
 }
 
+export interface SplitOptions {
+  /** Token positions for each child (one number: the same for every child); they must sum to the sequence length. */
+  splits: number[] | number;
+}
+
+/** Split: consecutive token positions through different adapters (AdapterHub's Split). `Split('a', 'b', { splits: [64, 64] })`. */
+export function Split(...args: [...AdapterSetup[], SplitOptions]): SplitBlock {
+  const [children, opts] = splitOptions<SplitOptions>(args);
+  checkChildren('Split', children);
+  if (!opts || opts.splits === undefined) throw new PeftError('INVALID_ARGUMENT', 'Split: splits is required (the token positions for each child)');
+  const sizes = typeof opts.splits === 'number' ? Array(children.length).fill(opts.splits) : opts.splits;
+  if (!Array.isArray(sizes) || sizes.length !== children.length || !sizes.every((s) => Number.isInteger(s) && s >= 0)) {
+    throw new PeftError('INVALID_ARGUMENT', `Split: splits must be ${children.length} non-negative integers, one per child (or one for all); got ${JSON.stringify(opts.splits)}`);
+  }
+  return block('Split', children, { splits: Object.freeze([...sizes]) });
+}
+
 /** AdapterHub's ALLOWED_NESTINGS: which children each block may hold. */
 export const ALLOWED_NESTINGS: Readonly<Record<CompositionType, readonly ('adapter' | CompositionType)[]>> = {
-  Stack: ['adapter', 'Fuse', 'Parallel', 'BatchSplit', 'Average'],
+  Stack: ['adapter', 'Fuse', 'Split', 'Parallel', 'BatchSplit', 'Average'],
   Fuse: ['adapter', 'Stack'],
+  Split: ['adapter', 'Split', 'Stack', 'BatchSplit', 'Average'],
   Parallel: ['adapter', 'Stack', 'BatchSplit', 'Average'],
-  BatchSplit: ['adapter', 'Stack', 'BatchSplit', 'Average'],
-  Average: ['adapter', 'Stack', 'BatchSplit'],
+  BatchSplit: ['adapter', 'Stack', 'Split', 'BatchSplit', 'Average'],
+  Average: ['adapter', 'Stack', 'Split', 'BatchSplit'],
 };
 
 /**
@@ -230,13 +253,14 @@ export function isSingleAdapter(setup: AdapterSetup): boolean {
 
 // ——— JSON (composition.json) ———
 
-export type CompositionJson = string | { type: CompositionType; children: CompositionJson[]; weights?: number[]; batch_sizes?: number[] };
+export type CompositionJson = string | { type: CompositionType; children: CompositionJson[]; weights?: number[]; batch_sizes?: number[]; splits?: number[] };
 
 export function compositionToJson(setup: AdapterSetup): CompositionJson {
   if (typeof setup === 'string') return setup;
   const out: CompositionJson = { type: setup.type, children: setup.children.map(compositionToJson) };
   if (setup.type === 'Average') out.weights = [...setup.weights];
   if (setup.type === 'BatchSplit') out.batch_sizes = [...setup.batchSizes];
+  if (setup.type === 'Split') out.splits = [...setup.splits];
   return out;
 }
 
@@ -260,6 +284,8 @@ export function compositionFromJson(json: unknown, source: string): AdapterSetup
         return Average(...kids, { weights: o.weights as number[], normalizeWeights: false });
       case 'BatchSplit':
         return BatchSplit(...kids, { batchSizes: o.batch_sizes as number[] });
+      case 'Split':
+        return Split(...kids, { splits: o.splits as number[] });
     }
   } catch (e) {
     if (PeftError.isInstance(e)) throw new PeftError('INVALID_FILE', `${source}: ${e.message}`);
@@ -287,6 +313,10 @@ export interface ComposeOps<S> {
   single(name: string, state: S): S;
   /** Before an adapter runs (AdapterHub's pre_block / pre_forward): its input and skip connection from the state. */
   preBlock?(setup: AdapterSetup, state: S): S;
+  /** Split: the state's sequence length, token positions begin … begin + size − 1, and states joined along the sequence. */
+  seqLength?(state: S): number;
+  sliceSeq?(state: S, begin: number, size: number): S;
+  concatSeq?(states: S[]): S;
   /** Fuse; `run(child, state)` runs one child (an adapter or a Stack) on the block's input. Absent: Fuse is refused. */
   fuse?(block: FuseBlock, state: S, run: (child: AdapterSetup, state: S) => S): S;
   /** Names the layer in errors (its module path or type). */
@@ -333,6 +363,20 @@ export function composeLayer<S>(setup: AdapterSetup, state: S, ops: ComposeOps<S
           begin += n;
         });
         return ops.concat(parts);
+      }
+      case 'Split': {
+        if (!ops.seqLength || !ops.sliceSeq || !ops.concatSeq) throw new PeftError('UNSUPPORTED', `${compositionToString(s)}: Split is not supported${ops.where ? ` by ${ops.where}` : ''}`);
+        const len = ops.seqLength(st);
+        const total = s.splits.reduce((a, n) => a + n, 0);
+        if (total !== len) throw new PeftError('INVALID_ARGUMENT', `${compositionToString(s)}${at}: splits [${s.splits.join(', ')}] sum to ${total}, but the sequence has ${len} positions (a key/value cache decodes one position at a time: Split does not generate)`);
+        let begin = 0;
+        const parts: S[] = [];
+        s.children.forEach((c, i) => {
+          const n = s.splits[i];
+          if (n > 0) parts.push(child(c, ops.sliceSeq!(st, begin, n)));
+          begin += n;
+        });
+        return ops.concatSeq(parts);
       }
       case 'Average': {
         const start = st;

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { fileURLToPath } from 'node:url';
-import { Average, BatchSplit, Fuse, Linear, Parallel, PeftError, Stack, getPeftModel, manualSeed, type PeftModel, type PreTrainedModel } from '@peftjs/core';
+import { Average, BatchSplit, Fuse, Linear, Parallel, PeftError, Split, Stack, getPeftModel, manualSeed, type PeftModel, type PreTrainedModel } from '@peftjs/core';
 import { AutoModelForCausalLM } from '@peftjs/models';
 import { LoraConfig } from './index';
 import type { LoraLinear } from './layer';
@@ -161,6 +161,7 @@ describe('composition blocks on LoRA layers', () => {
     };
     expect(err(() => peft.setActiveAdapters(Fuse('a', 'b')))).toMatch(/Fuse\[a, b\] is not supported at .*q_proj \(a lora\.Linear layer holding "a", "b"\); LORA layers support Stack, Parallel, Average, BatchSplit/);
     expect(err(() => peft.setActiveAdapters(Stack('a', 'zz')))).toMatch(/no adapter named "zz"; adapters: a, b/);
+    expect(err(() => peft.setActiveAdapters(Split('a', 'b', { splits: 3 })))).toMatch(/Split\[a, b\] is not supported at .*; LORA layers support Stack, Parallel, Average, BatchSplit/);
     expect(err(() => peft.setActiveAdapters(Parallel('a', Parallel('a', 'b'))))).toMatch(/cannot nest Parallel\[a, b\] in Parallel\[a, Parallel\[a, b\]\]/);
     expect(err(() => peft.setActiveAdapters(Stack(Average('a', BatchSplit('a', 'b', { batchSizes: 1 })))))).toMatch(/too deep: cannot have BatchSplit\[a, b\] at level 2/);
     // two LoRAs stacked on a non-square layer (v_proj: 32 → 16): b would read a's 16-wide output
