@@ -13,6 +13,7 @@ const t = { describe, it };
 registerMethodConformance({ name: 'LoRA', model: llama, config: () => new LoraConfig({ r: 4, loraAlpha: 8, loraDropout: 0.1, targetModules: ['q_proj', 'v_proj'] }), promises: { identityAtInit: true, merge: true } }, t);
 registerMethodConformance({ name: 'rsLoRA (all-linear)', model: llama, config: () => new LoraConfig({ r: 4, loraAlpha: 8, useRslora: true, targetModules: 'all-linear' }), promises: { identityAtInit: true, merge: true } }, t);
 registerMethodConformance({ name: 'DoRA', model: llama, config: () => new LoraConfig({ r: 4, loraAlpha: 8, useDora: true, targetModules: ['q_proj', 'v_proj', 'down_proj'] }), promises: { identityAtInit: true, merge: true } }, t);
+registerMethodConformance({ name: 'LoRA on the embedding (lora_embedding_A/B)', model: llama, config: () => new LoraConfig({ r: 4, loraAlpha: 8, targetModules: ['embed_tokens', 'o_proj'] }), promises: { identityAtInit: true, merge: true } }, t);
 registerMethodConformance({ name: 'LoRA on GPT-2 (Conv1D, fan_in_fan_out)', model: gpt2, config: () => new LoraConfig({ r: 4, loraAlpha: 8, targetModules: ['c_attn'], fanInFanOut: true }), promises: { identityAtInit: true, merge: true } }, t);
 // the rank allocator's importance averages are freed with the model (its layers' disposeBuffers)
 registerMethodConformance({ name: 'AdaLoRA', model: llama, config: () => new AdaLoraConfig({ totalStep: 10, initR: 4, targetR: 2, targetModules: ['q_proj', 'v_proj'] }), promises: { identityAtInit: true, merge: true } }, t);
