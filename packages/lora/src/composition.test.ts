@@ -186,6 +186,23 @@ describe('composition blocks on LoRA layers', () => {
     const both = [...peft.namedParameters()].filter(([, p]) => p.trainable).map(([k]) => k);
     expect(both.length).toBe(2 * 2 * 2 + 12);
     expect(peft.activeComposition?.type).toBe('Parallel');
+    // training steps under Parallel with tensor inputs (replicated inside the forward): both branches learn, flat memory
+    const ids = tf.tensor2d(IDS, undefined, 'int32');
+    const opt = tf.train.adam(1e-2);
+    const vars = peft.parameters().filter((p) => p.trainable);
+    const bOf = (n: string) => [...peft.namedParameters()].find(([k]) => k.includes(`lora_B.${n}.`))![1].clone();
+    const [b0a, b0b] = [bOf('a'), bOf('b')];
+    const step = () => tf.dispose(opt.minimize(() => peft.forward({ inputIds: ids, labels: ids }).loss!, true, vars)!);
+    step();
+    const before = tf.memory().numTensors;
+    step();
+    step();
+    expect(tf.memory().numTensors).toBe(before);
+    const [b1a, b1b] = [bOf('a'), bOf('b')];
+    expect((await maxDiff(b1a, b0a)).diff).toBeGreaterThan(1e-4);
+    expect((await maxDiff(b1b, b0b)).diff).toBeGreaterThan(1e-4);
+    tf.dispose([ids, b0a, b0b, b1a, b1b]);
+    opt.dispose();
     // adding an adapter keeps the composition; setAdapter replaces it
     peft.addAdapter('c', new LoraConfig({ r: 2, targetModules: ['q_proj'] }));
     expect(peft.activeComposition?.type).toBe('Parallel');
