@@ -221,6 +221,79 @@ describe('online: @huggingface/hub downloads into the same layout, then it is re
   });
 });
 
+// The real @huggingface/hub against a local server that answers as the hub does (model info, paths-info,
+// resolve with ranges): what it writes must be huggingface_hub's layout, read back offline.
+describe('online with the real @huggingface/hub, against a local stand-in for the hub', () => {
+  let server: Server;
+  let hubUrl = '';
+  const commit = commitOf('served');
+  const served: Record<string, Buffer> = { ...modelFiles(), ...tokenizerFiles(), 'README.md': Buffer.from('# tiny') };
+  const requests: string[] = [];
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      requests.push(`${req.method} ${url.pathname}`);
+      const json = (v: unknown) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(v));
+      let m = /^\/api\/models\/peftjs\/tiny-llama\/revision\/([^/]+)$/.exec(url.pathname);
+      if (m && req.method === 'GET') {
+        return json({ _id: 'x', id: 'peftjs/tiny-llama', sha: commit, private: false, gated: false, downloads: 0, likes: 0, lastModified: '2026-12-01T00:00:00.000Z', siblings: Object.keys(served).map((rfilename) => ({ rfilename })) });
+      }
+      m = /^\/api\/models\/peftjs\/tiny-llama\/paths-info\/([^/]+)$/.exec(url.pathname);
+      if (m && req.method === 'POST') {
+        let body = '';
+        req.on('data', (d) => (body += d));
+        req.on('end', () => {
+          const { paths } = JSON.parse(body) as { paths: string[] };
+          json(paths.filter((p) => served[p]).map((path) => {
+            const b = served[path];
+            return { type: 'file', path, size: b.length, oid: gitBlobSha1(b), ...(path.endsWith('.safetensors') ? { lfs: { oid: sha256(b), size: b.length, pointerSize: 134 } } : {}), lastCommit: { id: commitOf(path), title: 'add', date: '2026-12-01T00:00:00.000Z' } };
+          }));
+        });
+        return;
+      }
+      m = /^\/peftjs\/tiny-llama\/resolve\/([^/]+)\/(.+)$/.exec(url.pathname);
+      const b = m && served[decodeURIComponent(m[2])];
+      if (!b) return res.writeHead(404, { 'x-error-code': 'EntryNotFound' }).end();
+      const etag = `"${m![2].endsWith('.safetensors') ? sha256(b) : gitBlobSha1(b)}"`;
+      const range = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ''));
+      if (range) {
+        const start = Number(range[1]);
+        const end = range[2] ? Math.min(Number(range[2]), b.length - 1) : b.length - 1;
+        res.writeHead(206, { etag, 'content-range': `bytes ${start}-${end}/${b.length}`, 'content-length': end - start + 1 });
+        return res.end(b.subarray(start, end + 1));
+      }
+      res.writeHead(200, { etag, 'content-length': b.length }).end(b);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const addr = server.address();
+    hubUrl = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  it('downloads into blobs/ + symlinked snapshots/<commit>/ + refs/main, then loads offline with the same logits', async () => {
+    const c = join(tmp, 'real-hub');
+    const model = await AutoModelForCausalLM.fromPretrained('peftjs/tiny-llama', { cacheDir: c, hubUrl });
+    const repoDir = join(c, 'models--peftjs--tiny-llama');
+    expect(readFileSync(join(repoDir, 'refs', 'main'), 'utf8')).toBe(commit);
+    for (const f of ['config.json', 'model.safetensors', 'generation_config.json']) {
+      const link = join(repoDir, 'snapshots', commit, f);
+      expect(lstatSync(link).isSymbolicLink(), f).toBe(true);
+      expect(readlinkSync(link)).toBe(`../../blobs/${f.endsWith('.safetensors') ? sha256(served[f]) : gitBlobSha1(served[f])}`);
+    }
+    expect(existsSync(join(repoDir, 'snapshots', commit, 'tokenizer.json'))).toBe(false); // only what a model needs
+    expect(requests.some((r) => r.includes('README.md'))).toBe(false);
+    const before = requests.length;
+    const offline = await AutoModelForCausalLM.fromPretrained('peftjs/tiny-llama', { cacheDir: c, hubUrl, localFilesOnly: true });
+    try {
+      expect(requests.length).toBe(before);
+      expect(await logitsOf(offline)).toEqual(await logitsOf(model));
+    } finally {
+      model.dispose();
+      offline.dispose();
+    }
+  });
+});
+
 describe('URLs work in Node without a file system handed in', () => {
   let server: Server;
   let base = '';

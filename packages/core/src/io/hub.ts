@@ -22,14 +22,16 @@ export interface HubOptions {
   localFilesOnly?: boolean;
   /** A hub access token for gated or private repositories (default HF_TOKEN). */
   token?: string;
+  /** The hub's address for downloads (default HF_ENDPOINT, else @huggingface/hub's https://huggingface.co). */
+  hubUrl?: string;
   /** The hub client (default: `await import('@huggingface/hub')`); tests hand in their own. */
   hub?: HubClient;
 }
 
 /** The parts of `@huggingface/hub` a download uses. */
 export interface HubClient {
-  modelInfo(p: { name: string; revision?: string; additionalFields?: string[]; accessToken?: string }): Promise<{ sha?: string; filePaths?: string[] }>;
-  downloadFileToCacheDir(p: { repo: string; path: string; revision?: string; cacheDir?: string; accessToken?: string }): Promise<string>;
+  modelInfo(p: { name: string; revision?: string; additionalFields?: string[]; accessToken?: string; hubUrl?: string }): Promise<{ sha?: string; filePaths?: string[] }>;
+  downloadFileToCacheDir(p: { repo: string; path: string; revision?: string; cacheDir?: string; accessToken?: string; hubUrl?: string }): Promise<string>;
 }
 
 /** What a fromPretrained reads, which decides whether a cached snapshot is complete. */
@@ -183,16 +185,21 @@ async function fromHubCache(repo: string, kind: PretrainedKind, opts: HubOptions
   } catch (e) {
     throw new PeftError('FILE_NOT_FOUND', `${where}; to download it, install @huggingface/hub (\`npm install @huggingface/hub\`): ${(e as Error).message.split('\n')[0]}`);
   }
-  return { dir: await download(hub, repo, kind, revision, cache, repoDir, opts.token ?? env('HF_TOKEN'), where), fs, source: 'hub-download' };
+  const hubUrl = opts.hubUrl ?? env('HF_ENDPOINT');
+  const dir = await download(hub, { repo, kind, revision, cacheDir: cache, repoDir, where, accessToken: opts.token ?? env('HF_TOKEN'), hubUrl });
+  return { dir, fs, source: 'hub-download' };
 }
 
 /** Downloads `kind`'s files of `repo` at `revision` into the cache (one snapshot: the revision's commit) and writes refs/<revision>. */
-async function download(hub: HubClient, repo: string, kind: PretrainedKind, revision: string, cacheDir: string, repoDir: string, accessToken: string | undefined, where: string): Promise<string> {
+async function download(
+  hub: HubClient,
+  { repo, kind, revision, cacheDir, repoDir, where, accessToken, hubUrl }: { repo: string; kind: PretrainedKind; revision: string; cacheDir: string; repoDir: string; where: string; accessToken?: string; hubUrl?: string },
+): Promise<string> {
   const fail = (e: unknown, what: string): never => {
     if (PeftError.isInstance(e)) throw e;
     throw new PeftError('FILE_NOT_FOUND', `${where}; downloading it failed (${what}: ${(e as Error)?.message?.split('\n')[0] ?? e})`, { cause: e });
   };
-  const auth = accessToken ? { accessToken } : {};
+  const auth = { ...(accessToken ? { accessToken } : {}), ...(hubUrl ? { hubUrl: hubUrl.replace(/\/+$/, '') } : {}) };
   let info: { sha?: string; filePaths?: string[] };
   try {
     info = await hub.modelInfo({ name: repo, revision, additionalFields: ['sha', 'filePaths'], ...auth });
