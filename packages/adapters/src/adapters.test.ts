@@ -172,3 +172,36 @@ describe('bottleneck adapters: files, counts, training, errors', () => {
     plain.dispose();
   });
 });
+
+describe('bottleneck adapters with the model\'s other paths', () => {
+  it('gradient checkpointing gives the same gradients; greedy generation (KV cache) is the full forward\'s argmax', async () => {
+    const peft = getPeftModel(await AutoModelForCausalLM.fromPretrained(LLAMA), new DoubleSeqBnConfig({ reductionFactor: 4 }));
+    for (const [, v] of peft.adapterTensorMap('default')) v.assign(tf.tidy(() => tf.add(v, tf.randomNormal(v.shape, 0, 0.3, 'float32', 5))));
+    peft.train();
+    const vars = [...peft.adapterTensorMap('default').values()];
+    const grads = () => {
+      const { value, grads: g } = tf.variableGrads(() => peft.forward({ ...batch, labels: batch.inputIds }).loss!, vars);
+      value.dispose();
+      return vars.map((v) => g[v.name]);
+    };
+    const plain = grads();
+    peft.model.gradientCheckpointingEnable();
+    const checkpointed = grads();
+    peft.model.gradientCheckpointingDisable();
+    for (let i = 0; i < vars.length; i++) expect(await maxAbsDiff(plain[i], checkpointed[i])).toBeLessThan(1e-6);
+    tf.dispose([...plain, ...checkpointed]);
+
+    peft.eval();
+    const prompt = [5, 6, 7, 8];
+    const generated = (await peft.generate({ inputIds: [prompt], maxNewTokens: 4 }))[0];
+    const ids = [...prompt];
+    for (let i = 0; i < 4; i++) {
+      const logits = peft.forward({ inputIds: [ids] }).logits;
+      const next = tf.tidy(() => tf.argMax(logits.slice([0, ids.length - 1, 0], [1, 1, -1]).reshape([-1])));
+      ids.push((await next.data())[0]);
+      tf.dispose([logits, next]);
+    }
+    expect(generated.slice(-4)).toEqual(ids.slice(-4));
+    peft.dispose();
+  });
+});
