@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Fuse, Linear, PeftError, getPeftModel, manualSeed, loadSafetensors, saveSafetensors, type PeftModel } from '@peftjs/core';
 import { AutoModelForCausalLM } from '@peftjs/models';
-import { AdapterFusion, AdapterFusionConfig, SeqBnConfig, addAdapterFusion, deleteAdapterFusion, listAdapterFusions, loadAdapterFusion, saveAdapterFusion } from './index';
+import { AdapterFusion, AdapterFusionConfig, SeqBnConfig, addAdapterFusion, deleteAdapterFusion, fusionAttentions, listAdapterFusions, loadAdapterFusion, saveAdapterFusion } from './index';
 
 const BASE = fileURLToPath(new URL('../../lora/fixtures/llama_mixed_batch/base', import.meta.url));
 const IDS = [[5, 17, 99, 3, 42, 7], [8, 1, 250, 19, 4, 60]];
@@ -183,6 +183,32 @@ describe('AdapterFusion placement', () => {
     peft.addAdapter('b', new SeqBnConfig({ reductionFactor: 4 }));
     addAdapterFusion(peft, Fuse('a', 'b')); // only where both are: output_adapters
     expect(() => peft.setActiveAdapters(Fuse('a', 'b'))).toThrow(/attention_adapters holds only "a" of Fuse\[a, b\]; fused adapters must share their placements/);
+    peft.dispose();
+  });
+});
+
+describe('fusionAttentions', () => {
+  it("returns each fusion layer's attention over the adapters ([B, T, N], rows summing to 1) beside the forward's result", async () => {
+    const peft = await fusedModel();
+    peft.setActiveAdapters(Fuse('a', 'b'));
+    tf.dispose(peft.forward({ inputIds: IDS }).logits);
+    const before = tf.memory().numTensors;
+    const { result, attentions } = fusionAttentions(peft, () => peft.forward({ inputIds: IDS }));
+    expect(Object.keys(attentions)).toEqual(['a,b']);
+    const byLayer = attentions['a,b'];
+    expect(Object.keys(byLayer).sort()).toEqual(['base_model.model.model.layers.0.output_adapters', 'base_model.model.model.layers.1.output_adapters']);
+    for (const p of Object.values(byLayer)) {
+      expect(p.shape).toEqual([2, 6, 2]);
+      const s = tf.sum(p, -1);
+      const one = tf.onesLike(s);
+      await close(s, one);
+      tf.dispose([s, one]);
+    }
+    // recording stops with fn: a later forward records nothing
+    const fusion = [...peft.namedModules()].map(([, m]) => m).find((m): m is AdapterFusion => m instanceof AdapterFusion)!;
+    expect(fusion.recorder).toBeNull();
+    tf.dispose([result.logits, ...Object.values(byLayer)]);
+    expect(tf.memory().numTensors).toBe(before);
     peft.dispose();
   });
 });

@@ -143,6 +143,8 @@ function linear(d: number, bias: boolean, weight: tf.Tensor): Linear {
 export class AdapterFusion extends Module implements LossTermModule {
   /** The current softmax temperature. */
   T: number;
+  /** Receives each forward's attention probabilities [B, T, N] (a kept copy) while fusionAttentions records. */
+  recorder: ((probabilities: tf.Tensor) => void) | null = null;
   private readonly reduction: number;
 
   constructor(readonly config: AdapterFusionConfig, readonly denseSize: number, attentionDropout = 0) {
@@ -183,6 +185,7 @@ export class AdapterFusion extends Module implements LossTermModule {
       let values = ups;
       if (this.config.residualBefore) values = tf.add(values, tf.expandDims(residual, 2));
       const p = this.probabilities(query, ups);
+      if (this.recorder) this.recorder(tf.keep(tf.clone(p)));
       const v = this.config.valueBeforeSoftmax ? this.proj('value', values) : values;
       let context = tf.sum(tf.mul(tf.expandDims(p, -1), v), 2);
       if (!this.config.valueBeforeSoftmax) context = this.proj('value', context);
@@ -197,6 +200,38 @@ export class AdapterFusion extends Module implements LossTermModule {
     const v = this.maybeChild<Linear>('value');
     if (!this.config.regularization || !v || !v.weight.trainable) return null;
     return tf.tidy(() => tf.mul(tf.sum(tf.square(tf.sub(tf.eye(this.denseSize), v.weight))), 0.01) as tf.Scalar);
+  }
+}
+
+/**
+ * AdapterHub's output_adapter_fusion_attentions: runs `fn` (a forward) and returns, beside its result, each fusion
+ * layer's attention over the fused adapters, `attentions[fusion name][layer path]` [B, T, N] (the adapters in the
+ * Fuse's order). The caller disposes the tensors.
+ */
+export function fusionAttentions<T>(peft: PeftModel, fn: () => T): { result: T; attentions: Record<string, Record<string, tf.Tensor>> } {
+  const attentions: Record<string, Record<string, tf.Tensor>> = Object.create(null);
+  const fusions: AdapterFusion[] = [];
+  for (const [path, layer] of bottleneckLayers(peft)) {
+    const dict = layer.maybeChild<ModuleDict<AdapterFusion>>(FUSION_MODULE);
+    for (const name of dict?.keys() ?? []) {
+      const f = dict!.get(name)!;
+      fusions.push(f);
+      f.recorder = (p) => {
+        const byLayer = (attentions[name] ??= Object.create(null) as Record<string, tf.Tensor>);
+        byLayer[path]?.dispose(); // a second forward inside fn: the last one's
+        byLayer[path] = p;
+      };
+    }
+  }
+  try {
+    const result = fn();
+    if (result instanceof Promise) throw new PeftError('INVALID_ARGUMENT', 'fusionAttentions: fn must run the forward synchronously (peft.forward), not return a Promise');
+    return { result, attentions };
+  } catch (e) {
+    for (const byLayer of Object.values(attentions)) tf.dispose(Object.values(byLayer));
+    throw e;
+  } finally {
+    for (const f of fusions) f.recorder = null;
   }
 }
 

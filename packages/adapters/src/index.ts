@@ -33,6 +33,7 @@ export {
   saveAdapterFusion,
   loadAdapterFusion,
   fusionOf,
+  fusionAttentions,
   type AdapterFusionConfigFields,
 } from './fusion';
 export { BOTTLENECK_COMPOSITIONS, bottleneckComposedForward } from './composition';
