@@ -3,7 +3,7 @@
 // must pass through the public API alone. A check throws a ConformanceError naming itself, the method and
 // the tensor at fault. No test framework is imported: registerMethodConformance takes describe/it.
 import * as tf from '@tensorflow/tfjs';
-import { PeftModel, getPeftMethod, getPeftModel, memoryFileSystem, type PeftConfig, type PreTrainedModel } from '@peftjs/core';
+import { PeftModel, getPeftMethod, getPeftModel, memoryFileSystem, type ForwardInputs, type ForwardOutput, type Module, type PeftConfig, type PreTrainedModel } from '@peftjs/core';
 
 /** The checks, in the order they run. */
 export const CONFORMANCE_CHECKS = [
@@ -181,6 +181,18 @@ async function snapshot(named: Iterable<[string, tf.Variable]>): Promise<Map<str
   return out;
 }
 
+/** A fresh base model, its logits on the batch and its parameter names, before any adapter. */
+interface BaseRun {
+  model: PreTrainedModel;
+  logits: Logits;
+  names: string[];
+}
+
+/** Names of the trainable parameters below `m`. */
+function trainableNames(m: Module): string[] {
+  return [...m.namedParameters()].filter(([, p]) => p.trainable).map(([k]) => k);
+}
+
 /** A runner over one spec: shared helpers of the checks. */
 class Runner {
   readonly inputs: ConformanceInputs;
@@ -207,7 +219,7 @@ class Runner {
     return withLabels ? { inputIds, attentionMask, labels: labels ?? inputIds } : { inputIds, attentionMask };
   }
 
-  async baseModel(): Promise<{ model: PreTrainedModel; logits: Logits; names: string[] }> {
+  async baseModel(): Promise<BaseRun> {
     const model = await this.spec.model();
     model.eval();
     const logits = await logitsOf(() => model.forward(this.forwardInputs()));
@@ -235,6 +247,27 @@ class Runner {
   dispose(peft: PeftModel): void {
     this.spec.release?.(peft);
     peft.dispose();
+  }
+
+  /** Logits of `m`'s forward on the batch (a PeftModel or a plain model). */
+  logits(m: { forward(inputs: ForwardInputs): ForwardOutput }, inputs: ForwardInputs = this.forwardInputs()): Promise<Logits> {
+    return logitsOf(() => m.forward(inputs));
+  }
+
+  /**
+   * A fresh base model (its logits and parameter names read first) with a new adapter, perturbed with `seed`
+   * unless null; `fn` gets them and the adapted logits. Afterwards the PeftModel is disposed, with the model
+   * inside it (also when `fn` unloaded it).
+   */
+  async withPeft(seed: number | null, fn: (c: { base: BaseRun; peft: PeftModel; adapted: Logits }) => Promise<void>): Promise<void> {
+    const base = await this.baseModel();
+    const peft = getPeftModel(base.model, this.spec.config());
+    try {
+      if (seed !== null) this.perturb(peft, seed);
+      await fn({ base, peft, adapted: await this.logits(peft) });
+    } finally {
+      this.dispose(peft);
+    }
   }
 
   /** One-time caches (kernels, RoPE tables) filled before any check counts tensors. */
@@ -310,35 +343,24 @@ const DIR = '/conformance/adapter';
 export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck[] {
   const r = new Runner(spec);
   const checks: ConformanceCheck[] = [];
+  const check = (name: ConformanceCheckName, body: (fail: Fail) => Promise<void>) => checks.push(makeCheck(r, name, body));
 
   if (spec.promises.identityAtInit) {
-    checks.push(
-      makeCheck(r, 'identity at init', async (fail) => {
-        const base = await r.baseModel();
-        const peft = getPeftModel(base.model, spec.config());
-        try {
-          r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), base.logits, 'the adapter at init');
-        } finally {
-          r.dispose(peft);
-        }
-      }),
+    check('identity at init', (fail) =>
+      r.withPeft(null, async ({ base, adapted }) => r.expectSameLogits(fail, adapted, base.logits, 'the adapter at init')),
     );
   }
 
-  checks.push(
-    makeCheck(r, 'save → load is exact', async (fail) => {
-      const base = await r.baseModel();
-      const peft = getPeftModel(base.model, spec.config());
+  check('save → load is exact', (fail) =>
+    r.withPeft(1, async ({ peft, adapted }) => {
       const fs = memoryFileSystem();
       const loaded: PeftModel[] = [];
       try {
-        r.perturb(peft, 1);
         peft.addAdapter('second', spec.config());
         peft.setAdapter('second');
         r.perturb(peft, 2);
-        const second = await logitsOf(() => peft.forward(r.forwardInputs()));
+        const second = await r.logits(peft);
         peft.setAdapter('default');
-        const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
         await peft.savePretrained(DIR, { fs });
         if (!(await fs.exists(`${DIR}/adapter_config.json`)) || !(await fs.exists(`${DIR}/adapter_model.safetensors`))) {
           fail(`savePretrained wrote ${[...fs.snapshot().keys()].join(', ') || 'nothing'}; expected adapter_config.json and adapter_model.safetensors in ${DIR}`);
@@ -358,9 +380,9 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
           const i = firstDifference(a, b);
           if (i >= 0) fail(`differs after save → load at index ${i}: ${a[i]} vs ${b[i]}${r.isMethodParameter(k) ? ' (was it saved?)' : ''}`, k);
         }
-        r.expectSameLogits(fail, await logitsOf(() => again.forward(r.forwardInputs())), adapted, 'reloaded (isTrainable)');
+        r.expectSameLogits(fail, await r.logits(again), adapted, 'reloaded (isTrainable)');
         again.setAdapter('second');
-        r.expectSameLogits(fail, await logitsOf(() => again.forward(r.forwardInputs())), second, 'adapter "second" reloaded from its subfolder');
+        r.expectSameLogits(fail, await r.logits(again), second, 'adapter "second" reloaded from its subfolder');
         const cfg = (c: PeftConfig) => JSON.stringify({ ...c.toJSON(), inference_mode: null });
         if (cfg(again.peftConfig.default) !== cfg(peft.peftConfig.default)) {
           fail(`the config changed in save → load: ${cfg(peft.peftConfig.default)} became ${cfg(again.peftConfig.default)}`, 'adapter_config.json');
@@ -368,268 +390,211 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
         // inference reload
         const frozen = await PeftModel.fromPretrained(await spec.model(), DIR, { fs });
         loaded.push(frozen);
-        r.expectSameLogits(fail, await logitsOf(() => frozen.forward(r.forwardInputs())), adapted, 'reloaded for inference');
-        const trainable = [...frozen.namedParameters()].filter(([, p]) => p.trainable);
-        if (trainable.length) fail('is trainable after a load for inference (isTrainable false)', trainable[0][0]);
+        r.expectSameLogits(fail, await r.logits(frozen), adapted, 'reloaded for inference');
+        const trainable = trainableNames(frozen);
+        if (trainable.length) fail('is trainable after a load for inference (isTrainable false)', trainable[0]);
       } finally {
-        r.dispose(peft);
         for (const m of loaded) r.dispose(m);
       }
     }),
   );
 
   if (spec.promises.merge) {
-    checks.push(
-      makeCheck(r, 'merge ≈ adapted, unmerge restores the base', async (fail) => {
-        const base = await r.baseModel();
-        const peft = getPeftModel(base.model, spec.config());
-        try {
-          r.perturb(peft, 3);
-          const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
-          r.expectAdapterMatters(fail, adapted, base.logits);
-          const baseParams = [...peft.namedParameters()].filter(([k]) => !r.isMethodParameter(k));
-          const before = await snapshot(baseParams);
-          peft.mergeAdapter();
-          r.expectCloseLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, r.tol.merge, 'merged vs adapted');
-          const merged = await snapshot(peft.namedParameters());
-          // a merge may materialise a base weight (a 4-bit layer's fp32 weight): a new base parameter counts as changed
-          const appeared = [...merged.keys()].some((k) => !before.has(k) && !r.isMethodParameter(k));
-          if (!appeared && ![...before].some(([k, v]) => merged.get(k) && firstDifference(merged.get(k)!, v) >= 0)) {
-            fail('mergeAdapter changed no base weight: the adapter is still applied beside the weights, not merged into them');
-          }
-          peft.unmergeAdapter();
-          for (const [k, v] of before) {
-            const now = new Map(peft.namedParameters()).get(k);
-            if (!now) return fail('is gone after unmergeAdapter', k);
-            const a = await read(now);
-            const m = merged.get(k) ?? v;
-            if (spec.promises.exactUnmerge) {
-              const i = firstDifference(a, v);
-              if (i >= 0) fail(`unmergeAdapter did not restore it bit for bit: index ${i} is ${a[i]}, was ${v[i]}`, k);
-              continue;
-            }
-            // rounding is relative to the largest values the merge and unmerge pass through: the tensor's, not the element's
-            const bound = r.tol.unmergeUlps * 2 ** -24 * (maxAbs(v) + maxAbs(m));
-            for (let i = 0; i < a.length; i++) {
-              if (!(Math.abs(a[i] - v[i]) <= bound)) fail(`unmergeAdapter left index ${i} at ${a[i]}, was ${v[i]} (merged ${m[i]}; allowed ±${bound})`, k);
-            }
-          }
-          const unmerged = await logitsOf(() => peft.disableAdapter(() => peft.forward(r.forwardInputs())));
-          if (spec.promises.exactUnmerge) r.expectSameLogits(fail, unmerged, base.logits, 'after unmerge, adapters off');
-          else r.expectCloseLogits(fail, unmerged, base.logits, r.tol.merge, 'after unmerge, adapters off');
-          r.expectCloseLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, r.tol.merge, 'unmerged adapter, on again');
-          // HF's safe_merge: the same merge, checked for NaN/Inf first
-          await peft.mergeAdapter(undefined, { safeMerge: true });
-          r.expectCloseLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, r.tol.merge, 'safe-merged vs adapted');
-          peft.unmergeAdapter();
-        } finally {
-          r.dispose(peft);
+    check('merge ≈ adapted, unmerge restores the base', (fail) =>
+      r.withPeft(3, async ({ base, peft, adapted }) => {
+        r.expectAdapterMatters(fail, adapted, base.logits);
+        const before = await snapshot([...peft.namedParameters()].filter(([k]) => !r.isMethodParameter(k)));
+        peft.mergeAdapter();
+        r.expectCloseLogits(fail, await r.logits(peft), adapted, r.tol.merge, 'merged vs adapted');
+        const merged = await snapshot(peft.namedParameters());
+        // a merge may materialise a base weight (a 4-bit layer's fp32 weight): a new base parameter counts as changed
+        const appeared = [...merged.keys()].some((k) => !before.has(k) && !r.isMethodParameter(k));
+        if (!appeared && ![...before].some(([k, v]) => merged.get(k) && firstDifference(merged.get(k)!, v) >= 0)) {
+          fail('mergeAdapter changed no base weight: the adapter is still applied beside the weights, not merged into them');
         }
+        peft.unmergeAdapter();
+        const now = new Map(peft.namedParameters());
+        for (const [k, v] of before) {
+          const p = now.get(k);
+          if (!p) return fail('is gone after unmergeAdapter', k);
+          const a = await read(p);
+          if (spec.promises.exactUnmerge) {
+            const i = firstDifference(a, v);
+            if (i >= 0) fail(`unmergeAdapter did not restore it bit for bit: index ${i} is ${a[i]}, was ${v[i]}`, k);
+            continue;
+          }
+          // rounding is relative to the largest values the merge and unmerge pass through: the tensor's, not the element's
+          const m = merged.get(k) ?? v;
+          const bound = r.tol.unmergeUlps * 2 ** -24 * (maxAbs(v) + maxAbs(m));
+          for (let i = 0; i < a.length; i++) {
+            if (!(Math.abs(a[i] - v[i]) <= bound)) fail(`unmergeAdapter left index ${i} at ${a[i]}, was ${v[i]} (merged ${m[i]}; allowed ±${bound})`, k);
+          }
+        }
+        const unmerged = await logitsOf(() => peft.disableAdapter(() => peft.forward(r.forwardInputs())));
+        if (spec.promises.exactUnmerge) r.expectSameLogits(fail, unmerged, base.logits, 'after unmerge, adapters off');
+        else r.expectCloseLogits(fail, unmerged, base.logits, r.tol.merge, 'after unmerge, adapters off');
+        r.expectCloseLogits(fail, await r.logits(peft), adapted, r.tol.merge, 'unmerged adapter, on again');
+        // HF's safe_merge: the same merge, checked for NaN/Inf first
+        await peft.mergeAdapter(undefined, { safeMerge: true });
+        r.expectCloseLogits(fail, await r.logits(peft), adapted, r.tol.merge, 'safe-merged vs adapted');
+        peft.unmergeAdapter();
       }),
     );
   } else {
-    checks.push(
-      makeCheck(r, 'merge ≈ adapted, unmerge restores the base', async (fail) => {
-        const base = await r.baseModel();
-        const peft = getPeftModel(base.model, spec.config());
+    check('merge ≈ adapted, unmerge restores the base', (fail) =>
+      r.withPeft(3, async ({ peft, adapted }) => {
+        const snap = await snapshot(peft.namedParameters());
+        let refused = false;
         try {
-          r.perturb(peft, 3);
-          const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
-          const snap = await snapshot(peft.namedParameters());
-          let refused = false;
-          try {
-            await peft.mergeAdapter();
-          } catch {
-            refused = true;
-          }
-          if (!refused) fail('mergeAdapter succeeded, but the spec says this method cannot merge (promises.merge false)');
-          for (const [k, p] of peft.namedParameters()) {
-            const i = firstDifference(await read(p), snap.get(k)!);
-            if (i >= 0) fail(`changed by a refused mergeAdapter (index ${i})`, k);
-          }
-          r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after a refused merge');
-        } finally {
-          r.dispose(peft);
+          await peft.mergeAdapter();
+        } catch {
+          refused = true;
         }
+        if (!refused) fail('mergeAdapter succeeded, but the spec says this method cannot merge (promises.merge false)');
+        for (const [k, p] of peft.namedParameters()) {
+          const i = firstDifference(await read(p), snap.get(k)!);
+          if (i >= 0) fail(`changed by a refused mergeAdapter (index ${i})`, k);
+        }
+        r.expectSameLogits(fail, await r.logits(peft), adapted, 'after a refused merge');
       }),
     );
   }
 
-  checks.push(
-    makeCheck(r, 'mergeAndUnload ≈ adapted, unload gives the base', async (fail) => {
-      // after a merge a base weight may be new (a 4-bit layer's fp32 weight), but nothing of a PEFT layer may stay
-      const remnant = (k: string) => r.isMethodParameter(k) || k.split('.').some((p) => p === 'base_layer' || p === 'original_module' || p === 'modules_to_save');
-      const expectBaseNames = (m: PreTrainedModel, names: string[], what: string, merged = false) => {
-        const now = [...m.namedParameters()].map(([k]) => k);
-        const extra = now.filter((k) => !names.includes(k) && (!merged || remnant(k)));
-        if (extra.length) fail(`${what} left a parameter the base model did not have`, extra[0]);
-        const lost = names.filter((k) => !now.includes(k));
-        if (lost.length) fail(`${what} lost a parameter of the base model`, lost[0]);
-      };
-      // unload first: it must give the base model back whatever the merge would do
-      {
-        const base = await r.baseModel();
-        const peft = getPeftModel(base.model, spec.config());
-        let model: PreTrainedModel | undefined;
-        try {
-          r.perturb(peft, 4);
-          model = peft.unload();
-          expectBaseNames(model, base.names, 'unload');
-          r.expectSameLogits(fail, await logitsOf(() => model!.forward(r.forwardInputs())), base.logits, 'unload');
-          const trainable = [...model.namedParameters()].filter(([, p]) => p.trainable);
-          if (trainable.length) fail('is trainable in the model unload returned (the base stays frozen, as in HF)', trainable[0][0]);
-        } finally {
-          if (model) model.dispose();
-          else r.dispose(peft);
-        }
+  check('mergeAndUnload ≈ adapted, unload gives the base', async (fail) => {
+    // after a merge a base weight may be new (a 4-bit layer's fp32 weight), but nothing of a PEFT layer may stay
+    const remnant = (k: string) => r.isMethodParameter(k) || k.split('.').some((p) => p === 'base_layer' || p === 'original_module' || p === 'modules_to_save');
+    const expectBaseNames = (m: PreTrainedModel, names: string[], what: string, merged = false) => {
+      const now = [...m.namedParameters()].map(([k]) => k);
+      const extra = now.filter((k) => !names.includes(k) && (!merged || remnant(k)));
+      if (extra.length) fail(`${what} left a parameter the base model did not have`, extra[0]);
+      const lost = names.filter((k) => !now.includes(k));
+      if (lost.length) fail(`${what} lost a parameter of the base model`, lost[0]);
+    };
+    // unload first: it must give the base model back whatever the merge would do
+    await r.withPeft(4, async ({ base, peft }) => {
+      const model = peft.unload();
+      expectBaseNames(model, base.names, 'unload');
+      r.expectSameLogits(fail, await r.logits(model), base.logits, 'unload');
+      const trainable = trainableNames(model);
+      if (trainable.length) fail('is trainable in the model unload returned (the base stays frozen, as in HF)', trainable[0]);
+    });
+    await r.withPeft(4, async ({ base, peft, adapted }) => {
+      if (spec.promises.merge) {
+        const model = peft.mergeAndUnload();
+        expectBaseNames(model, base.names, 'mergeAndUnload', true);
+        r.expectCloseLogits(fail, await r.logits(model), adapted, r.tol.merge, 'mergeAndUnload vs adapted');
+        return;
       }
-      const base = await r.baseModel();
-      const peft = getPeftModel(base.model, spec.config());
-      let model: PreTrainedModel | undefined;
+      let refused = false;
       try {
-        r.perturb(peft, 4);
-        const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
-        if (spec.promises.merge) {
-          model = peft.mergeAndUnload();
-          expectBaseNames(model, base.names, 'mergeAndUnload', true);
-          r.expectCloseLogits(fail, await logitsOf(() => model!.forward(r.forwardInputs())), adapted, r.tol.merge, 'mergeAndUnload vs adapted');
-        } else {
-          let refused = false;
-          try {
-            model = await peft.mergeAndUnload();
-          } catch {
-            refused = true;
-          }
-          if (!refused) fail('mergeAndUnload succeeded, but the spec says this method cannot merge (promises.merge false)');
-          r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after a refused mergeAndUnload');
-        }
-      } finally {
-        if (model) model.dispose();
-        else r.dispose(peft);
+        await peft.mergeAndUnload();
+      } catch {
+        refused = true;
       }
+      if (!refused) fail('mergeAndUnload succeeded, but the spec says this method cannot merge (promises.merge false)');
+      r.expectSameLogits(fail, await r.logits(peft), adapted, 'after a refused mergeAndUnload');
+    });
+  });
+
+  check('disableAdapter gives the base logits', (fail) =>
+    r.withPeft(5, async ({ base, peft, adapted }) => {
+      if (adapted.shape.join() === base.logits.shape.join() && firstDifference(adapted.data, base.logits.data) < 0) {
+        fail('the perturbed adapter leaves the logits exactly the base model\'s: nothing to switch off', 'logits');
+      }
+      r.expectSameLogits(fail, await logitsOf(() => peft.disableAdapter(() => peft.forward(r.forwardInputs()))), base.logits, 'inside disableAdapter');
+      r.expectSameLogits(fail, await r.logits(peft), adapted, 'after disableAdapter');
+      const inner = await peft.disableAdapter(async () => r.logits(peft));
+      r.expectSameLogits(fail, inner, base.logits, 'inside an async disableAdapter');
+      r.expectSameLogits(fail, await r.logits(peft), adapted, 'after an async disableAdapter');
+      // HF's disable_adapter_layers / enable_adapter_layers: a lasting switch that also freezes the adapter
+      peft.disableAdapterLayers();
+      r.expectSameLogits(fail, await r.logits(peft), base.logits, 'after disableAdapterLayers');
+      const trainable = trainableNames(peft);
+      if (trainable.length) fail('is still trainable after disableAdapterLayers', trainable[0]);
+      peft.enableAdapterLayers();
+      r.expectSameLogits(fail, await r.logits(peft), adapted, 'after enableAdapterLayers');
     }),
   );
 
-  checks.push(
-    makeCheck(r, 'disableAdapter gives the base logits', async (fail) => {
-      const base = await r.baseModel();
-      const peft = getPeftModel(base.model, spec.config());
-      try {
-        r.perturb(peft, 5);
-        const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
-        if (adapted.shape.join() === base.logits.shape.join() && firstDifference(adapted.data, base.logits.data) < 0) {
-          fail('the perturbed adapter leaves the logits exactly the base model\'s: nothing to switch off', 'logits');
-        }
-        r.expectSameLogits(fail, await logitsOf(() => peft.disableAdapter(() => peft.forward(r.forwardInputs()))), base.logits, 'inside disableAdapter');
-        r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after disableAdapter');
-        const inner = await peft.disableAdapter(async () => logitsOf(() => peft.forward(r.forwardInputs())));
-        r.expectSameLogits(fail, inner, base.logits, 'inside an async disableAdapter');
-        r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after an async disableAdapter');
-        // HF's disable_adapter_layers / enable_adapter_layers: a lasting switch that also freezes the adapter
-        peft.disableAdapterLayers();
-        r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), base.logits, 'after disableAdapterLayers');
-        const trainable = [...peft.namedParameters()].filter(([, p]) => p.trainable);
-        if (trainable.length) fail('is still trainable after disableAdapterLayers', trainable[0][0]);
-        peft.enableAdapterLayers();
-        r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'after enableAdapterLayers');
-      } finally {
-        r.dispose(peft);
-      }
+  check('deleteAdapter removes every parameter', (fail) =>
+    r.withPeft(6, async ({ peft, adapted }) => {
+      const namesNow = () => [...peft.namedParameters()].map(([k]) => k);
+      const names = namesNow();
+      const tensors = tf.memory().numTensors;
+      peft.addAdapter('other', spec.config());
+      peft.setAdapter('other');
+      r.perturb(peft, 7);
+      const added = namesNow().filter((k) => !names.includes(k));
+      if (!added.length) fail('addAdapter("other") added no parameter');
+      const stray = added.find((k) => !k.split('.').includes('other'));
+      if (stray) fail('was added for adapter "other" without the adapter name in its path (HF: lora_A.other.weight)', stray);
+      await r.logits(peft);
+      peft.deleteAdapter('other');
+      if (Object.hasOwn(peft.peftConfig, 'other')) fail('deleteAdapter("other") left its config in peftConfig');
+      if (peft.activeAdapters.join() !== 'default') fail(`after deleting the active adapter the active adapters are [${peft.activeAdapters}], expected [default]`);
+      const after = namesNow();
+      const left = after.filter((k) => !names.includes(k));
+      if (left.length) fail('is still in the model after deleteAdapter("other")', left[0]);
+      const lost = names.filter((k) => !after.includes(k));
+      if (lost.length) fail('of the remaining adapter or the base was removed by deleteAdapter("other")', lost[0]);
+      const now = tf.memory().numTensors;
+      if (now !== tensors) fail(`deleteAdapter("other") left ${now - tensors} of its tensors undisposed (tf.memory().numTensors ${tensors} before addAdapter, ${now} after delete)`);
+      r.expectSameLogits(fail, await r.logits(peft), adapted, 'the remaining adapter after the delete');
+      const frozen = [...peft.namedParameters()].find(([k, p]) => r.isMethodParameter(k) && !p.trainable);
+      if (frozen) fail('of the remaining active adapter is frozen after the delete', frozen[0]);
     }),
   );
 
-  checks.push(
-    makeCheck(r, 'deleteAdapter removes every parameter', async (fail) => {
-      const base = await r.baseModel();
-      const peft = getPeftModel(base.model, spec.config());
-      try {
-        r.perturb(peft, 6);
-        const adapted = await logitsOf(() => peft.forward(r.forwardInputs()));
-        const names = [...peft.namedParameters()].map(([k]) => k);
-        const tensors = tf.memory().numTensors;
-        peft.addAdapter('other', spec.config());
-        peft.setAdapter('other');
-        r.perturb(peft, 7);
-        const added = [...peft.namedParameters()].map(([k]) => k).filter((k) => !names.includes(k));
-        if (!added.length) fail('addAdapter("other") added no parameter');
-        const stray = added.find((k) => !k.split('.').includes('other'));
-        if (stray) fail('was added for adapter "other" without the adapter name in its path (HF: lora_A.other.weight)', stray);
-        await logitsOf(() => peft.forward(r.forwardInputs()));
-        peft.deleteAdapter('other');
-        if (Object.hasOwn(peft.peftConfig, 'other')) fail('deleteAdapter("other") left its config in peftConfig');
-        if (peft.activeAdapters.join() !== 'default') fail(`after deleting the active adapter the active adapters are [${peft.activeAdapters}], expected [default]`);
-        const left = [...peft.namedParameters()].map(([k]) => k).filter((k) => !names.includes(k));
-        if (left.length) fail('is still in the model after deleteAdapter("other")', left[0]);
-        const lost = names.filter((k) => ![...peft.namedParameters()].some(([n]) => n === k));
-        if (lost.length) fail('of the remaining adapter or the base was removed by deleteAdapter("other")', lost[0]);
-        const now = tf.memory().numTensors;
-        if (now !== tensors) fail(`deleteAdapter("other") left ${now - tensors} of its tensors undisposed (tf.memory().numTensors ${tensors} before addAdapter, ${now} after delete)`);
-        r.expectSameLogits(fail, await logitsOf(() => peft.forward(r.forwardInputs())), adapted, 'the remaining adapter after the delete');
-        const trainable = [...peft.namedParameters()].filter(([k, p]) => r.isMethodParameter(k) && !p.trainable);
-        if (trainable.length) fail('of the remaining active adapter is frozen after the delete', trainable[0][0]);
-      } finally {
-        r.dispose(peft);
+  check("generate follows the forward; disabled, it is the base model's", async (fail) => {
+    const newTokens = 4;
+    const row = r.inputs.inputIds[0];
+    const mask = r.inputs.attentionMask?.[0] ?? row.map(() => 1);
+    // no end-of-sequence token: every row gets all its new tokens
+    const opts = { inputIds: [row], attentionMask: [mask], maxNewTokens: newTokens, eosTokenId: [] as number[] };
+    const fresh = await r.baseModel();
+    const baseGen = await fresh.model.generate(opts);
+    fresh.model.dispose();
+    await r.withPeft(null, async ({ peft }) => {
+      // a strong adapter, so that its greedy tokens differ from the base model's and a decoding step that
+      // skipped it would be seen: noise of σ 1, then 3, then 10 more until they do
+      let gen: number[][] = baseGen;
+      for (const [i, floor] of [1, 3, 10].entries()) {
+        r.perturb(peft, 8 + i, Math.max(floor, spec.perturbation ?? 0));
+        gen = await peft.generate(opts);
+        if (gen.join('|') !== baseGen.join('|')) break;
       }
-    }),
-  );
-
-  checks.push(
-    makeCheck(r, "generate follows the forward; disabled, it is the base model's", async (fail) => {
-      const newTokens = 4;
-      const row = r.inputs.inputIds[0];
-      const mask = r.inputs.attentionMask?.[0] ?? row.map(() => 1);
-      // no end-of-sequence token: every row gets all its new tokens
-      const opts = { inputIds: [row], attentionMask: [mask], maxNewTokens: newTokens, eosTokenId: [] as number[] };
-      const base = await r.baseModel();
-      const baseGen = await base.model.generate(opts);
-      const peft = getPeftModel(base.model, spec.config());
-      try {
-        // a strong adapter, so that its greedy tokens differ from the base model's and a decoding step that
-        // skipped it would be seen: noise of σ 1, then 3, then 10 more until they do
-        let gen: number[][] = baseGen;
-        for (const [i, floor] of [1, 3, 10].entries()) {
-          r.perturb(peft, 8 + i, Math.max(floor, spec.perturbation ?? 0));
-          gen = await peft.generate(opts);
-          if (gen.join('|') !== baseGen.join('|')) break;
+      if (gen.join('|') === baseGen.join('|')) fail(`the perturbed adapter generates the base model's tokens [${baseGen[0]}]: nothing tells a decoding step that skips it; raise spec.perturbation`);
+      if (gen.length !== 1 || gen[0].length !== row.length + newTokens) fail(`generate returned ${gen.length} rows of ${gen[0]?.length} tokens, expected 1 of ${row.length + newTokens}`);
+      // each new token is the greedy choice of a full forward over the sequence so far (no cache): a method
+      // whose cached path (past keys/values, virtual tokens) differs from its forward fails here
+      for (let t = 0; t < newTokens; t++) {
+        const out = await r.logits(peft, { inputIds: [gen[0].slice(0, row.length + t)], attentionMask: [[...mask, ...new Array<number>(t).fill(1)]] });
+        const v = out.shape[out.shape.length - 1];
+        const last = out.data.subarray(out.data.length - v);
+        let best = 0;
+        for (let i = 1; i < last.length; i++) if (last[i] > last[best]) best = i;
+        const tok = gen[0][row.length + t];
+        if (tok !== best && !(last[best] - last[tok] <= r.tol.merge * maxAbs(last))) {
+          fail(`new token ${t} is ${tok}, but the forward's greedy choice is ${best} (logit ${last[best]} vs ${last[tok]})`, 'logits');
         }
-        if (gen.join('|') === baseGen.join('|')) fail(`the perturbed adapter generates the base model's tokens [${baseGen[0]}]: nothing tells a decoding step that skips it; raise spec.perturbation`);
-        if (gen.length !== 1 || gen[0].length !== row.length + newTokens) fail(`generate returned ${gen.length} rows of ${gen[0]?.length} tokens, expected 1 of ${row.length + newTokens}`);
-        // each new token is the greedy choice of a full forward over the sequence so far (no cache): a method
-        // whose cached path (past keys/values, virtual tokens) differs from its forward fails here
-        for (let t = 0; t < newTokens; t++) {
-          const seq = gen[0].slice(0, row.length + t);
-          const out = await logitsOf(() => peft.forward({ inputIds: [seq], attentionMask: [[...mask, ...new Array<number>(t).fill(1)]] }));
-          const v = out.shape[out.shape.length - 1];
-          const last = out.data.subarray(out.data.length - v);
-          let best = 0;
-          for (let i = 1; i < last.length; i++) if (last[i] > last[best]) best = i;
-          const tok = gen[0][row.length + t];
-          if (tok !== best && !(last[best] - last[tok] <= r.tol.merge * maxAbs(last))) {
-            fail(`new token ${t} is ${tok}, but the forward's greedy choice is ${best} (logit ${last[best]} vs ${last[tok]})`, 'logits');
-          }
-        }
-        const off = await peft.disableAdapter(() => peft.generate(opts));
-        if (off.join('|') !== baseGen.join('|')) fail(`generate inside disableAdapter gave [${off[0]}], the base model gives [${baseGen[0]}]`);
-      } finally {
-        r.dispose(peft);
       }
-    }),
-  );
+      const off = await peft.disableAdapter(() => peft.generate(opts));
+      if (off.join('|') !== baseGen.join('|')) fail(`generate inside disableAdapter gave [${off[0]}], the base model gives [${baseGen[0]}]`);
+    });
+  });
 
-  checks.push(
-    makeCheck(r, "only the method's parameters train", async (fail) => {
-      const base = await r.baseModel();
-      const peft = getPeftModel(base.model, spec.config());
+  check("only the method's parameters train", (fail) =>
+    r.withPeft(null, async ({ peft }) => {
       const named = new Map(peft.namedParameters());
       const trainable = new Map([...named].filter(([, p]) => p.trainable));
+      if (!trainable.size) fail('getPeftModel left no parameter trainable');
+      for (const [k, p] of named) {
+        if (p.trainable && !r.isMethodParameter(k)) fail('is trainable but is not the method\'s (the base must be frozen)', k);
+        if (!p.trainable && r.isMethodParameter(k)) fail('is the method\'s but is not trainable', k);
+      }
+      const before = await snapshot(named);
       const opt = (spec.optimizer ?? adam(1e-2))(trainable);
       try {
-        if (!trainable.size) fail('getPeftModel left no parameter trainable');
-        for (const [k, p] of named) {
-          if (p.trainable && !r.isMethodParameter(k)) fail('is trainable but is not the method\'s (the base must be frozen)', k);
-          if (!p.trainable && r.isMethodParameter(k)) fail('is the method\'s but is not trainable', k);
-        }
-        const before = await snapshot(named);
         peft.train();
         const steps = spec.trainingSteps ?? 2;
         const varNames = new Map([...trainable].map(([k, v]) => [v.name, k]));
@@ -663,7 +628,6 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
         if (!changed) fail(`no parameter changed in ${steps} optimizer steps`);
       } finally {
         opt.dispose();
-        r.dispose(peft);
       }
     }),
   );
