@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -44,6 +44,32 @@ describe('@peftjs/native prebuild', () => {
     expect(older(v.GLIBC, '2.27'), `GLIBC_${v.GLIBC}`).toBe(true);
     if (v.GLIBCXX) expect(older(v.GLIBCXX, '3.4.22'), `GLIBCXX_${v.GLIBCXX}`).toBe(true);
     if (v.CXXABI) expect(older(v.CXXABI, '1.3.10'), `CXXABI_${v.CXXABI}`).toBe(true);
+  });
+
+  // The built loader in a registry install with neither a prebuild nor a build from source: the status a
+  // user sees (initBackend's report.native) says what to do.
+  const dist = join(pkgDir, 'dist', 'index.js');
+  it.runIf(existsSync(dist))('with no addon for the platform, the status says how to build one', () => {
+    const root = mkdtempSync(join(tmpdir(), 'peftjs-native-loader-'));
+    try {
+      const dir = join(root, 'node_modules', '@peftjs', 'native');
+      mkdirSync(dir, { recursive: true });
+      for (const f of ['package.json', 'prebuild.mjs']) cpSync(join(pkgDir, f), join(dir, f));
+      cpSync(join(pkgDir, 'dist'), join(dir, 'dist'), { recursive: true });
+      // tfjs, as the consumer's install has it
+      const tfjs = dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs/package.json'));
+      mkdirSync(join(root, 'node_modules', '@tensorflow'), { recursive: true });
+      symlinkSync(tfjs, join(root, 'node_modules', '@tensorflow', 'tfjs')); // its own dependencies resolve from its real path
+      const script = `const m = await import(${JSON.stringify(join(dir, 'dist', 'index.js'))}); console.log(JSON.stringify(m.nativeStatus()));`;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+      expect(r.status, r.stderr).toBe(0);
+      const status = JSON.parse(r.stdout.trim().split('\n').pop()!);
+      expect(status.installed).toBe(false);
+      expect(status.reason).toContain(`no native matmul for ${prebuildTag()}`);
+      expect(status.reason).toMatch(/install a C\+\+ compiler .* then run `npm rebuild @peftjs\/native`/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   describe('install.mjs in a registry install (node_modules/@peftjs/native)', () => {
