@@ -507,7 +507,8 @@ export class PeftModel extends Module {
       const remove: string[] = [];
       const tensors = this.adapterStateDict(name);
       try {
-        files[WEIGHTS_NAME] = await tensorsToSafetensors(tensors, { metadata: { format: 'pt' } });
+        // integer tensors (diff pruning's indices) as I32: PyTorch indexes with int32 as with int64, at half the bytes
+        files[WEIGHTS_NAME] = await tensorsToSafetensors(tensors, { metadata: { format: 'pt' }, intDtype: 'I32' });
       } finally {
         tf.dispose(Object.values(tensors));
       }

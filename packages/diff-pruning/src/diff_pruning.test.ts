@@ -110,7 +110,7 @@ describe('diff pruning on LLaMA (all-linear weights)', () => {
     const idx = file.tensors[`base_model.model.${q}.diff_pruning_indices.weight`];
     const val = file.tensors[`base_model.model.${q}.diff_pruning_values.weight`];
     const k = keptCount(density, 32 * 32);
-    expect([idx.dtype, idx.shape, val.dtype, val.shape]).toEqual(['I64', [k], 'F32', [k]]); // int32 in memory, torch.long on disk
+    expect([idx.dtype, idx.shape, val.dtype, val.shape]).toEqual(['I32', [k], 'F32', [k]]);
     // the gated save wrote the same projection, byte for byte
     expect(Buffer.compare(readFileSync(join(outGated, 'adapter_model.safetensors')), readFileSync(join(out, 'adapter_model.safetensors')))).toBe(0);
     expect(JSON.parse(readFileSync(join(outGated, 'adapter_config.json'), 'utf8'))).toEqual(json);
