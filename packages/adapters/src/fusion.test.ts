@@ -209,6 +209,13 @@ describe('fusionAttentions', () => {
     expect(fusion.recorder).toBeNull();
     tf.dispose([result.logits, ...Object.values(byLayer)]);
     expect(tf.memory().numTensors).toBe(before);
+    // deleting a fused adapter deletes its fusion layers (and their tensors)
+    const n = tf.memory().numTensors;
+    const fusionTensors = [...peft.namedParameters()].filter(([k]) => k.includes('adapter_fusion_layer')).length;
+    const bTensors = [...peft.namedParameters()].filter(([k]) => k.includes('.adapters.b.')).length;
+    peft.deleteAdapter('b');
+    expect(listAdapterFusions(peft)).toEqual([]);
+    expect(tf.memory().numTensors).toBe(n - fusionTensors - bTensors);
     peft.dispose();
   });
 });

@@ -292,6 +292,12 @@ export function deleteAdapterFusion(peft: PeftModel, fuse: FuseBlock): void {
   if (!found) throw new PeftError('INVALID_ARGUMENT', `deleteAdapterFusion: no fusion layer "${fuse.name}"`);
 }
 
+/** Removes (and disposes) a layer's fusion layers that fuse adapter `adapter` (BottleneckLayer.deleteOne). */
+export function dropFusionsOf(layer: BottleneckLayer, adapter: string): void {
+  const dict = layer.maybeChild<ModuleDict<AdapterFusion>>(FUSION_MODULE);
+  for (const name of dict?.keys() ?? []) if (name.split(',').includes(adapter)) dict!.delete(name);
+}
+
 /** The fusion names this model holds. */
 export function listAdapterFusions(peft: PeftModel): string[] {
   const out = new Set<string>();

@@ -3,6 +3,7 @@ import { BaseTunerLayer, Dropout, LayerNorm, Linear, Module, ModuleDict, PeftErr
 import type { AdapterActivation, AdapterConfig } from './config';
 import { adapterActivation, bottleneckAdapterOp } from './op';
 import { BOTTLENECK_COMPOSITIONS, bottleneckComposedForward } from './composition';
+import { dropFusionsOf } from './fusion';
 
 /** What one adapter needs of its config, resolved for one layer. */
 export interface BottleneckOptions {
@@ -272,5 +273,6 @@ export class BottleneckLayer extends BaseTunerLayer implements ResidualHook {
   protected unmergeOne(): void {}
   protected deleteOne(name: string): void {
     this.adapters.delete(name); // disposes its parameters
+    dropFusionsOf(this, name); // a fusion of the deleted adapter has nothing left to fuse
   }
 }
