@@ -66,7 +66,8 @@ export function resolveSetup(peft: PeftModel, setup: unknown): CompositionBlock 
   for (const [path, layer] of tunerLayers(peft)) {
     for (const b of blocksOf(block)) {
       const held = flattenComposition(b).filter((n) => layer.has(n));
-      if (!held.length || (b.type === 'Stack' && held.length === 1 && b.children.every((c) => typeof c === 'string'))) continue;
+      // a Stack reaching one adapter of the layer is that adapter (the blocks inside it are checked on their own)
+      if (!held.length || (b.type === 'Stack' && held.length === 1)) continue;
       if (!layer.supportedCompositions.includes(b.type)) {
         const ok = layer.supportedCompositions.length ? `${layer.peftType} layers support ${layer.supportedCompositions.join(', ')}` : `${layer.peftType} layers support no composition blocks`;
         throw new PeftError('UNSUPPORTED', `adapter setup ${shown}: ${compositionToString(b)} is not supported at ${path} (a ${layer.moduleType} layer holding ${held.map((n) => `"${n}"`).join(', ')}); ${ok}`);

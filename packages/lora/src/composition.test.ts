@@ -268,3 +268,34 @@ describe('composition.json', () => {
     peft.dispose();
   });
 });
+
+describe('a method without composition beside composed LoRA adapters', () => {
+  it('LN tuning under Stack(ln, Parallel(a, b)) runs on every replica; Parallel(ln, a) is refused naming LN_TUNING', async () => {
+    const { LNTuningConfig } = await import('@peftjs/ln-tuning');
+    const peft = await twoAdapters();
+    peft.addAdapter('ln', new LNTuningConfig({ targetModules: ['input_layernorm'] }));
+    // the LN copies away from the base's, so that 'ln' changes the logits
+    for (const [k, p] of peft.namedParameters()) {
+      if (!k.includes('.ln.')) continue;
+      const r = tf.tidy(() => tf.add(p, tf.randomNormal(p.shape, 0, 0.3, 'float32', 5)));
+      p.assign(r);
+      r.dispose();
+    }
+    const rows = (t: tf.Tensor, b: number) => tf.slice(t, [b], [IDS.length]);
+    peft.setAdapter(['ln', 'a']);
+    const lnA = peft.forward({ inputIds: IDS }).logits;
+    peft.setAdapter(['ln', 'b']);
+    const lnB = peft.forward({ inputIds: IDS }).logits;
+    peft.setActiveAdapters(Stack('ln', Parallel('a', 'b')));
+    const par = peft.forward({ inputIds: IDS }).logits;
+    const [p0, p1] = [rows(par, 0), rows(par, IDS.length)];
+    expect((await maxDiff(p0, lnA)).diff).toBeLessThan(1e-5);
+    expect((await maxDiff(p1, lnB)).diff).toBeLessThan(1e-5);
+    peft.setAdapter('a');
+    const onlyA = peft.forward({ inputIds: IDS }).logits;
+    expect((await maxDiff(p0, onlyA)).diff).toBeGreaterThan(1e-3); // 'ln' took part
+    expect(() => peft.setActiveAdapters(Parallel('ln', 'a'))).toThrow(/Parallel\[ln, a\] is not supported at .*input_layernorm .*LN_TUNING layers support no composition blocks/);
+    tf.dispose([lnA, lnB, par, p0, p1, onlyA]);
+    peft.dispose();
+  });
+});
