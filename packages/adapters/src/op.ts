@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { defineOp, linear2d } from '@peftjs/core';
+import { defineOp, linearOp } from '@peftjs/core';
 import type { AdapterActivation } from './config';
 
 /** The bottleneck's non-linearity, as AdapterHub's Activation_Function_Class (transformers' ACT2FN). */
@@ -46,10 +46,10 @@ export const bottleneckAdapterOp = defineOp<BottleneckInputs, { activation: stri
   describe: 'x [..., d], residual [..., d], downWeight [r, d], downBias [r], upWeight [d, r], upBias [d], scale broadcastable to [..., d]',
   reference: ({ x, residual, downWeight, downBias, upWeight, upBias, scale }, { activation, scaling }) =>
     tf.tidy(() => {
-      const up = linear2d(x, (x2) => {
-        const down = adapterActivation(activation, tf.add(tf.matMul(x2, downWeight as tf.Tensor2D, false, true), downBias));
-        return tf.add(tf.matMul(down as tf.Tensor2D, upWeight as tf.Tensor2D, false, true), upBias);
-      });
+      // the projections through core's peftjs.Linear: its layout fast paths on wasm / cpu (a transposed
+      // tfjs matMul runs there 10× below the plain one), its tfjs reference wherever fast paths are off
+      const down = adapterActivation(activation, linearOp({ x, weight: downWeight, bias: downBias }, {}));
+      const up = linearOp({ x: down, weight: upWeight, bias: upBias }, {});
       let out = scaling === 1 ? up : tf.mul(up, scaling);
       if (scale) out = tf.mul(out, scale);
       return tf.add(residual, out);
