@@ -206,7 +206,9 @@ class InjectionStrategy implements AdapterStrategy {
 
   async extraFiles(): Promise<void> {}
 
-  async loadOwn(): Promise<void> {}
+  async loadOwn({ file, path }: LoadContext): Promise<void> {
+    this.method.checkFileTensors?.({ file, source: path, config: this.host.config(this.name), peft: this.host.peft, adapterName: this.name });
+  }
 }
 
 class PromptLearningStrategy implements AdapterStrategy {

@@ -30,6 +30,7 @@ import type { Module } from './nn/module';
 import type { PeftConfig, PeftConfigClass } from './config';
 import type { ForwardInputs, ForwardOutput, PreTrainedModel } from './model';
 import type { PeftModel } from './peft_model';
+import type { SafetensorsFile } from './io/safetensors';
 
 /** The version of this contract; a method declares the one it implements. */
 export const PEFT_METHOD_SPEC_VERSION = 'v2' as const;
@@ -84,6 +85,12 @@ export interface InjectionMethod<C extends PeftConfig = PeftConfig, T extends Mo
   parameterKey(path: string, adapterName: string, config: C): string | undefined;
   /** Rewrites the tensors as saved (keys already the file's): AdaLoRA drops masked ranks. Disposes what it replaces. */
   toFileTensors?(tensors: Record<string, tf.Tensor>, config: C): Record<string, tf.Tensor>;
+  /**
+   * Checks the values of a file being loaded before they fill the adapter's parameters (the file's raw bytes, on
+   * the host: no device read): throws a PeftError naming `source` and the tensor (diff pruning's indices must lie
+   * inside their tensor, ascending). Shapes and names are PeftModel's to check.
+   */
+  checkFileTensors?(args: { file: SafetensorsFile; source: string; config: C; peft: PeftModel; adapterName: string }): void;
   /** A term added to the loss for each trained adapter, inside the forward (AdaLoRA's orthogonal regulariser). */
   lossTerm?(args: { peft: PeftModel; adapterName: string; config: C }): tf.Scalar | null;
   /**

@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Conv1D, Linear, PeftModel, getPeftModel, manualSeed, parseSafetensors, type PreTrainedModel } from '@peftjs/core';
+import { Conv1D, Linear, PeftModel, getPeftModel, loadSafetensors, manualSeed, parseSafetensors, tensorsToSafetensors, type PreTrainedModel } from '@peftjs/core';
 import { AutoModelForCausalLM } from '@peftjs/models';
 import { Trainer } from '@peftjs/trainer';
 import { DEFAULT_GATE, DiffPruningConfig, DiffPruningLayer, keptCount, projectDiffPruning } from './index';
@@ -206,6 +206,25 @@ describe('diff pruning on LLaMA (all-linear weights)', () => {
     const json = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
     writeFileSync(join(out, 'adapter_config.json'), JSON.stringify({ ...json, density: 0.2 }));
     await expect(PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(LLAMA), out)).rejects.toThrow(/diff_pruning_(indices|values)\.weight" has shape \[102\] but this model needs \[205\]/);
+    writeFileSync(join(out, 'adapter_config.json'), JSON.stringify(json));
+    // indices outside their tensor, or not ascending: the file and the tensor are named
+    const key = 'base_model.model.model.layers.1.self_attn.q_proj.diff_pruning_indices.weight';
+    const good = await loadSafetensors(join(out, 'adapter_model.safetensors'));
+    const k = good[key].size;
+    const cases: [number[], RegExp][] = [
+      [[...Array(k - 1).keys(), 1024], /index 1024 at position 101 is outside \[0, 1024\) of model\.layers\.1\.self_attn\.q_proj\.weight/],
+      [[-1, ...Array(k - 1).keys()], /index -1 at position 0 is outside \[0, 1024\)/],
+      [[0, 0, ...Array.from({ length: k - 2 }, (_, i) => i + 1)], /index 0 at position 1 follows 0; the indices must ascend/],
+    ];
+    for (const [indices, message] of cases) {
+      const bad = { ...good, [key]: tf.tensor1d(indices, 'int32') };
+      writeFileSync(join(out, 'adapter_model.safetensors'), await tensorsToSafetensors(bad, { metadata: { format: 'pt' }, intDtype: 'I32' }));
+      bad[key].dispose();
+      const err = await PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(LLAMA), out).catch((e: Error) => e);
+      expect(String(err)).toMatch(message);
+      expect(String(err)).toContain(`adapter_model.safetensors: tensor "${key}"`);
+    }
+    tf.dispose(Object.values(good));
   });
 });
 

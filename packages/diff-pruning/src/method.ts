@@ -6,6 +6,7 @@ import {
   isLayer,
   prefixedParameterKey,
   allLinearTargets,
+  rawToArray,
   type InjectionMethod,
   type Layer,
   type Module,
@@ -23,6 +24,7 @@ export function diffPruningLayers(peft: PeftModel, name: string): DiffPruningLay
 }
 
 const PREFIX = 'diff_pruning_';
+const INDICES = /^(.*)\.diff_pruning_indices\.([^.]+)$/;
 const GATED = /\.diff_pruning_(delta|log_alpha|group_log_alpha)\.([^.]+)$/;
 
 export const diffPruningMethod: InjectionMethod<DiffPruningConfig, (Module & Layer) | DiffPruningLayer> = {
@@ -94,6 +96,36 @@ export const diffPruningMethod: InjectionMethod<DiffPruningConfig, (Module & Lay
       tf.dispose([delta, logAlpha, group ?? []]);
     }
     return out;
+  },
+
+  /**
+   * A file's indices must address their tensor: integers in [0, numel), strictly ascending (a repeated index would
+   * add its value twice). Read from the file's bytes on the host; the error names the file and the tensor.
+   */
+  checkFileTensors({ file, source, peft }) {
+    for (const [key, raw] of Object.entries(file.tensors)) {
+      const m = INDICES.exec(key);
+      if (!m) continue;
+      if (raw.dtype !== 'I32' && raw.dtype !== 'I64') throw new PeftError('INVALID_FILE', `${source}: tensor "${key}" is ${raw.dtype}; diff pruning's indices are I32 (or I64)`);
+      let layer: Module | undefined;
+      try {
+        layer = peft.getSubmodule(m[1]);
+      } catch {
+        continue; // not this model's: the loader names the tensor as unexpected
+      }
+      const numel = layer instanceof DiffPruningLayer ? layer.getBaseLayer().maybeParam(m[2])?.size : undefined;
+      if (numel === undefined) continue;
+      const idx = rawToArray(raw);
+      for (let i = 0; i < idx.length; i++) {
+        const v = idx[i];
+        if (!Number.isInteger(v) || v < 0 || v >= numel) {
+          throw new PeftError('INVALID_FILE', `${source}: tensor "${key}": index ${v} at position ${i} is outside [0, ${numel}) of ${m[1].replace(/^base_model\.model\./, '')}.${m[2]}`);
+        }
+        if (i > 0 && v <= idx[i - 1]) {
+          throw new PeftError('INVALID_FILE', `${source}: tensor "${key}": index ${v} at position ${i} follows ${idx[i - 1]}; the indices must ascend (a repeated index would add its value twice)`);
+        }
+      }
+    }
   },
 
   /** λ · Σ E[L0] (structured: Σ P(z_g ≠ 0) · Σ P(z_i ≠ 0)) over the gated parameters of the adapter, while training (an eval loss is the task's alone). */
