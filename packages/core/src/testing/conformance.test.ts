@@ -259,6 +259,14 @@ describe('the conformance suite on a sound toy method', () => {
   // every check, registered as a method package registers them
   registerMethodConformance(toyMethod(), { describe, it });
 
+  it('a malformed spec is refused, naming the field', () => {
+    const spec = toyMethod();
+    expect(() => methodConformanceChecks({ ...spec, config: undefined as never })).toThrow(/spec "toy": field "config"/);
+    expect(() => methodConformanceChecks({ ...spec, promises: { merge: true } as never })).toThrow(/field "promises.identityAtInit"/);
+    expect(() => methodConformanceChecks({ ...spec, inputs: { inputIds: [[1, 2], [3]] } })).toThrow(/field "inputs.inputIds"/);
+    expect(() => methodConformanceChecks({ ...spec, skip: { 'merge works': 'typo' } as never })).toThrow(/field "skip.merge works" must be one of the checks/);
+  });
+
   it('lists every check once, in order; a spec may skip one with its reason', () => {
     const spec = toyMethod();
     expect(methodConformanceChecks(spec).map((c) => c.name)).toEqual([...CONFORMANCE_CHECKS]);

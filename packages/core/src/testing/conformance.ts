@@ -339,6 +339,24 @@ function makeCheck(runner: Runner, name: ConformanceCheckName, body: (fail: Fail
 
 const DIR = '/conformance/adapter';
 
+/** A spec's fields, checked before any check is made (an error names the field). */
+function checkSpec(spec: ConformanceSpec): void {
+  const bad = (field: string, want: string) => {
+    throw new TypeError(`method conformance spec${typeof spec?.name === 'string' ? ` "${spec.name}"` : ''}: field "${field}" must be ${want}`);
+  };
+  if (!spec || typeof spec !== 'object') bad('(the spec)', 'an object');
+  if (typeof spec.name !== 'string' || !spec.name) bad('name', 'a non-empty string');
+  if (typeof spec.config !== 'function') bad('config', 'a function returning a fresh PeftConfig');
+  if (typeof spec.model !== 'function') bad('model', 'a function returning a fresh base model (or a Promise of one)');
+  if (!spec.promises || typeof spec.promises.identityAtInit !== 'boolean') bad('promises.identityAtInit', 'true or false');
+  if (typeof spec.promises.merge !== 'boolean') bad('promises.merge', 'true or false');
+  const rows = spec.inputs?.inputIds;
+  if (spec.inputs && (!Array.isArray(rows) || !rows.length || !rows.every((row) => Array.isArray(row) && row.length === rows[0].length && row.length > 0))) {
+    bad('inputs.inputIds', 'a non-empty number[][] with rows of one length');
+  }
+  for (const k of Object.keys(spec.skip ?? {})) if (!(CONFORMANCE_CHECKS as readonly string[]).includes(k)) bad(`skip.${k}`, `one of the checks: ${CONFORMANCE_CHECKS.join('; ')}`);
+}
+
 /** A merge the method cannot do must throw (and the caller checks it changed nothing). */
 async function expectRefused(fail: Fail, what: string, merge: () => unknown): Promise<void> {
   try {
@@ -351,6 +369,7 @@ async function expectRefused(fail: Fail, what: string, merge: () => unknown): Pr
 
 /** The named checks of a spec, to run one by one (or register with registerMethodConformance). */
 export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck[] {
+  checkSpec(spec);
   const r = new Runner(spec);
   const checks: ConformanceCheck[] = [];
   const check = (name: ConformanceCheckName, body: (fail: Fail) => Promise<void>) => checks.push(makeCheck(r, name, body));
