@@ -143,6 +143,36 @@ describe.skipIf(!chromium)('examples/browser in headless Chromium', () => {
     rmSync(dir, { recursive: true, force: true });
   }, 300_000); // about 30 s alone; CI runs other test files beside it on 2 cores
 
+  // WebGPU in the page, on Chromium's SwiftShader adapter (software: taken because the page asks for webgpu
+  // first): the WGSL kernels run in a browser. Opt-in, it takes about 100 s for 2 steps on 2 cores.
+  it.runIf(process.env.PEFTJS_TEST_BROWSER_WEBGPU === '1')('trains on WebGPU (SwiftShader) in the page with the losses of wasm in Node', async () => {
+    const puppeteer = (await import('puppeteer-core')).default;
+    const gpu = await puppeteer.launch({ executablePath: chromium, headless: true, args: ['--no-sandbox', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan'] });
+    try {
+      const page = await gpu.newPage();
+      await page.goto(`${url}?steps=2&seed=${SEED}&saveSteps=0&backend=webgpu&autorun=1`);
+      await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state ?? ''), { timeout: 400_000 });
+      const ui = await page.evaluate(() => ({
+        status: document.getElementById('status')!.textContent,
+        backend: document.getElementById('backend')!.textContent,
+        losses: (globalThis as unknown as { exampleLosses: { loss: number }[] }).exampleLosses.map((e) => e.loss),
+      }));
+      expect(ui.backend, ui.status ?? '').toMatch(/^webgpu: .*software, as asked/);
+      await initBackend({ prefer: 'wasm', native: false });
+      const task = JSON.parse(readFileSync(join(outdir, 'task.json'), 'utf8'));
+      const nodeLosses: number[] = [];
+      await fineTune({
+        model: await AutoModelForCausalLM.fromPretrained(MODEL), tokenizer: await AutoTokenizer.fromPretrained(MODEL), task, steps: 2, seed: SEED,
+        onLog: (e: { loss?: number }) => e.loss !== undefined && nodeLosses.push(e.loss),
+      });
+      // measured: 4.860870 / 3.568056 on SwiftShader against 4.860914 / 3.568115 on wasm (fp32, other summation orders)
+      expect(ui.losses.length).toBe(2);
+      ui.losses.forEach((l, i) => expect(Math.abs(l - nodeLosses[i]) / nodeLosses[i]).toBeLessThan(1e-4));
+    } finally {
+      await gpu.close();
+    }
+  }, 600_000);
+
   it("core's file-system scenario gives on OPFS and IndexedDB (main thread and Worker) what it gives on Node's fs; savePretrained and fromPretrained through both; initBackend's browser order", async () => {
     const expected = await fsScenario(nodeFileSystem, mkdtempSync(join(tmpdir(), 'peftjs-fs-')));
     const entry = `
