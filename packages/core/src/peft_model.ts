@@ -428,6 +428,10 @@ export class PeftModel extends Module {
     delete this.peftConfig[name];
     delete this.strategies[name];
     const remaining = this.active.filter((n) => n !== name);
+    if (this.composition && remaining.length === this.active.length) {
+      this.setAdapter(this.active); // an adapter outside the active composition: the composition stays
+      return;
+    }
     const next = remaining.length ? remaining : Object.keys(this.peftConfig).slice(0, 1);
     this.active = [];
     if (next.length) this.setAdapter(next);
@@ -441,6 +445,9 @@ export class PeftModel extends Module {
       all += p.size;
       if (p.trainable) trainable += p.size;
     }
+    // weights a module holds outside its parameters (a 4-bit Linear's packed codes) count at their
+    // logical size, as HF counts bitsandbytes' Params4bit (numel · 2)
+    for (const [, m] of this.namedModules()) all += (m as { packedWeightCount?: () => number }).packedWeightCount?.() ?? 0;
     return [trainable, all];
   }
 

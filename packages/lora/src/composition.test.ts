@@ -206,9 +206,17 @@ describe('composition blocks on LoRA layers', () => {
     // adding an adapter keeps the composition; setAdapter replaces it
     peft.addAdapter('c', new LoraConfig({ r: 2, targetModules: ['q_proj'] }));
     expect(peft.activeComposition?.type).toBe('Parallel');
+    // deleting an adapter outside it keeps the composition; deleting one of its adapters ends it
+    peft.deleteAdapter('c');
+    expect(peft.activeComposition?.type).toBe('Parallel');
+    peft.addAdapter('c', new LoraConfig({ r: 2, targetModules: ['q_proj'] }));
     peft.setAdapter('c');
     expect(peft.activeComposition).toBeNull();
     for (const [, l] of loraLayers(peft)) expect(l.activeComposition).toBeNull();
+    peft.setActiveAdapters(Parallel('a', 'b'));
+    peft.deleteAdapter('b');
+    expect(peft.activeComposition).toBeNull();
+    expect(peft.activeAdapters).toEqual(['a']);
     peft.dispose();
   });
 });
