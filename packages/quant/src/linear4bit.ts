@@ -206,6 +206,11 @@ export class Linear4bit extends Linear {
    * Bytes the base weight takes on the device: packed codes, absmax (or its codes, nested absmax and
    * offset), and the nested map when this layer has its own (the standard one is shared by all layers).
    */
+  /** The weights held packed (not as a parameter): what `getNbTrainableParameters` counts for this layer. */
+  packedWeightCount(): number {
+    return this.qweight ? this.outFeatures * this.inFeatures : 0;
+  }
+
   storageBytes(): number {
     if (!this.qweight) return 4 * this.outFeatures * this.inFeatures;
     let b = 4 * this.qweight.size;
