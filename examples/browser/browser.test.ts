@@ -1,7 +1,8 @@
 // The browser example, end to end, in headless Chromium (Debian's `chromium`, driven by puppeteer-core):
 // build it, serve dist/ from a local server, train N steps on wasm in the page's Web Worker with a fixed
 // seed, watch the loss fall, click "Download adapter", and compare the downloaded ZIP with the same recipe
-// run here in Node on wasm: the bytes must be equal. Then the downloaded adapter loads in Node with
+// run here in Node on wasm: the bytes must be equal; a run stopped at step 4 and resumed in a new page from
+// its checkpoint in OPFS downloads the same bytes. Then the downloaded adapter loads in Node with
 // PeftModel.fromPretrained, the screenshot shows the loss chart, and core's file-system scenario gives on
 // OPFS and IndexedDB what it gives on Node's fs. Skipped where chromium is not installed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -135,6 +136,30 @@ describe.skipIf(!chromium)('examples/browser in headless Chromium', () => {
     for (const [k, v] of node.peft.adapterTensorMap('default')) {
       expect(Array.from(await loaded.adapterTensorMap('default').get(k)!.data()), k).toEqual(Array.from(await v.data()));
     }
+    // OPFS keeps the run across page loads: a page stopped at step 4 (its checkpoint-4 in OPFS), then a new
+    // page resuming from it, ends with the uninterrupted run's losses and downloads the same bytes
+    const stopped = await browser.newPage();
+    await stopped.goto(`${url}?steps=${STEPS}&seed=${SEED}&saveSteps=${SAVE_STEPS}&backend=wasm&autorun=1&stopAfter=4`);
+    await stopped.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state ?? ''), { timeout: 90_000 });
+    expect(await stopped.evaluate(() => document.getElementById('status')!.textContent)).toMatch(/trained 4 steps.*run folder: checkpoint-4, metrics\.jsonl/);
+    await stopped.close();
+    const resumed = await browser.newPage();
+    const resumedDownloads = mkdtempSync(join(tmpdir(), 'peftjs-download-'));
+    const cdp2 = await resumed.createCDPSession();
+    await cdp2.send('Browser.setDownloadBehavior', { behavior: 'allow', downloadPath: resumedDownloads, eventsEnabled: true });
+    await resumed.goto(`${url}?steps=${STEPS}&seed=${SEED}&saveSteps=${SAVE_STEPS}&backend=wasm&autorun=1&resume=1`);
+    await resumed.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state ?? ''), { timeout: 90_000 });
+    const after = await resumed.evaluate(() => (globalThis as unknown as { exampleLosses: { step: number; loss: number }[] }).exampleLosses);
+    expect(after.map((e) => e.step)).toEqual([5, 6, 7, 8]);
+    expect(after.map((e) => e.loss)).toEqual(nodeLosses.slice(4));
+    const done2 = new Promise<void>((resolve) => cdp2.on('Browser.downloadProgress', (e) => e.state === 'completed' && resolve()));
+    await resumed.click('#download');
+    await done2;
+    const again = new Uint8Array(readFileSync(join(resumedDownloads, 'tiny-llama-sotu-lora.zip')));
+    expect(Buffer.from(again).equals(Buffer.from(node.zip))).toBe(true);
+    await resumed.close();
+    rmSync(resumedDownloads, { recursive: true, force: true });
+
     // unzipped to a folder on disk, as a Python user does: the same
     const dir = mkdtempSync(join(tmpdir(), 'peftjs-unzipped-'));
     for (const [name, bytes] of Object.entries(files)) writeFileSync(join(dir, name), bytes);

@@ -1,6 +1,6 @@
 // The page: starts the training Worker, draws the loss as it comes, shows a generation, offers the
 // adapter as a download. URL parameters: steps (30), seed (0), backend (a comma list, e.g. wasm),
-// autorun (1: train at once).
+// saveSteps (10), stopAfter (stop at that step), resume (1: from the last checkpoint in OPFS), autorun (1).
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const losses = [];
@@ -38,10 +38,10 @@ function drawChart() {
   for (const p of losses) g.fillRect(x(p.step) - 2, y(p.loss) - 2, 4, 4);
 }
 
-function start() {
+function start(resume = params.get('resume') === '1') {
   losses.length = 0;
   drawChart();
-  $('train').disabled = true;
+  $('train').disabled = $('resume').disabled = true;
   $('download').disabled = true;
   document.body.dataset.state = 'training';
   const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
@@ -49,7 +49,7 @@ function start() {
   status('loading the model…');
   worker.onmessage = ({ data: m }) => {
     if (m.type === 'backend') $('backend').textContent = `${m.backend}: ${m.reason}`;
-    else if (m.type === 'storage') status(`training (checkpoints and metrics in ${m.kind})…`);
+    else if (m.type === 'storage') status(`${m.resume ? 'resuming' : 'training'} (checkpoints and metrics in ${m.kind})…`);
     else if (m.type === 'log') {
       losses.push({ step: m.step, loss: m.loss });
       $('last').textContent = `step ${m.step}: loss ${m.loss.toFixed(4)}`;
@@ -62,14 +62,14 @@ function start() {
       const a = $('download');
       a.disabled = false;
       a.onclick = () => Object.assign(document.createElement('a'), { href: url, download: 'tiny-llama-sotu-lora.zip' }).click();
-      $('train').disabled = false;
+      $('train').disabled = $('resume').disabled = false;
       $('size').textContent = `${(blob.size / 1024).toFixed(0)} KB: adapter_config.json + adapter_model.safetensors (HF PEFT's folder, zipped)`;
       document.body.dataset.state = 'done';
       worker.terminate();
     } else if (m.type === 'error') {
       status(`error: ${m.message}`);
       document.body.dataset.state = 'error';
-      $('train').disabled = false;
+      $('train').disabled = $('resume').disabled = false;
       worker.terminate();
     }
   };
@@ -83,6 +83,8 @@ function start() {
     steps: Number($('steps').value),
     seed: Number(params.get('seed') ?? 0),
     saveSteps: Number(params.get('saveSteps') ?? 10),
+    stopAfter: Number(params.get('stopAfter') ?? 0),
+    resume,
     // WebGPU where the adapter is hardware, else wasm (initBackend passes over software adapters)
     prefer: backend ? backend.split(',') : ['webgpu', 'wasm', 'cpu'],
     modelUrl: new URL('./model/', location.href).href,
@@ -91,7 +93,8 @@ function start() {
 }
 
 $('steps').value = params.get('steps') ?? '30';
-$('train').onclick = start;
+$('train').onclick = () => start(false);
+$('resume').onclick = () => start(true);
 drawChart();
 document.body.dataset.state = 'ready';
 if (params.get('autorun') === '1') start();

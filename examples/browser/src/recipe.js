@@ -12,9 +12,10 @@ export const isHeldOut = (i) => i % 6 === 3;
 /**
  * Wraps `model` in a LoRA adapter and trains it for `steps` optimizer steps on the task's training years.
  * `fs`/`outputDir`: where the Trainer keeps checkpoints and metrics.jsonl (OPFS in the page, memory in
- * Node); `onLog(entry)` gets every logged step. Returns the PeftModel and the adapter as a ZIP.
+ * Node); `onLog(entry)` gets every logged step; `stopAfter` stops at that step, `resume` continues from
+ * the latest checkpoint. Returns the PeftModel and the adapter as a ZIP.
  */
-export async function fineTune({ model, tokenizer, task, steps = 30, seed = 0, fs, outputDir = 'run', saveSteps = 0, onLog }) {
+export async function fineTune({ model, tokenizer, task, steps = 30, seed = 0, fs, outputDir = 'run', saveSteps = 0, onLog, stopAfter = 0, resume = false }) {
   manualSeed(seed);
   const peft = getPeftModel(model, new LoraConfig({
     r: 16, loraAlpha: 32, loraDropout: 0.05, targetModules: 'all-linear', taskType: TaskType.CAUSAL_LM,
@@ -31,9 +32,14 @@ export async function fineTune({ model, tokenizer, task, steps = 30, seed = 0, f
     trainDataset: tokenizeRecords(records, { tokenizer, maxLength: 32 }),
     padTokenId: tokenizer.padTokenId,
     fs,
-    callbacks: onLog ? [{ onLog: (_args, _state, _control, entry) => onLog(entry) }] : [],
+    callbacks: [
+      ...(onLog ? [{ onLog: (_args, _state, _control, entry) => onLog(entry) }] : []),
+      // stop early (a checkpoint at saveSteps lets a later run resume as if never stopped)
+      ...(stopAfter > 0 ? [{ onStepEnd: (_args, state, control) => void (state.globalStep >= stopAfter && (control.shouldTrainingStop = true)) }] : []),
+    ],
   });
-  const out = await trainer.train();
+  // resume: from the latest checkpoint in outputDir (the page's OPFS keeps it across reloads)
+  const out = await trainer.train({ resumeFromCheckpoint: resume || null });
   peft.eval();
   return { peft, trainer, out, zip: await adapterZip(peft) };
 }

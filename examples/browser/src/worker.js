@@ -1,5 +1,5 @@
 // The training runs here, in a Web Worker: the page stays responsive while tfjs computes. Messages in:
-// { type: 'train', steps, seed, prefer, modelUrl, taskUrl }. Out: 'backend', 'log', 'generated',
+// { type: 'train', steps, seed, prefer, modelUrl, taskUrl, saveSteps, stopAfter, resume }. Out: 'backend', 'log', 'generated',
 // 'adapter' (the ZIP's bytes, transferred), 'error'.
 import { initBackend, memoryFileSystem, opfsFileSystem } from '@peftjs/core';
 import { browserBackends } from '@peftjs/core/browser';
@@ -19,7 +19,7 @@ async function storage() {
   }
 }
 
-async function train({ steps, seed, prefer, modelUrl, taskUrl, saveSteps }) {
+async function train({ steps, seed, prefer, modelUrl, taskUrl, saveSteps, stopAfter, resume }) {
   const report = await initBackend({ backends: browserBackends, wasmPaths: new URL('./', self.location.href).href, ...(prefer ? { prefer } : {}) });
   post({ type: 'backend', backend: report.backend, reason: report.reason, attempts: report.attempts });
   const [model, tokenizer, task] = await Promise.all([
@@ -29,11 +29,11 @@ async function train({ steps, seed, prefer, modelUrl, taskUrl, saveSteps }) {
   ]);
   const { fs, kind } = await storage();
   const outputDir = 'peftjs-example/run';
-  await fs.remove(outputDir); // a fresh run each time
-  post({ type: 'storage', kind });
+  if (!resume) await fs.remove(outputDir); // a fresh run, unless resuming from its last checkpoint
+  post({ type: 'storage', kind, resume: !!resume });
   const t0 = performance.now();
   const { peft, zip, out } = await fineTune({
-    model, tokenizer, task, steps, seed, fs, outputDir, saveSteps,
+    model, tokenizer, task, steps, seed, fs, outputDir, saveSteps, stopAfter, resume,
     onLog: (e) => e.loss !== undefined && post({ type: 'log', step: e.step, loss: e.loss }),
   });
   const files = (await fs.readdir(outputDir)).sort();
