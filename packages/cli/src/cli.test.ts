@@ -86,7 +86,10 @@ describe('peft methods', () => {
     expect(by('IA3').trainable).toBe(4 * (128 + 128 + 688)); // k, v outputs and down_proj's input (intermediate 688)
     expect(by('IA3').sharePercent!).toBeLessThan(by('LORA r=8').sharePercent!);
     expect(rows.find((r) => r.method === 'Full Fine-tune')!.trainable).toBe(TINY_LLAMA_INFO.parameters);
-    expect(rows.find((r) => r.method === 'Adapters')!.trainable).toBeUndefined();
+    // bottleneck adapters: 2·d·r + r + d per placement and layer (d 256; SeqBn r 16, ParBn r 128)
+    expect(by('BOTTLENECK SeqBn').trainable).toBe(4 * (2 * 256 * 16 + 16 + 256));
+    expect(by('BOTTLENECK DoubleSeqBn').trainable).toBe(2 * 4 * (2 * 256 * 16 + 16 + 256));
+    expect(by('BOTTLENECK ParBn').trainable).toBe(4 * (2 * 256 * 128 + 128 + 256));
     // the base model is left as it was (every injection unloaded)
     expect([...model.namedParameters()].reduce((a, [, p]) => a + p.size, 0)).toBe(TINY_LLAMA_INFO.parameters);
     model.dispose();

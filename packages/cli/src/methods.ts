@@ -1,6 +1,6 @@
 // `peft methods`: the guide's comparison table, with the trainable-parameter share and the estimated
 // training memory of every method peftjs ships measured on a model (real injection, no training).
-import { getPeftModel, LoraConfig, IA3Config, PromptTuningConfig, PrefixTuningConfig, PromptEncoderConfig, AdaLoraConfig, TaskType, type PeftConfig, type CausalLMBase } from 'peftjs';
+import { getPeftModel, LoraConfig, IA3Config, PromptTuningConfig, PrefixTuningConfig, PromptEncoderConfig, AdaLoraConfig, SeqBnConfig, DoubleSeqBnConfig, ParBnConfig, TaskType, type PeftConfig, type CausalLMBase } from 'peftjs';
 import { loadModel } from './run';
 
 /** The guide's comparison table, verbatim. */
@@ -53,6 +53,9 @@ export function shippedConfigs(): { row: string; label: string; make: () => Peft
     { row: 'Prompt Tuning', label: 'PROMPT_TUNING 20 tokens', make: () => new PromptTuningConfig({ taskType: t, numVirtualTokens: 20 }) },
     { row: 'P-Tuning', label: 'P_TUNING 20 tokens, MLP 128', make: () => new PromptEncoderConfig({ taskType: t, numVirtualTokens: 20, encoderHiddenSize: 128 }) },
     { row: 'IA3', label: 'IA3 k_proj,v_proj,down_proj', make: () => new IA3Config({ taskType: t, targetModules: ['k_proj', 'v_proj', 'down_proj'], feedforwardModules: ['down_proj'] }) },
+    { row: 'Adapters', label: 'BOTTLENECK SeqBn (pfeiffer) reduction 16', make: () => new SeqBnConfig({ taskType: t }) },
+    { row: 'Adapters', label: 'BOTTLENECK DoubleSeqBn (houlsby) reduction 16', make: () => new DoubleSeqBnConfig({ taskType: t }) },
+    { row: 'Adapters', label: 'BOTTLENECK ParBn (parallel) reduction 2', make: () => new ParBnConfig({ taskType: t }) },
   ];
 }
 
@@ -90,7 +93,6 @@ export function measureMethods(model: CausalLMBase): MethodMeasure[] {
       peft.unload();
     }
   }
-  rows.push({ method: 'Adapters', guide: GUIDE_TABLE[3], peftjs: 'not shipped yet (bottleneck adapters are on the way)' });
   // guide order, then the ones the guide lacks
   const order = [...GUIDE_TABLE.map((g) => g.method as string), 'P-Tuning', 'AdaLoRA'];
   return rows.sort((a, b) => order.indexOf(a.method) - order.indexOf(b.method));

@@ -52,6 +52,8 @@ const METHOD_ALIASES: Record<string, string> = {
   p_tuning: 'P_TUNING',
   ptuning: 'P_TUNING',
   prompt_encoder: 'P_TUNING',
+  adapters: 'BOTTLENECK',
+  bottleneck: 'BOTTLENECK',
 };
 
 export function modelDir(spec: string): string {
