@@ -13,7 +13,9 @@
 import * as zm from 'zod/mini';
 import en from 'zod/v4/locales/en.js';
 
-zm.config(en());
+// zod/mini has no messages until a locale is set; set English when the first schema is built (not as an
+// import side effect, which a bundler may drop)
+let localeSet = false;
 
 type Any = zm.ZodMiniType;
 
@@ -51,6 +53,10 @@ export interface ObjectChain<S extends zm.core.$ZodLooseShape> {
 const sized = (s: Any) => ['string', 'array'].includes(s._zod.def.type);
 
 function chain<T extends Any>(s: T): Schema<T> {
+  if (!localeSet) {
+    zm.config(en());
+    localeSet = true;
+  }
   // the checks are numbers' and lengths' (as zod's methods of those types); typed loosely here
   const check = (c: unknown) => chain(s.check(c as zm.core.$ZodCheck<zm.output<T>>));
   const methods: Chain<T> = {
