@@ -205,3 +205,44 @@ describe('bottleneck adapters with the model\'s other paths', () => {
     peft.dispose();
   });
 });
+
+describe('bottleneck adapters: other tasks and bad files', () => {
+  it('SEQ_CLS: the score head is trained and saved beside the adapters', async () => {
+    const { AutoModelForSequenceClassification } = await import('@peftjs/models');
+    const { TaskType } = await import('@peftjs/core');
+    const base = await AutoModelForSequenceClassification.fromPretrained(`${HF}llama_seqcls_lora/base`);
+    const peft = getPeftModel(base, new SeqBnConfig({ taskType: TaskType.SEQ_CLS, reductionFactor: 4 }));
+    const keys = Object.keys(peft.adapterStateDict());
+    expect(keys).toContain('base_model.model.score.weight');
+    expect(keys).toContain('base_model.model.model.layers.0.output_adapters.adapter_down.weight');
+    const out = peft.forward({ inputIds: [[4, 5, 6]] }).logits;
+    expect(out.shape).toEqual([1, 3]);
+    out.dispose();
+    peft.dispose();
+  });
+
+  it('a config file with AdapterHub\'s field names, or an adapter of another model, fails naming the file and the field or tensor', async () => {
+    const { mkdtempSync, readFileSync, rmSync, writeFileSync, cpSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { fileURLToPath } = await import('node:url');
+    const src = fileURLToPath(new URL('../fixtures/adapterhub/llama_seq_bn/adapter/', import.meta.url));
+    const dir = mkdtempSync(join(tmpdir(), 'peftjs-adapters-bad-'));
+    try {
+      cpSync(src, dir, { recursive: true });
+      const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8'));
+      writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ ...cfg, non_linearity: 'relu' }));
+      await expect(PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(LLAMA), dir)).rejects.toThrow(/adapter_config\.json: unknown field "non_linearity" for BOTTLENECK/);
+      writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ ...cfg, adapter_act: 'sigmoid' }));
+      await expect(PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(LLAMA), dir)).rejects.toThrow(/adapter_config\.json: field "adapter_act"/);
+      // the LLaMA adapter on GPT-2: its tensor names are not this model's
+      writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify(cfg));
+      await expect(PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(GPT2), dir)).rejects.toThrow(/adapter_model\.safetensors: tensors "base_model\.model\.model\.layers\.0\.output_adapters\.adapter_down\.bias".*do not belong/);
+      // another bottleneck width: a shape mismatch naming the tensor
+      writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ ...cfg, reduction_factor: 2 }));
+      await expect(PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(LLAMA), dir)).rejects.toThrow(/tensor "base_model\.model\.model\.layers\.0\.output_adapters\.adapter_(down|up)\.(weight|bias)" has shape \[\d+(,\d+)?\] but this model needs/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
