@@ -50,6 +50,11 @@ describe(`CPU fast paths on ${tf.getBackend()}`, () => {
       tf.dispose([value, ...Object.values(grads)]);
     };
     expectFlatMemory(step);
+    // the fast paths' transposes and per-entry copies are backend data the engine never sees
+    const dataIds = () => (tf.backend() as unknown as { numDataIds(): number }).numDataIds();
+    const before = dataIds();
+    for (let i = 0; i < 3; i++) step();
+    expect(dataIds()).toBe(before);
     tf.dispose([x, w, bias]);
   });
 });
