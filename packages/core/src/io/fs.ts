@@ -215,7 +215,7 @@ export const nodeFileSystem: FileSystem = {
 export function fetchFileSystem(base = ''): FileSystem {
   const url = (p: string) => (/^[a-z]+:\/\//i.test(p) || !base ? p : `${base.replace(/\/$/, '')}/${p}`);
   const readOnly = () => {
-    throw new PeftError('UNSUPPORTED', 'this file system is read-only (fetch); save with a Node file system or download the bytes');
+    throw new PeftError('UNSUPPORTED', 'this file system is read-only (fetch); write to opfsFileSystem(), indexedDbFileSystem() or memoryFileSystem() (pass it as fs), or download the adapter with adapterBlob()');
   };
   return {
     async readFile(path, opts) {
