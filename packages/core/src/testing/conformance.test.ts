@@ -43,7 +43,8 @@ class ToyLM extends PreTrainedModel {
   };
   readonly outputHeadNames = ['lm_head'];
   readonly taskType = 'CAUSAL_LM';
-  constructor() {
+  /** `embedsOff`: a broken model that reads inputsEmbeds at a different scale than its own embeddings. */
+  constructor(private readonly embedsOff = false) {
     super();
     const w = (shape: number[], seed: number, std = 0.5) => tf.randomNormal(shape, 0, std, 'float32', seed);
     const ts = [w([VOCAB, HIDDEN], 1, 1), w([HIDDEN, HIDDEN], 2), w([HIDDEN], 3, 0.1), w([HIDDEN, HIDDEN], 4), w([HIDDEN], 5, 0.1), w([VOCAB, HIDDEN], 6)];
@@ -58,8 +59,7 @@ class ToyLM extends PreTrainedModel {
   }
   forward(inputs: ForwardInputs): ForwardOutput {
     return tf.tidy(() => {
-      const ids = toIdsTensor(inputs.inputIds!);
-      let h = this.getInputEmbeddings().forward(ids);
+      let h = inputs.inputsEmbeds ? tf.mul(inputs.inputsEmbeds, this.embedsOff ? 1.01 : 1) : this.getInputEmbeddings().forward(toIdsTensor(inputs.inputIds!));
       for (const p of ['proj_0', 'proj_1']) h = tf.add(h, tf.tanh(this.child<Linear>(p).forward(h)));
       const logits = this.child<Linear>('lm_head').forward(h);
       if (!inputs.labels) return { logits };
@@ -334,6 +334,11 @@ describe('each broken toy method fails the check that guards its defect', () => 
   it('runMethodConformance runs every check in order and stops at the first failure', async () => {
     await runMethodConformance(toyMethod());
     await expect(runMethodConformance(toyMethod('keep-deleted'))).rejects.toThrow(/deleteAdapter removes every parameter/);
+  });
+
+  it('a model that reads inputsEmbeds differently from its inputIds fails the inputsEmbeds check', async () => {
+    const check = methodConformanceChecks({ ...toyMethod(), model: () => new ToyLM(true) }).find((c) => c.name === "inputsEmbeds give the inputIds' logits")!;
+    await expect(check.run()).rejects.toThrow(/forward with inputsEmbeds: logits differ/);
   });
 
   it('a promise the method does not keep fails both ways: merge promised false but merging works', async () => {

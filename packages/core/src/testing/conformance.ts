@@ -13,6 +13,7 @@ export const CONFORMANCE_CHECKS = [
   'mergeAndUnload ≈ adapted, unload gives the base',
   'disableAdapter gives the base logits',
   'deleteAdapter removes every parameter',
+  'inputsEmbeds give the inputIds\' logits',
   'generate follows the forward; disabled, it is the base model\'s',
   "only the method's parameters train",
 ] as const;
@@ -559,6 +560,20 @@ export function methodConformanceChecks(spec: ConformanceSpec): ConformanceCheck
       r.expectSameLogits(fail, await r.logits(peft), adapted, 'the remaining adapter after the delete');
       const frozen = [...peft.namedParameters()].find(([k, p]) => r.isMethodParameter(k) && !p.trainable);
       if (frozen) fail('of the remaining active adapter is frozen after the delete', frozen[0]);
+    }),
+  );
+
+  // HF's _test_passing_input_embeds_works: the embeddings of the ids, given instead of them, are the same input
+  check("inputsEmbeds give the inputIds' logits", (fail) =>
+    r.withPeft(9, async ({ peft, adapted }) => {
+      const ids = tf.tensor2d(r.inputs.inputIds, undefined, 'int32');
+      const embeds = tf.tidy(() => peft.model.getInputEmbeddings().forward(ids));
+      try {
+        const { attentionMask } = r.forwardInputs();
+        r.expectSameLogits(fail, await r.logits(peft, { inputsEmbeds: embeds, attentionMask }), adapted, 'forward with inputsEmbeds');
+      } finally {
+        tf.dispose([ids, embeds]);
+      }
     }),
   );
 
