@@ -173,7 +173,7 @@ describe('peft CLI errors', () => {
 
 describe('example configs', () => {
   const configs = readdirSync(EXAMPLES).filter((f) => f.endsWith('.yaml'));
-  it('are the five shipped methods', () => expect(configs.sort()).toEqual(['ia3.yaml', 'lora.yaml', 'p-tuning.yaml', 'prefix-tuning.yaml', 'prompt-tuning.yaml']));
+  it('are the five shipped methods and QLoRA', () => expect(configs.sort()).toEqual(['ia3.yaml', 'lora.yaml', 'p-tuning.yaml', 'prefix-tuning.yaml', 'prompt-tuning.yaml', 'qlora.yaml']));
   it.each(configs)('%s trains for 2 steps with peft train on the bundled model', async (file) => {
     const d = tmp();
     const r = await run('train', join(EXAMPLES, file), ...quick(d));
