@@ -299,8 +299,9 @@ describe('URLs work in Node without a file system handed in', () => {
   let base = '';
   beforeAll(async () => {
     server = createServer((req, res) => {
-      const name = decodeURIComponent((req.url ?? '/').replace(/^\/tiny\//, ''));
-      const file = join(modelDir, name);
+      const m = /^\/(tiny|adapter)\/(.*)$/.exec(req.url ?? '/');
+      const name = decodeURIComponent(m?.[2] ?? '');
+      const file = join(m?.[1] === 'adapter' ? adapterDir : modelDir, name);
       if (!/^[\w.-]+$/.test(name) || !existsSync(file)) {
         res.writeHead(404).end();
         return;
@@ -314,6 +315,7 @@ describe('URLs work in Node without a file system handed in', () => {
     base = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/tiny/`;
   });
   afterAll(() => new Promise<void>((r) => server.close(() => r())));
+  const adapterDir = join(tmp, 'url-adapter');
 
   it('a model and a tokenizer by http URL give what the folder gives', async () => {
     const fromUrl = await AutoModelForCausalLM.fromPretrained(base);
@@ -326,5 +328,18 @@ describe('URLs work in Node without a file system handed in', () => {
     }
     const tok = await AutoTokenizer.fromPretrained(base);
     expect(tok.encode('Call me Ishmael.')).toEqual((await AutoTokenizer.fromPretrained(modelDir)).encode('Call me Ishmael.'));
+  });
+
+  it('an adapter by http URL loads as from its folder', async () => {
+    const peft = getPeftModel(await AutoModelForCausalLM.fromPretrained(modelDir), new LoraConfig({ r: 4, loraAlpha: 8, targetModules: ['q_proj'], initLoraWeights: false }));
+    await peft.savePretrained(adapterDir);
+    const want = await logitsOf(peft);
+    peft.dispose();
+    const again = await PeftModel.fromPretrained(await AutoModelForCausalLM.fromPretrained(base), base.replace(/\/tiny\/$/, '/adapter/'));
+    try {
+      expect(await logitsOf(again)).toEqual(want);
+    } finally {
+      again.dispose();
+    }
   });
 });
