@@ -63,7 +63,7 @@ beforeAll(() => {
 
 const savedEnv = { ...process.env };
 afterEach(() => {
-  for (const k of ['HF_HUB_CACHE', 'HUGGINGFACE_HUB_CACHE', 'HF_HOME', 'XDG_CACHE_HOME', 'HF_HUB_OFFLINE']) {
+  for (const k of ['HF_HUB_CACHE', 'HUGGINGFACE_HUB_CACHE', 'HF_HOME', 'XDG_CACHE_HOME', 'HF_HUB_OFFLINE', 'HF_TOKEN', 'HF_TOKEN_PATH']) {
     if (savedEnv[k] === undefined) delete process.env[k];
     else process.env[k] = savedEnv[k];
   }
@@ -210,6 +210,24 @@ describe('online: @huggingface/hub downloads into the same layout, then it is re
     // the tokenizer is not there yet: downloaded on its own
     await AutoTokenizer.fromPretrained('peftjs/tiny-llama', { cacheDir: c, hub });
     expect(calls.slice(4)).toEqual([`info peftjs/tiny-llama@main`, `get tokenizer.json@${commit}`, `get tokenizer_config.json@${commit}`]);
+  });
+
+  it('the token: HF_TOKEN, else the file huggingface-cli login writes under HF_HOME', async () => {
+    const c = join(tmp, 'online-token');
+    const seen: (string | undefined)[] = [];
+    const { hub } = fakeHub(modelFiles(), commitOf('token'));
+    const spy: HubClient = { ...hub, modelInfo: (p) => (seen.push(p.accessToken), hub.modelInfo(p)) };
+    const home = join(tmp, 'token-home');
+    mkdirSync(home, { recursive: true });
+    writeFileSync(join(home, 'token'), 'hf_fromfile\n');
+    delete process.env.HF_TOKEN;
+    delete process.env.HF_TOKEN_PATH;
+    process.env.HF_HOME = home;
+    await resolvePretrained('org/gated', 'model', { cacheDir: c, hub: spy });
+    process.env.HF_TOKEN = 'hf_fromenv';
+    await resolvePretrained('org/gated2', 'model', { cacheDir: c, hub: spy });
+    await resolvePretrained('org/gated3', 'model', { cacheDir: c, hub: spy, token: 'hf_given' });
+    expect(seen).toEqual(['hf_fromfile', 'hf_fromenv', 'hf_given']);
   });
 
   it('a repository with only PyTorch weights, or a failing download, is a clear error', async () => {

@@ -20,7 +20,7 @@ export interface HubOptions {
   cacheDir?: string;
   /** Never download: only the cache (default: HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1). */
   localFilesOnly?: boolean;
-  /** A hub access token for gated or private repositories (default HF_TOKEN). */
+  /** A hub access token for gated or private repositories (default HF_TOKEN, else the `huggingface-cli login` token file). */
   token?: string;
   /** The hub's address for downloads (default HF_ENDPOINT, else @huggingface/hub's https://huggingface.co). */
   hubUrl?: string;
@@ -69,6 +69,23 @@ export async function hubCacheDir(): Promise<string> {
   if (xdg) return joinPath(xdg, 'huggingface', 'hub');
   const { homedir } = await dynamicImport('node:os');
   return joinPath(homedir(), '.cache', 'huggingface', 'hub');
+}
+
+/** huggingface_hub's token: HF_TOKEN, else the file `huggingface-cli login` writes (HF_TOKEN_PATH, else HF_HOME/token). */
+export async function storedToken(): Promise<string | undefined> {
+  const t = env('HF_TOKEN');
+  if (t) return t;
+  let file = env('HF_TOKEN_PATH');
+  if (!file) {
+    const home = env('HF_HOME') || (env('XDG_CACHE_HOME') ? joinPath(env('XDG_CACHE_HOME')!, 'huggingface') : undefined);
+    file = joinPath(home ?? joinPath((await dynamicImport('node:os')).homedir(), '.cache', 'huggingface'), 'token');
+  }
+  try {
+    const text = new TextDecoder().decode(await nodeFileSystem.readFile(file, { maxBytes: 4096 })).trim();
+    return text || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The cache folder of one model repository: models--org--name. */
@@ -186,7 +203,7 @@ async function fromHubCache(repo: string, kind: PretrainedKind, opts: HubOptions
     throw new PeftError('FILE_NOT_FOUND', `${where}; to download it, install @huggingface/hub (\`npm install @huggingface/hub\`): ${(e as Error).message.split('\n')[0]}`);
   }
   const hubUrl = opts.hubUrl ?? env('HF_ENDPOINT');
-  const dir = await download(hub, { repo, kind, revision, cacheDir: cache, repoDir, where, accessToken: opts.token ?? env('HF_TOKEN'), hubUrl });
+  const dir = await download(hub, { repo, kind, revision, cacheDir: cache, repoDir, where, accessToken: opts.token ?? (await storedToken()), hubUrl });
   return { dir, fs, source: 'hub-download' };
 }
 
