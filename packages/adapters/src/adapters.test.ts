@@ -138,7 +138,7 @@ describe('bottleneck adapters: files, counts, training, errors', () => {
     expect(layer).toBeInstanceOf(BottleneckLayer);
     expect(layer.adapterNames()).toEqual(['a', 'b']);
     peft.setAdapter(['a', 'b']);
-    expect(() => peft.forward(batch)).toThrow(/2 bottleneck adapters are active at layer 0 output_adapters \(a, b\).*composition block/);
+    expect(() => peft.forward(batch)).toThrow(/2 bottleneck adapters are active at layer 0 output_adapters \(a, b\).*setActiveAdapters\(Stack/);
     peft.setAdapter('b');
     peft.forward(batch).logits.dispose();
     peft.deleteAdapter('a');

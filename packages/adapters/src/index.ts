@@ -15,7 +15,7 @@ export {
   type AdapterConfigInput,
   type AdapterActivation,
 } from './config';
-export { BottleneckLayer, BottleneckAdapter, bottleneckOptions, type BottleneckOptions, type BottleneckComposer } from './layer';
+export { BottleneckLayer, BottleneckAdapter, bottleneckOptions, type BottleneckOptions } from './layer';
 export { bottleneckAdapterOp, adapterActivation, type BottleneckInputs } from './op';
 export { bottleneckMethod } from './method';
 export { ConfigUnion, MAMConfig, UniPELTConfig, type MAMConfigInput, type UniPELTConfigInput } from './union';

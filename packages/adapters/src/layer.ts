@@ -134,12 +134,6 @@ export class BottleneckAdapter extends Module {
 }
 
 /**
- * What a composition (Stack, Parallel, Fuse …) does at one residual connection in place of the single
- * active adapter: gets the layer, the sub-block's output and its input (residual), returns the layer's output.
- */
-export type BottleneckComposer = (layer: BottleneckLayer, hidden: tf.Tensor, residual: tf.Tensor) => tf.Tensor;
-
-/**
  * Bottleneck adapters at one residual connection of a decoder layer (AdapterHub's BottleneckLayer): it
  * replaces the decoder's `attention_adapters` or `output_adapters` (a ResidualAdd), so it sees the
  * sub-block's output `hidden` and its input `residual` (for a pre-norm decoder: the input before the norm),
@@ -151,13 +145,11 @@ export type BottleneckComposer = (layer: BottleneckLayer, hidden: tf.Tensor, res
  * - `postForward(name, hidden, inputHidden, residual)` → the layer output (adds the decoder's residual).
  * - `adapterOutput(name, hidden, residual)`: the three in a row (one fused op where it can) = what the
  *   layer returns with only that adapter active; `up` of adapterForward is the adapter's own contribution.
- * With one active adapter `addResidual` is `adapterOutput`; with several, `composer` decides (set by a
- * composition block), and without one it is an error.
+ * With one active adapter `addResidual` is `adapterOutput`; several are combined by the active composition
+ * block (core's `activeComposition`, ./composition.ts); several without one are an error.
  */
 export class BottleneckLayer extends BaseTunerLayer implements ResidualHook {
   readonly peftType = 'BOTTLENECK';
-  /** Set by a composition block to combine several active adapters; null: one adapter at a time. */
-  composer: BottleneckComposer | null = null;
   override readonly supportedCompositions = BOTTLENECK_COMPOSITIONS;
 
   constructor(
@@ -252,11 +244,10 @@ export class BottleneckLayer extends BaseTunerLayer implements ResidualHook {
     if (!active.length) return this.child<ResidualAdd>('base_layer').addResidual(hidden, residual);
     return tf.tidy(() => {
       if (this.activeComposition) return bottleneckComposedForward(this, this.activeComposition, hidden, residual);
-      if (this.composer) return this.composer(this, hidden, residual);
       if (active.length > 1) {
         throw new PeftError(
           'UNSUPPORTED',
-          `${active.length} bottleneck adapters are active at layer ${this.layerIdx} ${this.location} (${active.join(', ')}); activate one, or compose them with a composition block (Stack, Parallel, Average, Fuse …)`,
+          `${active.length} bottleneck adapters are active at layer ${this.layerIdx} ${this.location} (${active.join(', ')}); activate one, or compose them: peft.setActiveAdapters(Stack(...)) (or Parallel, Average, BatchSplit, Fuse …)`,
         );
       }
       return this.adapterOutput(active[0], hidden, residual);
