@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -73,8 +73,9 @@ describe('@peftjs/native prebuild', () => {
   });
 
   describe('install.mjs in a registry install (node_modules/@peftjs/native)', () => {
-    const tmp = mkdtempSync(join(tmpdir(), 'peftjs-native-install-'));
-    afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+    let tmp = '';
+    beforeAll(() => void (tmp = mkdtempSync(join(tmpdir(), 'peftjs-native-install-'))));
+    afterAll(() => tmp && rmSync(tmp, { recursive: true, force: true }));
     let n = 0;
     /** A copy of the published files under node_modules, with or without the prebuild. */
     const installed = (prebuild: 'real' | 'none' | 'corrupt') => {
