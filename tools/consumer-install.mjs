@@ -3,7 +3,8 @@
 // fresh project in a temp folder, `npm install`s the tarballs (third-party dependencies come from the npm
 // registry), then runs a short script that trains a few LoRA steps of the bundled tiny LLaMA with the
 // Trainer on wasm and reports which backend, whether @peftjs/native's addon loaded from its prebuild, and
-// the losses. Also: require() from CommonJS, no `webgpu` (Dawn) installed, stderr clean.
+// the losses. Also: require() from CommonJS, a strict TypeScript file against the published types (nodenext),
+// no `webgpu` (Dawn) installed, stderr clean.
 //
 //   node tools/consumer-install.mjs [--keep]      needs `npm run build` first; prints one JSON line
 //
@@ -38,6 +39,27 @@ const losses = trainer.state.logHistory.filter((e) => e.loss !== undefined).map(
 console.log(JSON.stringify({ backend: report.backend, attempts: report.attempts, native: report.native, losses }));
 `;
 
+// A TypeScript user (node16/nodenext resolution, strict): the published .d.ts resolve, and what they declare is
+// real types, not a silent \`any\` from an unresolved import inside them.
+const TS = `
+import { AutoModelForCausalLM, AutoTokenizer, getPeftModel, LoraConfig, initBackend, type BackendReport } from 'peftjs';
+import { corpusBleu } from '@peftjs/evaluator/metrics';
+import { resolvePretrained } from '@peftjs/core';
+type IsAny<T> = 0 extends 1 & T ? true : false;
+const notAny = <T>(_v: T, _check: IsAny<T> extends false ? true : never) => {};
+export async function main(dir: string): Promise<number> {
+  const report: BackendReport = await initBackend();
+  const model = await AutoModelForCausalLM.fromPretrained(dir, { revision: 'main', localFilesOnly: true });
+  const tok = await AutoTokenizer.fromPretrained(dir);
+  const peft = getPeftModel(model, new LoraConfig({ r: 8, loraAlpha: 16, targetModules: ['q_proj'] }));
+  notAny(model, true); notAny(tok, true); notAny(peft, true); notAny(report.native, true);
+  notAny(corpusBleu, true); notAny(await resolvePretrained(dir, 'model'), true);
+  const { logits } = peft.forward({ inputIds: [tok.encode('hi')] });
+  notAny(logits, true);
+  return logits.shape.length;
+}
+`;
+
 const CJS = `
 const peftjs = require('peftjs');
 const core = require('@peftjs/core');
@@ -67,9 +89,12 @@ export async function consumerInstall({ keep = false, log = (s) => console.error
     mkdirSync(app);
     const dependencies = Object.fromEntries(packed.map((p) => [p.name, `file:${p.tarball}`]));
     dependencies['@tensorflow/tfjs'] = '^4.22.0';
+    const devDependencies = { typescript: '5.9.3', '@types/node': '^20.19.0' };
     // the packages depend on each other by version (^0.1.0): point those at the tarballs, not the registry
     const overrides = Object.fromEntries(packed.map((p) => [p.name, `$${p.name}`]));
-    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer-app', private: true, type: 'module', dependencies, overrides }, null, 2));
+    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer-app', private: true, type: 'module', dependencies, devDependencies, overrides }, null, 2));
+    writeFileSync(join(app, 'check.ts'), TS);
+    writeFileSync(join(app, 'tsconfig.json'), JSON.stringify({ compilerOptions: { strict: true, noEmit: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', skipLibCheck: true, types: ['node'] }, files: ['check.ts'] }));
     writeFileSync(join(app, 'train.mjs'), TRAIN);
     writeFileSync(join(app, 'check.cjs'), CJS);
 
@@ -82,6 +107,8 @@ export async function consumerInstall({ keep = false, log = (s) => console.error
     if (!existsSync(nativeDir)) throw new Error('@peftjs/native (an optional dependency of @peftjs/core) was not installed');
     if (existsSync(join(nativeDir, 'build'))) throw new Error('@peftjs/native was built from source at install although its prebuild fits');
 
+    const tsc = spawnSync(process.execPath, [join(app, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: app, encoding: 'utf8' });
+    if (tsc.status !== 0) throw new Error(`a TypeScript consumer (nodenext, strict) does not compile against the published types:\n${(tsc.stdout + tsc.stderr).slice(-4000)}`);
     const cjs = spawnSync(process.execPath, ['check.cjs'], { cwd: app, encoding: 'utf8' });
     if (cjs.status !== 0 || cjs.stdout.trim() !== 'cjs ok') throw new Error(`require() from CommonJS failed:\n${cjs.stderr.slice(-2000)}`);
 
