@@ -107,7 +107,10 @@ export const object = <S extends zm.core.$ZodLooseShape>(shape: S) => objectChai
 
 export type input<T> = zm.input<T>;
 export type output<T> = zm.output<T>;
-export type infer<T> = zm.output<T>;
+// `infer` is a keyword in type positions: declared under another name, exported as zod's (a bundled .d.ts
+// that wrote `type infer<T> = …` would not parse)
+type Infer<T> = zm.output<T>;
+export type { Infer as infer };
 export type ZodType = Any;
 export type ZodRawShape = zm.core.$ZodLooseShape;
 export type ZodObject<S extends ZodRawShape = ZodRawShape> = zm.ZodMiniObject<S>;
