@@ -28,6 +28,22 @@ const f32Literal = (v: number) => {
   return /[.e]/.test(s) ? s : `${s}.0`;
 };
 
+/**
+ * The code table and `scale(block)` (a block's absmax: stored, or decoded from its 8-bit code, the nested
+ * absmax and the offset) that both kernels use; they bind `am` (absmax or nested absmax), `ac` and `nmap`.
+ */
+function codesWgsl(quantType: QuantType, nested: boolean): string {
+  return `const LUT = array<f32, 16>(${Array.from(codeTable(quantType), f32Literal).join(', ')});
+
+fn scale(b: u32) -> f32 {
+${nested
+  ? `  let code = (ac[b >> 2u] >> (8u * (b & 3u))) & 255u;
+  let s = nmap[code] * am[b / 256u];
+  return s + u.offset;`
+  : '  return am[b];'}
+}`;
+}
+
 function kernel(quantType: QuantType, nested: boolean, transW: boolean): WgslKernel {
   return {
     key: `dequant4bit-${quantType}-${nested ? 'dq' : 'plain'}-${transW ? 'dx' : 'fwd'}`,
@@ -40,17 +56,9 @@ struct U { M: u32, C: u32, R: u32, inF: u32, offset: f32 }
 ${nested ? `@group(0) @binding(4) var<storage, read> ac: array<u32>;
 @group(0) @binding(5) var<storage, read> nmap: array<f32>;
 @group(0) @binding(6) var<uniform> u: U;` : '@group(0) @binding(4) var<uniform> u: U;'}
-const LUT = array<f32, 16>(${Array.from(codeTable(quantType), f32Literal).join(', ')});
+${codesWgsl(quantType, nested)}
 var<workgroup> As: array<f32, ${T * T}>;
 var<workgroup> Ws: array<f32, ${T * T}>;
-
-fn scale(b: u32) -> f32 {
-${nested
-  ? `  let code = (ac[b >> 2u] >> (8u * (b & 3u))) & 255u;
-  let s = nmap[code] * am[b / 256u];
-  return s + u.offset;`
-  : '  return am[b];'}
-}
 
 fn weight(e: u32) -> f32 {
   let j = e & 7u;
@@ -95,15 +103,7 @@ struct U { n: u32, offset: f32 }
 ${nested ? `@group(0) @binding(3) var<storage, read> ac: array<u32>;
 @group(0) @binding(4) var<storage, read> nmap: array<f32>;
 @group(0) @binding(5) var<uniform> u: U;` : '@group(0) @binding(3) var<uniform> u: U;'}
-const LUT = array<f32, 16>(${Array.from(codeTable(quantType), f32Literal).join(', ')});
-
-fn scale(b: u32) -> f32 {
-${nested
-  ? `  let code = (ac[b >> 2u] >> (8u * (b & 3u))) & 255u;
-  let s = nmap[code] * am[b / 256u];
-  return s + u.offset;`
-  : '  return am[b];'}
-}
+${codesWgsl(quantType, nested)}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
