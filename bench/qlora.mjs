@@ -2,7 +2,7 @@
 // peak training memory, resident base weights and training throughput, at the Qwen2-0.5B shape.
 //
 //   npm run build && node bench/qlora.mjs [--backend webgpu|wasm] [--batch 4x256] [--steps 5] [--warmup 2]
-//        [--targets q_proj,v_proj] [--shape qwen|tiny] [--dir /tmp/peftjs-qwen-ckpt] [--variants lora,qlora,lora+ckpt,qlora+ckpt]
+//        [--targets q_proj,v_proj] [--shape qwen|smol|tiny] [--dir /tmp/peftjs-qwen-ckpt] [--variants lora,qlora,lora+ckpt,qlora+ckpt]
 //
 // On the device machine: `source .device/setup.sh && node bench/qlora.mjs` (GPU) and `… --backend wasm --batch 1x128` (CPU).
 //
@@ -42,6 +42,10 @@ const CONFIG = {
   num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, max_position_embeddings: 2048, rms_norm_eps: 1e-6,
   rope_theta: 1000000, hidden_act: 'silu', tie_word_embeddings: true, torch_dtype: 'float32',
 };
+// smol: the SmolLM-135M shape of bench/gpu-train.mjs's w1 (a LLaMA without biases), small enough for fp32 LoRA on wasm
+if (SHAPE === 'smol') {
+  Object.assign(CONFIG, { architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: 49152, hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30, num_attention_heads: 9, num_key_value_heads: 3, rms_norm_eps: 1e-5, rope_theta: 10000 });
+}
 if (SHAPE === 'tiny') Object.assign(CONFIG, { vocab_size: 512, hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2 });
 
 /** The checkpoint's tensors in HF Qwen2's names and shapes (the embedding is tied: no lm_head). */
@@ -54,9 +58,8 @@ function tensorList(c) {
     const p = `model.layers.${l}`;
     list.push(
       [`${p}.input_layernorm.weight`, [D]], [`${p}.post_attention_layernorm.weight`, [D]],
-      [`${p}.self_attn.q_proj.weight`, [D, D]], [`${p}.self_attn.q_proj.bias`, [D]],
-      [`${p}.self_attn.k_proj.weight`, [kv, D]], [`${p}.self_attn.k_proj.bias`, [kv]],
-      [`${p}.self_attn.v_proj.weight`, [kv, D]], [`${p}.self_attn.v_proj.bias`, [kv]],
+      [`${p}.self_attn.q_proj.weight`, [D, D]], [`${p}.self_attn.k_proj.weight`, [kv, D]], [`${p}.self_attn.v_proj.weight`, [kv, D]],
+      ...(c.model_type === 'qwen2' ? [[`${p}.self_attn.q_proj.bias`, [D]], [`${p}.self_attn.k_proj.bias`, [kv]], [`${p}.self_attn.v_proj.bias`, [kv]]] : []),
       [`${p}.self_attn.o_proj.weight`, [D, D]],
       [`${p}.mlp.gate_proj.weight`, [c.intermediate_size, D]], [`${p}.mlp.up_proj.weight`, [c.intermediate_size, D]],
       [`${p}.mlp.down_proj.weight`, [D, c.intermediate_size]],
