@@ -86,6 +86,18 @@ export function checkPackage(pkgDir, { root = ROOT, dirName = pkgDir.split(/[\\/
   } else if (Array.isArray(pkg.sideEffects) && !pkg.sideEffects.some((s) => /dist\//.test(s))) {
     bad('sideEffects', 'lists no file under dist/ (what consumers import)');
   }
+  // a bare `import './x'` inside the package is there for its side effects: the bundler building dist/ drops it
+  // unless sideEffects covers x (it happened: quant's webgpu fast path vanished from dist/)
+  if (Array.isArray(pkg.sideEffects)) {
+    const listed = new Set(pkg.sideEffects.map((f) => f.replace(/^\.\//, '')));
+    for (const f of sourceFiles(join(pkgDir, 'src'))) {
+      for (const m of readFileSync(f, 'utf8').matchAll(/^import\s+['"](\.{1,2}\/[^'"]+)['"];?\s*$/gm)) {
+        const target = relative(pkgDir, join(f, '..', m[1])).replace(/\\/g, '/');
+        const candidates = [target, `${target}.ts`, `${target}/index.ts`];
+        if (!candidates.some((c) => listed.has(c))) bad('sideEffects', `does not list ${candidates[1]}, which ${relative(pkgDir, f)} imports for its side effects (a bundler drops that import)`);
+      }
+    }
+  }
 
   // exports: types first in every condition (TypeScript takes the first match); node10 needs typesVersions
   const exp = pkg.exports;

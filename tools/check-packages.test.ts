@@ -59,6 +59,25 @@ describe('packages are ready to publish', () => {
     }
   });
 
+  it('a bare side-effect import of a file sideEffects does not list is named (the bundler would drop it)', () => {
+    const root = mkdtempSync(join(tmpdir(), 'peftjs-check-'));
+    try {
+      const dir = join(root, 'packages', 'quantish');
+      mkdirSync(join(dir, 'src'), { recursive: true });
+      writeFileSync(join(dir, 'src', 'index.ts'), "export { layer } from './layer';\n");
+      writeFileSync(join(dir, 'src', 'layer.ts'), "import './webgpu';\nexport const layer = 1;\n");
+      writeFileSync(join(dir, 'src', 'webgpu.ts'), "import { registerFastPath } from '@peftjs/core';\nregisterFastPath(op, {});\n");
+      const pkg = (sideEffects: string[]) => writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: '@peftjs/quantish', sideEffects }));
+      pkg(['./src/index.ts', './dist/index.js']);
+      const sideEffects = (checkPackage(dir, { root }) as string[]).filter((p) => p.includes(': sideEffects:'));
+      expect(sideEffects.join('\n')).toMatch(/does not list src\/webgpu\.ts, which src\/layer\.ts imports for its side effects/);
+      pkg(['./src/index.ts', './src/webgpu.ts', './dist/index.js']);
+      expect((checkPackage(dir, { root }) as string[]).filter((p) => p.includes('imports for its side effects'))).toEqual([]);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   // Needs every package built (CI builds before the tests); publint and attw read the packed tarballs.
   const built = packages.every((p) => existsSync(join(p.path, 'dist')));
   it.runIf(built || process.env.CI)(
