@@ -14,6 +14,7 @@ import { Average, BatchSplit, Fuse, Module, Parallel, PeftError, Split, Stack, c
 import { AutoModelForCausalLM } from '@peftjs/models';
 import { LoraConfig } from '@peftjs/lora';
 import { AdapterFusionConfig, BottleneckLayer, SeqBnConfig, addAdapterFusion, fusionOf } from './index';
+import { peftError } from '../../../tools/testing/errors';
 
 const BASE = fileURLToPath(new URL('../../lora/fixtures/llama_mixed_batch/base', import.meta.url));
 const IDS = [
@@ -200,15 +201,7 @@ describe('composition blocks on bottleneck adapters', () => {
 
   it('errors: Fuse without a fusion layer, LoRA in a Fuse, a fusion of unknown adapters', async () => {
     const peft = await threeAdapters();
-    const msg = (fn: () => unknown) => {
-      try {
-        fn();
-      } catch (e) {
-        expect(PeftError.isInstance(e)).toBe(true);
-        return (e as Error).message;
-      }
-      throw new Error('expected an error');
-    };
+    const msg = (fn: () => unknown) => peftError(fn).message;
     expect(msg(() => peft.setActiveAdapters(Fuse('a', 'b')))).toMatch(/has no fusion layer "a,b"; add it first/);
     expect(msg(() => addAdapterFusion(peft, Fuse('a', 'zz')))).toMatch(/no adapter named "zz"/);
     peft.addAdapter('l', new LoraConfig({ r: 2, targetModules: ['q_proj'] }));

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { findPatternKey, fullMatch, isExcludedModule, isTargetModule } from './targets';
 import { PeftError } from './errors';
+import { peftError } from '../../../tools/testing/errors';
 
 describe('target module matching (HF semantics)', () => {
   const q0 = 'model.layers.0.self_attn.q_proj';
@@ -49,15 +50,7 @@ describe('target patterns in a linear-time engine (issue 14)', () => {
     expect(performance.now() - t0).toBeLessThan(1000);
   });
   it('invalid layers_pattern, rank_pattern keys and huge patterns are PeftErrors naming the field', () => {
-    const err = (fn: () => unknown) => {
-      try {
-        fn();
-      } catch (e) {
-        expect(PeftError.isInstance(e)).toBe(true);
-        return e as PeftError;
-      }
-      throw new Error('expected an error');
-    };
+    const err = peftError;
     expect(err(() => isTargetModule({ targetModules: ['q_proj'], layersToTransform: [0], layersPattern: '(' }, 'model.layers.0.q_proj')).message).toMatch(/layers_pattern/);
     expect(err(() => findPatternKey({ '[': 4 }, 'model.layers.0.q_proj')).message).toMatch(/rank_pattern/);
     expect(err(() => fullMatch('x'.repeat(100_000), 'x')).code).toBe('INVALID_CONFIG');

@@ -9,6 +9,7 @@ import { Average, BatchSplit, Fuse, Linear, Parallel, PeftError, Split, Stack, g
 import { AutoModelForCausalLM } from '@peftjs/models';
 import { LoraConfig } from './index';
 import type { LoraLinear } from './layer';
+import { peftError } from '../../../tools/testing/errors';
 
 const BASE = fileURLToPath(new URL('../fixtures/llama_mixed_batch/base', import.meta.url));
 const IDS = [
@@ -150,15 +151,7 @@ describe('composition blocks on LoRA layers', () => {
 
   it('refuses what LoRA layers and the nesting rules do not allow, naming the block', async () => {
     const peft = await twoAdapters();
-    const err = (fn: () => void) => {
-      try {
-        fn();
-      } catch (e) {
-        expect(PeftError.isInstance(e)).toBe(true);
-        return (e as Error).message;
-      }
-      throw new Error('expected an error');
-    };
+    const err = (fn: () => unknown) => peftError(fn).message;
     expect(err(() => peft.setActiveAdapters(Fuse('a', 'b')))).toMatch(/Fuse\[a, b\] is not supported at .*q_proj \(a lora\.Linear layer holding "a", "b"\); LORA layers support Stack, Parallel, Average, BatchSplit/);
     expect(err(() => peft.setActiveAdapters(Stack('a', 'zz')))).toMatch(/no adapter named "zz"; adapters: a, b/);
     expect(err(() => peft.setActiveAdapters(Split('a', 'b', { splits: 3 })))).toMatch(/Split\[a, b\] is not supported at .*; LORA layers support Stack, Parallel, Average, BatchSplit/);

@@ -10,20 +10,11 @@ import { PromptEncoderConfig } from '@peftjs/ptuning';
 import { AutoModelForCausalLM } from '@peftjs/models';
 import { LoraConfig } from './index';
 import { hfCase } from '../../../tools/testing/fixtures';
+import { peftErrorAsync as peftError } from '../../../tools/testing/errors';
 
 const tmp = mkdtempSync(join(tmpdir(), 'peftjs-lora-hostile-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const base = () => AutoModelForCausalLM.fromPretrained(`${hfCase('llama_lora_qv')}base`);
-
-async function peftError(p: Promise<unknown> | (() => unknown)): Promise<PeftError> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    if (!PeftError.isInstance(e)) throw new Error(`expected a PeftError, got ${(e as Error)?.name}: ${(e as Error)?.message}`);
-    return e;
-  }
-  throw new Error('expected an error');
-}
 
 describe('adapter names', () => {
   it('Object.prototype names and 300-character names are refused; nothing is written', async () => {

@@ -8,16 +8,7 @@ import { PeftError } from '@peftjs/core';
 import { AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizer, parseModelConfig } from '@peftjs/models';
 import { hfCase } from '../../../tools/testing/fixtures';
 import { editJson, folderInMemory, memoryFs } from './test-helpers';
-
-async function peftError(p: Promise<unknown> | (() => unknown)): Promise<PeftError> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    if (!PeftError.isInstance(e)) throw new Error(`expected a PeftError, got ${(e as Error)?.name}: ${(e as Error)?.message}`);
-    return e;
-  }
-  throw new Error('expected an error');
-}
+import { peftErrorAsync as peftError } from '../../../tools/testing/errors';
 
 const llamaDir = () => folderInMemory(`${hfCase('llama_lora_qv')}base`);
 const RAW = JSON.parse(readFileSync(`${hfCase('llama_lora_qv')}base/config.json`, 'utf8'));

@@ -7,6 +7,7 @@ import { PeftError, getPeftModel, parseSafetensors, rawToArray, type PeftModel }
 import { LoraConfig } from '@peftjs/lora';
 import { Trainer, dataCollatorWithPadding } from './index';
 import { randomExamples, tinyLlama } from './__fixtures__/tiny';
+import { peftErrorAsync as peftError } from '../../../tools/testing/errors';
 
 const tmp = mkdtempSync(join(tmpdir(), 'peftjs-trainer-hostile-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -18,16 +19,6 @@ async function adapterValues(m: PeftModel): Promise<Record<string, number[]>> {
   const out: Record<string, number[]> = {};
   for (const [k, v] of m.adapterTensorMap('default')) out[k] = Array.from(await v.data());
   return out;
-}
-
-async function peftError(p: Promise<unknown> | (() => unknown)): Promise<PeftError> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    if (!PeftError.isInstance(e)) throw new Error(`expected a PeftError, got ${(e as Error)?.name}: ${(e as Error)?.message}`);
-    return e;
-  }
-  throw new Error('expected an error');
 }
 
 describe('loadBestModelAtEnd across a resume', () => {

@@ -7,6 +7,7 @@ import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PeftError, loadModelWeights, parseSafetensors, rawToArray, rawToTensor, readJson, serializeSafetensors, nodeFileSystem } from '../index';
+import { peftError, peftErrorAsync } from '../../../../tools/testing/errors';
 
 function fileWith(header: unknown, data: Uint8Array, headerText?: string): Uint8Array {
   const json = new TextEncoder().encode(headerText ?? JSON.stringify(header));
@@ -15,26 +16,6 @@ function fileWith(header: unknown, data: Uint8Array, headerText?: string): Uint8
   out.set(json, 8);
   out.set(data, 8 + json.length);
   return out;
-}
-
-function peftError(fn: () => unknown): PeftError {
-  try {
-    fn();
-  } catch (e) {
-    if (!PeftError.isInstance(e)) throw new Error(`expected a PeftError, got ${(e as Error)?.name}: ${(e as Error)?.message}`);
-    return e;
-  }
-  throw new Error('expected an error');
-}
-
-async function peftErrorAsync(p: Promise<unknown>): Promise<PeftError> {
-  try {
-    await p;
-  } catch (e) {
-    if (!PeftError.isInstance(e)) throw new Error(`expected a PeftError, got ${(e as Error)?.name}: ${(e as Error)?.message}`);
-    return e;
-  }
-  throw new Error('expected an error');
 }
 
 const good = () =>

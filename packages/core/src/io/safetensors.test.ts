@@ -13,6 +13,7 @@ import {
   tensorsToSafetensors,
 } from '../index';
 import { HF } from '../../../../tools/testing/fixtures';
+import { peftError } from '../../../../tools/testing/errors';
 
 /** Builds a file from a raw header object and a data section. */
 function fileWith(header: unknown, data: Uint8Array): Uint8Array {
@@ -25,14 +26,8 @@ function fileWith(header: unknown, data: Uint8Array): Uint8Array {
 }
 
 function expectError(fn: () => unknown, ...parts: (string | RegExp)[]) {
-  try {
-    fn();
-  } catch (e) {
-    expect(PeftError.isInstance(e)).toBe(true);
-    for (const p of parts) expect((e as Error).message).toMatch(p);
-    return;
-  }
-  throw new Error('expected an error');
+  const e = peftError(fn);
+  for (const p of parts) expect(e.message).toMatch(p);
 }
 
 describe('safetensors', () => {
